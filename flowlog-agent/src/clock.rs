@@ -1,0 +1,86 @@
+//! Time: window arithmetic on wall-clock seconds, and conversion of the kernel's boot-time
+//! clock (what the datapath stamps packets with) to Unix seconds.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::time::{ClockId, clock_gettime};
+
+/// Unix seconds now.
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// The first window boundary strictly after `now` (Unix seconds): the next multiple of
+/// `interval`.
+pub fn next_boundary(now: f64, interval: u64) -> u64 {
+    let interval = interval.max(1);
+    (now.max(0.0) as u64 / interval + 1) * interval
+}
+
+/// The 5-minute (or other) slot that Unix second `t` falls in: its start.
+pub fn slot_start(t: u64, slot_seconds: u64) -> u64 {
+    t - t % slot_seconds.max(1)
+}
+
+/// Converts `bpf_ktime_get_boot_ns()` stamps to Unix time, sampled once per drain.
+#[derive(Debug, Clone, Copy)]
+pub struct BootClock {
+    /// Unix ns minus boot ns at the moment of sampling.
+    offset_ns: i128,
+}
+
+impl BootClock {
+    pub fn sample() -> Self {
+        let ns = |c| {
+            clock_gettime(c).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+        };
+        let boot = ns(ClockId::CLOCK_BOOTTIME).unwrap_or(0);
+        let real = ns(ClockId::CLOCK_REALTIME).unwrap_or(0);
+        BootClock { offset_ns: real - boot }
+    }
+
+    /// For tests: a clock whose boot time 0 is Unix time `offset_ns`.
+    pub fn with_offset(offset_ns: i128) -> Self {
+        BootClock { offset_ns }
+    }
+
+    /// Unix seconds (floored) of a boot-clock stamp.
+    pub fn unix_secs(&self, boot_ns: u64) -> u64 {
+        let unix = boot_ns as i128 + self.offset_ns;
+        (unix.max(0) / 1_000_000_000) as u64
+    }
+}
+
+/// How long to sleep until Unix second `t`.
+pub fn until(t: u64) -> Duration {
+    let now = unix_now();
+    Duration::from_secs_f64((t as f64 - now).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_wall_clock_multiples() {
+        assert_eq!(next_boundary(1_000.0, 60), 1_020);
+        assert_eq!(next_boundary(1_020.0, 60), 1_080, "a boundary exactly now is the past");
+        assert_eq!(next_boundary(1_019.999, 60), 1_020);
+        assert_eq!(next_boundary(7.5, 1), 8);
+        assert_eq!(next_boundary(1_431_280_876.0, 600), 1_431_281_400);
+    }
+
+    #[test]
+    fn slots_round_down_to_five_minutes() {
+        // 2018-06-20T16:24:59Z is in the 16:20 slot, 16:25:00 starts the next one.
+        assert_eq!(slot_start(1_529_511_899, 300), 1_529_511_600);
+        assert_eq!(slot_start(1_529_511_900, 300), 1_529_511_900);
+    }
+
+    #[test]
+    fn boot_stamps_convert_to_unix_seconds() {
+        let c = BootClock::with_offset(1_600_000_000_000_000_000);
+        assert_eq!(c.unix_secs(0), 1_600_000_000);
+        assert_eq!(c.unix_secs(1_999_999_999), 1_600_000_001);
+    }
+}

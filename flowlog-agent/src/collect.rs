@@ -1,0 +1,180 @@
+//! Where a window is cut: flip the slot the datapath writes to, wait until no program can
+//! still be writing to the old slot, then drain and clear it.
+//!
+//! Two copies of every per-window map exist (slot A and slot B). The programs read the active
+//! slot from the `WINDOW` array on every packet, so after a flip each packet lands in exactly
+//! one window: none is counted between a read and a delete, and none twice.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Context;
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    util::nr_cpus,
+};
+use flowlog_common::{
+    FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, WINDOW_MAP,
+};
+
+use crate::clock::BootClock;
+
+/// Longer than any single program run. The datapath programs are straight-line code of a few
+/// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
+/// program that read the old slot index finishes within microseconds of the flip.
+pub const DEFAULT_GRACE: Duration = Duration::from_millis(20);
+
+/// One window's bounds in Unix seconds: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One flow's counters summed over CPUs. Times are boot-clock ns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub tcp_flags: u8,
+}
+
+impl FlowTotals {
+    /// Sums per-CPU values: counts add up, times take the earliest first and latest last seen
+    /// among the CPUs that saw the flow.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a FlowStats>) -> Self {
+        let mut t = FlowTotals::default();
+        for s in per_cpu.into_iter().filter(|s| s.packets > 0) {
+            t.packets += s.packets;
+            t.bytes += s.bytes;
+            t.tcp_flags |= s.tcp_flags;
+            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
+                t.first_seen_ns = s.first_seen_ns;
+            }
+            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+        }
+        t
+    }
+}
+
+fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> IfaceCounters {
+    per_cpu.into_iter().fold(IfaceCounters::default(), |mut a, c| {
+        a.overflow_packets += c.overflow_packets;
+        a.overflow_bytes += c.overflow_bytes;
+        a.non_ip_packets += c.non_ip_packets;
+        a.malformed_packets += c.malformed_packets;
+        a
+    })
+}
+
+/// Everything the datapath counted in one window.
+#[derive(Debug, Clone)]
+pub struct DrainedWindow {
+    pub window: Window,
+    pub flows: Vec<(FlowKey, FlowTotals)>,
+    pub ifaces: BTreeMap<IfaceKey, IfaceCounters>,
+    /// Packets the datapath could not attribute to an interface (interface map full).
+    pub lost: IfaceCounters,
+    /// Converts the flows' boot-clock stamps to Unix time.
+    pub clock: BootClock,
+}
+
+/// The window maps, taken out of the loaded object.
+pub struct Collector {
+    window: Array<MapData, u32>,
+    flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
+    ifaces: [PerCpuHashMap<MapData, IfaceKey, IfaceCounters>; 2],
+    lost: PerCpuArray<MapData, IfaceCounters>,
+    active: u32,
+    grace: Duration,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl Collector {
+    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let mut window: Array<MapData, u32> = take(ebpf, WINDOW_MAP)?;
+        window.set(0, 0, 0).context("cannot reset the WINDOW map")?;
+        Ok(Collector {
+            window,
+            flows: [take(ebpf, FLOW_MAPS[0])?, take(ebpf, FLOW_MAPS[1])?],
+            ifaces: [take(ebpf, IFACE_MAPS[0])?, take(ebpf, IFACE_MAPS[1])?],
+            lost: take(ebpf, LOST_MAP)?,
+            active: 0,
+            grace: DEFAULT_GRACE,
+        })
+    }
+
+    /// Ends `window`: new packets go to the other slot from now on, and everything the old
+    /// slot counted is returned (the old slot is left empty for the window after next).
+    pub fn cut(&mut self, window: Window) -> anyhow::Result<DrainedWindow> {
+        let idle = self.active as usize;
+        self.active ^= 1;
+        self.window.set(0, self.active, 0).context("cannot flip the WINDOW map")?;
+        std::thread::sleep(self.grace);
+        let clock = BootClock::sample();
+        let flows = drain(&mut self.flows[idle], |v| FlowTotals::sum(v))
+            .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
+        let ifaces = drain(&mut self.ifaces[idle], |v| sum_counters(v))
+            .with_context(|| format!("cannot drain {}", IFACE_MAPS[idle]))?;
+        let lost = self.drain_lost(idle as u32)?;
+        Ok(DrainedWindow { window, flows, ifaces: ifaces.into_iter().collect(), lost, clock })
+    }
+
+    fn drain_lost(&mut self, slot: u32) -> anyhow::Result<IfaceCounters> {
+        let values = self.lost.get(&slot, 0).context("cannot read the LOST map")?;
+        let lost = sum_counters(values.iter());
+        if lost != IfaceCounters::default() {
+            let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); nr_cpus().map_err(|(_, e)| e)?])?;
+            self.lost.set(slot, zeros, 0).context("cannot reset the LOST map")?;
+        }
+        Ok(lost)
+    }
+}
+
+/// Reads every entry of an idle per-CPU map, sums each over CPUs, then deletes them all.
+/// Keys are gathered before any delete: deleting while iterating restarts the kernel's walk.
+fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    sum: impl Fn(&[V]) -> T,
+) -> anyhow::Result<Vec<(K, T)>> {
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        let (key, values) = entry?;
+        out.push((key, sum(&values)));
+    }
+    for (key, _) in &out {
+        map.remove(key)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(packets: u64, first: u64, last: u64, flags: u8) -> FlowStats {
+        FlowStats { packets, bytes: packets * 100, first_seen_ns: first, last_seen_ns: last, tcp_flags: flags, _pad: [0; 7] }
+    }
+
+    #[test]
+    fn per_cpu_values_sum_with_earliest_first_and_latest_last() {
+        let cpus = [stats(2, 50, 90, 2), FlowStats::default(), stats(3, 40, 70, 16 | 2)];
+        let t = FlowTotals::sum(cpus.iter());
+        assert_eq!(t, FlowTotals { packets: 5, bytes: 500, first_seen_ns: 40, last_seen_ns: 90, tcp_flags: 18 });
+    }
+
+    #[test]
+    fn idle_cpus_do_not_pull_first_seen_to_zero() {
+        let cpus = [FlowStats::default(), stats(1, 10, 10, 0)];
+        assert_eq!(FlowTotals::sum(cpus.iter()).first_seen_ns, 10);
+    }
+}

@@ -1,0 +1,22 @@
+//! The flowlog agent as a library, so the integration tests and benchmarks drive the same code
+//! the `flowlog` binary runs.
+//!
+//! The pipeline, one module per job:
+//! [`discover`] (which interfaces) → [`attach`] (load and attach the programs) →
+//! [`collect`] (the window clock: flip, drain, per-CPU sums) → [`records`] (flows to AWS
+//! records) → [`format`] (records to text) → [`batch`] (records to 5-minute objects) →
+//! [`publish`] (objects to a destination).
+
+pub mod attach;
+pub mod batch;
+pub mod cli;
+pub mod clock;
+pub mod collect;
+pub mod discover;
+pub mod ebpf_object;
+pub mod format;
+pub mod metadata;
+pub mod privileges;
+pub mod publish;
+pub mod records;
+pub mod run;

@@ -1,0 +1,35 @@
+//! `flowlog`: the binary. Parses the command line, sets up logging, runs, and turns any error
+//! into one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use flowlog_agent::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flowlog: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => flowlog_agent::run::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowlog: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

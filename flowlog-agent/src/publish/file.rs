@@ -1,0 +1,53 @@
+//! The `file` destination: a directory laid out exactly like the S3 key layout.
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+
+use crate::batch::FinishedObject;
+
+pub struct FileDestination {
+    root: PathBuf,
+}
+
+impl FileDestination {
+    /// Creates `root` if needed and checks that it is writable.
+    pub fn new(root: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(root)
+            .with_context(|| format!("cannot create output directory {}", root.display()))?;
+        let probe = root.join(".flowlog-write-test");
+        fs::write(&probe, b"")
+            .with_context(|| format!("output directory {} is not writable", root.display()))?;
+        let _ = fs::remove_file(probe);
+        Ok(FileDestination { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes the object atomically: a temporary file, fsync, rename.
+    pub async fn put(&self, obj: &FinishedObject) -> anyhow::Result<()> {
+        let path = self.root.join(&obj.key);
+        let body = obj.body.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &body))
+            .await
+            .context("file writer task failed")?
+    }
+}
+
+fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("object key has no directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path.file_name().context("object key has no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(body).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Map keys, values and names. Layouts are `#[repr(C)]` with explicit padding so the kernel and
+//! the agent agree byte for byte; sizes are asserted at compile time.
+
+use core::mem::size_of;
+
+/// Names of the maps in the eBPF object. Two copies of each per-window map exist: the programs
+/// write to the one selected by [`WINDOW_MAP`] and the agent drains the other.
+pub const FLOW_MAPS: [&str; 2] = ["FLOWS_A", "FLOWS_B"];
+pub const IFACE_MAPS: [&str; 2] = ["IFACE_A", "IFACE_B"];
+/// `Array<u32>` with one element: index (0 or 1) of the map pair the programs write to now.
+pub const WINDOW_MAP: &str = "WINDOW";
+/// `PerCpuArray<IfaceCounters>`, one element per map pair: packets the programs could not
+/// attribute to any interface because the per-interface map was full too (should stay zero).
+pub const LOST_MAP: &str = "LOST";
+
+/// Program names in the eBPF object.
+pub const PROG_TC_INGRESS: &str = "flowlog_tc_ingress";
+pub const PROG_TC_EGRESS: &str = "flowlog_tc_egress";
+
+/// Default capacity of each flow map (the agent overrides it with `--max-flows`).
+pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// Capacity of each per-interface counter map.
+pub const MAX_IFACES: u32 = 4_096;
+
+/// Packet direction relative to the interface the program is attached to.
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Address family as stored in [`FlowKey::family`].
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// AWS's `tcp-flags` bits. Only these are logged; ACK only as part of SYN-ACK (18).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// One flow: a 5-tuple seen on one interface in one direction.
+///
+/// Addresses are 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`) so both families share
+/// one key type. The key must be fully zero-initialised (padding included) because the kernel
+/// hashes all its bytes: build it with [`FlowKey::new`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub _pad: u8,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+const _: () = assert!(size_of::<FlowKey>() == 44);
+
+impl FlowKey {
+    #[inline(always)]
+    pub const fn new(ifindex: u32, direction: u8, tuple: &FiveTuple) -> Self {
+        FlowKey {
+            ifindex,
+            direction,
+            family: tuple.family,
+            protocol: tuple.protocol,
+            _pad: 0,
+            src_addr: tuple.src_addr,
+            dst_addr: tuple.dst_addr,
+            src_port: tuple.src_port,
+            dst_port: tuple.dst_port,
+        }
+    }
+}
+
+/// Per-CPU counters of one flow in one window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Wire packets: a GSO/GRO super-packet counts as its segment count.
+    pub packets: u64,
+    /// Sum of IP datagram lengths (IP header included, link layer excluded).
+    pub bytes: u64,
+    /// `bpf_ktime_get_boot_ns()` of the first and last packet on this CPU (0 = none yet).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// OR of [`aws_tcp_flags`] over the packets.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(size_of::<FlowStats>() == 40);
+
+/// Key of the per-interface counter maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfaceKey {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<IfaceKey>() == 8);
+
+impl IfaceKey {
+    #[inline(always)]
+    pub const fn new(ifindex: u32, direction: u8) -> Self {
+        IfaceKey { ifindex, direction, _pad: [0; 3] }
+    }
+}
+
+/// Per-CPU, per-interface counters of what could not be recorded as a flow in one window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceCounters {
+    /// IP packets (and their bytes) that did not fit in the full flow map: reported as SKIPDATA.
+    pub overflow_packets: u64,
+    pub overflow_bytes: u64,
+    /// Frames that are not IPv4/IPv6 (ARP, LLDP, ...): not flows, counted for the metrics.
+    pub non_ip_packets: u64,
+    /// IP packets whose headers were truncated or invalid: no key can be built.
+    pub malformed_packets: u64,
+}
+const _: () = assert!(size_of::<IfaceCounters>() == 32);
+
+/// AWS's per-packet `tcp-flags` value: FIN, SYN and RST as they are; ACK kept only together
+/// with SYN (SYN-ACK = 18); every other bit dropped.
+#[inline(always)]
+pub const fn aws_tcp_flags(raw: u8) -> u8 {
+    let logged = raw & (TCP_FIN | TCP_SYN | TCP_RST);
+    if raw & TCP_SYN != 0 && raw & TCP_ACK != 0 { logged | TCP_ACK } else { logged }
+}
+
+/// The 5-tuple the parser extracts from one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FiveTuple {
+    pub family: u8,
+    pub protocol: u8,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// IPv4-mapped IPv6 form of an IPv4 address, as stored in [`FlowKey`].
+#[inline(always)]
+pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding; every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::IfaceKey {}
+    unsafe impl aya::Pod for super::IfaceCounters {}
+}

@@ -1,0 +1,192 @@
+//! flowlog's datapath: count every packet on TC ingress and egress into a per-flow, per-CPU
+//! hash map, in the map pair the agent has marked active for the current window.
+//!
+//! Where a packet is counted: [`count_packet`]. The programs are passive observers: they
+//! always return `TC_ACT_UNSPEC` (= `TCX_NEXT`), so whatever runs after them still decides.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{classifier, map},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+    programs::TcContext,
+};
+use aya_log_ebpf::warn;
+use flowlog_common::{
+    DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, IfaceKey,
+    MAX_IFACES,
+    parse::{Outcome, PacketBytes, Parsed, parse_ethernet},
+};
+
+/// Flow maps of the two window slots. The agent resizes them at load time (`--max-flows`).
+/// Deliberately not LRU: a full map must never evict a flow silently. Inserts that fail land in
+/// the per-interface overflow counters instead and become SKIPDATA records.
+#[map]
+static FLOWS_A: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+#[map]
+static FLOWS_B: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// Per-interface counters (overflow, non-IP, malformed) of the two window slots.
+#[map]
+static IFACE_A: PerCpuHashMap<IfaceKey, IfaceCounters> =
+    PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
+#[map]
+static IFACE_B: PerCpuHashMap<IfaceKey, IfaceCounters> =
+    PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
+
+/// Element 0: which slot (0 = A, 1 = B) the programs write to. Flipped by the agent at each
+/// window boundary.
+#[map]
+static WINDOW: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Last resort, per slot: packets not attributable to any interface because the per-interface
+/// map itself was full. The agent reports it as SKIPDATA on every interface and as a metric.
+#[map]
+static LOST: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(2, 0);
+
+const EEXIST: i32 = 17;
+
+#[classifier]
+pub fn flowlog_tc_ingress(ctx: TcContext) -> i32 {
+    count_packet(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn flowlog_tc_egress(ctx: TcContext) -> i32 {
+    count_packet(&ctx, DIR_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// Reads packet bytes with `bpf_skb_load_bytes`: it accepts any run-time offset (IHL, IPv6
+/// extension headers, VLAN tags) and reaches non-linear skb data, where direct packet access
+/// would need a bounds proof per variable offset and a pull of the paged data.
+struct Skb<'a>(&'a TcContext);
+
+impl PacketBytes for Skb<'_> {
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.0.load::<[u8; N]>(offset).ok()
+    }
+}
+
+#[inline(always)]
+fn count_packet(ctx: &TcContext, direction: u8) {
+    // SAFETY: `skb` is the context pointer the kernel passed in; the fields read are readable
+    // by SCHED_CLS programs.
+    let (ifindex, gso_segs) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).gso_segs) };
+    let slot = match WINDOW.get(0) {
+        Some(&s) => s & 1,
+        None => 0,
+    };
+    let iface = IfaceKey::new(ifindex, direction);
+    let parsed = match parse_ethernet(&Skb(ctx)) {
+        Outcome::Flow(p) => p,
+        Outcome::NotIp => {
+            bump_iface(ctx, slot, &iface, |c| c.non_ip_packets += 1);
+            return;
+        }
+        Outcome::Malformed => {
+            bump_iface(ctx, slot, &iface, |c| c.malformed_packets += 1);
+            return;
+        }
+    };
+    let (packets, bytes) = wire_size(ctx, &parsed, gso_segs);
+    let key = FlowKey::new(ifindex, direction, &parsed.tuple);
+    let flows = if slot == 0 { &FLOWS_A } else { &FLOWS_B };
+    // SAFETY: boot-time clock helper, no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+
+    if let Some(stats) = flows.get_ptr_mut(&key) {
+        add(stats, packets, bytes, now, parsed.tcp_flags);
+        return;
+    }
+    let fresh = FlowStats {
+        packets,
+        bytes,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        tcp_flags: parsed.tcp_flags,
+        _pad: [0; 7],
+    };
+    match flows.insert(&key, &fresh, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        // Another CPU created the flow between our lookup and insert: add to our CPU's slot.
+        Err(e) if e == -EEXIST => match flows.get_ptr_mut(&key) {
+            Some(stats) => add(stats, packets, bytes, now, parsed.tcp_flags),
+            None => bump_iface(ctx, slot, &iface, |c| overflow(c, packets, bytes)),
+        },
+        // Map full (E2BIG) or out of memory: into the ledger, never evicting another flow.
+        Err(_) => bump_iface(ctx, slot, &iface, |c| overflow(c, packets, bytes)),
+    }
+}
+
+/// Packets and bytes as the wire sees them. A GSO/GRO super-packet stands for `gso_segs`
+/// packets, each repeating the IP and transport headers.
+#[inline(always)]
+fn wire_size(ctx: &TcContext, p: &Parsed, gso_segs: u32) -> (u64, u64) {
+    if gso_segs > 1 {
+        let payload = ctx.len().saturating_sub(p.l3_offset) as u64;
+        let extra_headers = (gso_segs as u64 - 1) * p.header_len as u64;
+        (gso_segs as u64, payload + extra_headers)
+    } else {
+        (1, p.ip_len as u64)
+    }
+}
+
+#[inline(always)]
+fn add(stats: *mut FlowStats, packets: u64, bytes: u64, now: u64, tcp_flags: u8) {
+    // SAFETY: a pointer into this CPU's value of a per-CPU map: no other writer.
+    let s = unsafe { &mut *stats };
+    if s.first_seen_ns == 0 {
+        // The flow was created on another CPU; this CPU's copy starts empty.
+        s.first_seen_ns = now;
+    }
+    s.packets += packets;
+    s.bytes += bytes;
+    s.last_seen_ns = now;
+    s.tcp_flags |= tcp_flags;
+}
+
+#[inline(always)]
+fn overflow(c: &mut IfaceCounters, packets: u64, bytes: u64) {
+    c.overflow_packets += packets;
+    c.overflow_bytes += bytes;
+}
+
+#[inline(always)]
+fn bump_iface(ctx: &TcContext, slot: u32, key: &IfaceKey, f: impl Fn(&mut IfaceCounters)) {
+    let map = if slot == 0 { &IFACE_A } else { &IFACE_B };
+    let ptr = match map.get_ptr_mut(key) {
+        Some(p) => Some(p),
+        None => {
+            let _ = map.insert(key, &IfaceCounters::default(), BPF_NOEXIST as u64);
+            map.get_ptr_mut(key)
+        }
+    };
+    match ptr {
+        // SAFETY: this CPU's value of a per-CPU map.
+        Some(p) => f(unsafe { &mut *p }),
+        None => {
+            if let Some(p) = LOST.get_ptr_mut(slot) {
+                // SAFETY: this CPU's element of a per-CPU array.
+                f(unsafe { &mut *p });
+            }
+            warn!(ctx, "flowlog: interface counter map full, ifindex {}", key.ifindex);
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod collect;
 pub mod discover;
 pub mod ebpf_object;
+pub mod flowlog;
 pub mod format;
 pub mod metadata;
 pub mod privileges;

@@ -1,0 +1,31 @@
+//! Options of the capture stages: which interfaces, window length, map capacity.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Capture")]
+pub struct CaptureArgs {
+    /// Interfaces to watch: a name or a glob such as 'veth*'. Repeatable. Default: every
+    /// non-loopback interface that is up. Interfaces matching a glob that appear later are
+    /// attached at the next window.
+    #[arg(long = "iface", value_name = "GLOB")]
+    pub ifaces: Vec<String>,
+
+    /// Length of one aggregation window in seconds. Windows are aligned to wall-clock
+    /// multiples of it. AWS uses 60 (Nitro) or 600.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub aggregation_interval: u64,
+
+    /// Capacity of the in-kernel flow map (flows per window). Packets of flows that do not fit
+    /// are counted per interface and reported as SKIPDATA, never dropped silently.
+    #[arg(long, value_name = "N", default_value_t = flowlog_common::DEFAULT_MAX_FLOWS,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_flows: u32,
+
+    /// Load the eBPF object from this file instead of the one embedded at build time.
+    #[arg(long, value_name = "PATH")]
+    pub ebpf_object: Option<PathBuf>,
+}

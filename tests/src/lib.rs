@@ -1,0 +1,2 @@
+//! Shared harness for flowlog's root-only tests: network namespaces, veth pairs, traffic,
+//! and reading the records the agent wrote.

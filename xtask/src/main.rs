@@ -1,0 +1,202 @@
+//! flowlog's task runner: `cargo xtask <command>` (alias in .cargo/config.toml).
+//!
+//! The eBPF crate needs a special toolchain (shared/docs/toolchain.md); these commands
+//! install it, build the eBPF object and the agent embedding it, and run the tests.
+
+mod bench;
+mod build_cmd;
+mod clippy;
+mod ebpf;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use build_cmd::Profile;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "flowlog developer and CI tasks",
+    long_about = "flowlog developer and CI tasks.\n\n\
+        build, run, test and bench run `setup` first when something it installs is missing \
+        (set FLOWLOG_SKIP_SETUP=1 to skip that check). run, test and bench need root and \
+        re-run themselves through `sudo -E` when started as another user.",
+    after_help = "Environment: FLOWLOG_EBPF_ROUTE=debian|nightly forces how the eBPF object \
+        is built (default: rustup nightly + build-std when it has rust-src and bpf-linker's LLVM \
+        is new enough, else Debian's /usr/bin/rustc)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent)
+    ///
+    /// Steps: Debian packages (rustc-web, libstd-rust-web-dev-bpf, llvm-22-dev,
+    /// libpolly-22-dev, zlib1g-dev, libzstd-dev, iproute2, iputils-ping, iperf3, nftables,
+    /// tcpdump, ethtool, python3-venv, python3-pip; apt-get needs root), bpf-linker 0.13
+    /// built against LLVM 22 (cargo install), a .venv in the workspace with moto[server], and bpffs at /sys/fs/bpf
+    /// and tracefs at /sys/kernel/tracing. Prints each step and whether it was already there.
+    Setup,
+    /// Build the eBPF object and the agent embedding it; print the binary's path
+    ///
+    /// The eBPF object is target/bpfel-unknown-none/release/flowlog-ebpf; the agent
+    /// (target/release/flowlog, or target/debug/flowlog with --debug) is built with
+    /// FLOWLOG_EBPF_OBJECT pointing at it.
+    Build {
+        /// Build the agent with the dev profile (the eBPF object is always optimised).
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build, then run target/release/flowlog as root with ARGS (default: `run`)
+    ///
+    /// Uses `sudo -E` when not root. flowlog replaces the xtask process, so Ctrl-C reaches it
+    /// and its exit code is returned.
+    ///
+    /// Example: cargo xtask run -- run --help
+    Run {
+        /// Arguments for flowlog (after `--`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Run the test suite as root against the real eBPF object
+    ///
+    /// Builds the eBPF object and target/debug/flowlog, then runs
+    /// `cargo test --workspace --exclude flowlog-ebpf [CARGO_TEST_ARGS]` with
+    /// FLOWLOG_EBPF_OBJECT, FLOWLOG_BIN and FLOWLOG_MOTO_SERVER set. Re-runs itself through
+    /// `sudo -E` when not root. Exits with cargo test's exit code.
+    ///
+    /// Example: cargo xtask test -- -p tests flow_ -- --nocapture
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO_TEST_ARGS"
+        )]
+        extra: Vec<OsString>,
+    },
+    /// Build, then run the flowlog-bench package (release) as root
+    ///
+    /// Runs `cargo run --release -p flowlog-bench -- [--quick]` with FLOWLOG_EBPF_OBJECT,
+    /// FLOWLOG_BIN and FLOWLOG_MOTO_SERVER set; exits 1 while there is no such package.
+    Bench {
+        /// Short smoke run instead of the full benchmark.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Lint the userspace crates with clippy (-D warnings)
+    ///
+    /// Runs `cargo clippy --workspace --exclude flowlog-ebpf --all-targets -- -D warnings`;
+    /// the eBPF crate is only built (when its toolchain is present), not linted.
+    Clippy,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Setup => setup::run().map(|()| 0),
+        Cmd::Build { debug } => {
+            setup::ensure()?;
+            let profile = if debug {
+                Profile::Debug
+            } else {
+                Profile::Release
+            };
+            let built = build_cmd::build(profile)?;
+            println!("{}", built.agent.display());
+            Ok(0)
+        }
+        Cmd::Run { args } => run::run(args),
+        Cmd::Test { extra } => test::run(extra),
+        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Clippy => clippy::run(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cmd {
+        let argv = std::iter::once("xtask").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => cli.command,
+            Err(err) => panic!("parsing {args:?}: {err}"),
+        }
+    }
+
+    fn strings(v: &[OsString]) -> Vec<&str> {
+        v.iter()
+            .map(|s| s.to_str().unwrap_or("<non-utf8>"))
+            .collect()
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_cargo_test_args_through() {
+        match parse(&["test", "--", "-p", "tests", "flow_", "--", "--nocapture"]) {
+            Cmd::Test { extra } => {
+                assert_eq!(
+                    strings(&extra),
+                    ["-p", "tests", "flow_", "--", "--nocapture"]
+                )
+            }
+            _ => panic!("not test"),
+        }
+        match parse(&["test"]) {
+            Cmd::Test { extra } => assert!(extra.is_empty()),
+            _ => panic!("not test"),
+        }
+    }
+
+    #[test]
+    fn run_passes_flowlog_args_through() {
+        match parse(&["run", "--", "run", "--iface", "eth0", "-v"]) {
+            Cmd::Run { args } => assert_eq!(strings(&args), ["run", "--iface", "eth0", "-v"]),
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn build_and_bench_flags() {
+        assert!(matches!(
+            parse(&["build", "--debug"]),
+            Cmd::Build { debug: true }
+        ));
+        assert!(matches!(parse(&["build"]), Cmd::Build { debug: false }));
+        assert!(matches!(
+            parse(&["bench", "--quick"]),
+            Cmd::Bench { quick: true }
+        ));
+    }
+}

@@ -1,0 +1,30 @@
+//! `cargo xtask test`: the whole test suite, as root, against the real eBPF object.
+
+use std::ffi::OsString;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+
+use crate::build_cmd::{self, OBJECT_ENV, Profile};
+use crate::{ebpf, setup, util};
+
+pub fn run(extra: Vec<OsString>) -> Result<i32> {
+    util::ensure_root("test")?;
+    setup::ensure()?;
+    let object = ebpf::build()?;
+    let agent = build_cmd::build_agent(Profile::Debug, &object)?;
+    let moto = util::moto_server();
+
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
+        .args(&extra)
+        .env(OBJECT_ENV, &object)
+        .env("FLOWLOG_BIN", &agent)
+        .env("FLOWLOG_MOTO_SERVER", &moto)
+        .stdin(Stdio::null());
+    let status = util::status(&mut cmd).context("running cargo test")?;
+    if !status.success() {
+        eprintln!("xtask: cargo test failed ({})", util::describe(status));
+    }
+    Ok(util::exit_code(status))
+}

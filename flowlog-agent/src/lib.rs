@@ -17,6 +17,7 @@ pub mod ebpf_object;
 pub mod flowlog;
 pub mod format;
 pub mod metadata;
+pub mod metrics;
 pub mod privileges;
 pub mod publish;
 pub mod records;

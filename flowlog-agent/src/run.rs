@@ -18,6 +18,7 @@ use crate::{
     discover::Selector,
     ebpf_object,
     flowlog::FlowLog,
+    metrics,
     privileges,
     publish::{self, Destination, FileDestination},
 };
@@ -54,6 +55,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         capture.attach(iface)?;
     }
     let mut collector = Collector::new(capture.ebpf_mut())?;
+    let metrics_file = args.operations.metrics_file.clone();
+    let _metrics_server = match args.operations.metrics_addr {
+        Some(addr) => Some(metrics::serve(addr).await?),
+        None => None,
+    };
 
     let (tx, rx) = mpsc::channel(64);
     let publisher = tokio::spawn(publish::publisher(dest, rx));
@@ -78,11 +84,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let watched: BTreeMap<u32, String> =
             capture.attached().map(|(i, n)| (i, n.to_string())).collect();
         let window = Window { start: window_start, end };
+        let drain_started = std::time::Instant::now();
         let drained = tokio::task::block_in_place(|| collector.cut(window))?;
-        report_window(&drained);
+        metrics::gauge_set("flowlog_drain_seconds", "Time to flip, drain and clear the last window's maps.",
+            &[], drain_started.elapsed().as_secs_f64());
+        report_window(&drained, &watched, cap.max_flows);
         for obj in flow_log.on_window(&drained, &watched) {
             tx.send(obj).await.context("publisher stopped")?;
         }
+        metrics::flush_to(metrics_file.as_deref());
         window_start = end;
         if stop {
             info!("shutting down: flushed the partial window");
@@ -106,21 +116,52 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     drop(tx);
     let undelivered = publisher.await.context("publisher task failed")?;
     drop(capture);
+    metrics::flush_to(metrics_file.as_deref());
     if undelivered > 0 {
         bail!("{undelivered} records could not be delivered: see the errors above");
     }
     Ok(())
 }
 
-/// One log line per window; overflow is loud because it is data AWS would call SKIPDATA.
-fn report_window(d: &DrainedWindow) {
+/// One log line and the metrics per window; overflow is loud because it is data AWS would call
+/// SKIPDATA.
+fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: u32) {
+    let name = |ifindex: u32| watched.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"));
+    let dir = |d: u8| if d == flowlog_common::DIR_EGRESS { "egress" } else { "ingress" };
+    let mut per_iface: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
+    for (k, t) in &d.flows {
+        let e = per_iface.entry((k.ifindex, k.direction)).or_default();
+        e.0 += t.packets;
+        e.1 += t.bytes;
+    }
+    for ((ifindex, direction), (packets, bytes)) in per_iface {
+        let l = [("interface", name(ifindex)), ("direction", dir(direction).to_string())];
+        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        metrics::counter_add("flowlog_packets_total", "Packets counted in flow records.", &l, packets);
+        metrics::counter_add("flowlog_bytes_total", "IP bytes counted in flow records.", &l, bytes);
+    }
     let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
-    for c in d.ifaces.values() {
+    for (k, c) in &d.ifaces {
+        let l = [("interface", name(k.ifindex)), ("direction", dir(k.direction).to_string())];
+        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        metrics::counter_add("flowlog_overflow_packets_total",
+            "Packets that did not fit in the full flow map (reported as SKIPDATA).", &l, c.overflow_packets);
+        metrics::counter_add("flowlog_overflow_bytes_total",
+            "IP bytes of packets that did not fit in the full flow map.", &l, c.overflow_bytes);
+        metrics::counter_add("flowlog_non_ip_packets_total", "Frames that are not IPv4 or IPv6.", &l, c.non_ip_packets);
+        metrics::counter_add("flowlog_malformed_packets_total",
+            "IP packets with truncated or invalid headers (no flow key).", &l, c.malformed_packets);
         overflow_packets += c.overflow_packets;
         overflow_bytes += c.overflow_bytes;
         non_ip += c.non_ip_packets;
         malformed += c.malformed_packets;
     }
+    metrics::counter_add("flowlog_unattributed_packets_total",
+        "Packets not attributable to an interface (interface counter map full).", &[], d.lost.overflow_packets);
+    metrics::counter_add("flowlog_windows_total", "Aggregation windows closed.", &[], 1);
+    metrics::counter_add("flowlog_flows_total", "Flows drained from the kernel.", &[], d.flows.len() as u64);
+    metrics::gauge_set("flowlog_flow_map_fill_ratio",
+        "Flows in the last window divided by the flow map capacity.", &[], d.flows.len() as f64 / max_flows.max(1) as f64);
     info!(start = d.window.start, end = d.window.end, flows = d.flows.len(),
           non_ip_packets = non_ip, malformed_packets = malformed, "window closed");
     if overflow_packets > 0 || d.lost.overflow_packets > 0 {

@@ -1,12 +1,14 @@
 //! Command line: `flowlog run ...`.
 
 mod capture;
+mod operations;
 mod output;
 mod records;
 
 use clap::{Args, Parser, Subcommand};
 
 pub use capture::CaptureArgs;
+pub use operations::OperationsArgs;
 pub use output::OutputArgs;
 pub use records::RecordArgs;
 
@@ -43,4 +45,6 @@ pub struct RunArgs {
     pub records: RecordArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub operations: OperationsArgs,
 }

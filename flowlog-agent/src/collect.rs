@@ -17,7 +17,7 @@ use flowlog_common::{
     FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, WINDOW_MAP,
 };
 
-use crate::clock::BootClock;
+use crate::{clock::BootClock, map_batch};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -140,13 +140,21 @@ impl Collector {
     }
 }
 
-/// Reads every entry of an idle per-CPU map, sums each over CPUs, then deletes them all.
-/// Keys are gathered before any delete: deleting while iterating restarts the kernel's walk.
+/// Reads every entry of an idle per-CPU map, sums each over CPUs, and deletes them all: in
+/// batches of thousands per syscall where the kernel supports it (>= 5.6), else through aya's
+/// iterator. Keys are gathered before any delete there: deleting while iterating restarts the
+/// kernel's walk.
 fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     sum: impl Fn(&[V]) -> T,
 ) -> anyhow::Result<Vec<(K, T)>> {
     let mut out = Vec::new();
+    let cpus = nr_cpus().map_err(|(_, e)| e).context("cannot read the number of possible CPUs")?;
+    match map_batch::lookup_and_delete_all(map, cpus, |k, v| out.push((k, sum(v)))) {
+        Ok(_) => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => return Err(e).context("BPF_MAP_LOOKUP_AND_DELETE_BATCH failed"),
+    }
     for entry in map.iter() {
         let (key, values) = entry?;
         out.push((key, sum(&values)));

@@ -16,6 +16,7 @@ pub mod discover;
 pub mod ebpf_object;
 pub mod flowlog;
 pub mod format;
+pub mod map_batch;
 pub mod metadata;
 pub mod metrics;
 pub mod privileges;

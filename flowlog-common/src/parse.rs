@@ -155,10 +155,13 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
             IPPROTO_FRAGMENT => {
                 let Some(e) = pkt.read::<4>(offset) else { return Outcome::Malformed };
                 next = e[0];
-                if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
-                    first_fragment = false;
-                }
                 offset += 8;
+                if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                    // A later fragment carries payload, not headers: stop here (as the kernel's
+                    // ipv6_skip_exthdr does) with the protocol the fragment header names.
+                    first_fragment = false;
+                    break;
+                }
             }
             _ => break,
         }
@@ -188,22 +191,36 @@ fn parse_l4<P: PacketBytes + ?Sized>(
 ) -> Outcome {
     let mut tcp_flags = 0;
     let mut l4_header = 0usize;
-    if first_fragment {
-        match tuple.protocol {
-            IPPROTO_TCP => {
-                let Some(t) = pkt.read::<14>(l4) else { return Outcome::Malformed };
-                tuple.src_port = u16::from_be_bytes([t[0], t[1]]);
-                tuple.dst_port = u16::from_be_bytes([t[2], t[3]]);
-                tcp_flags = aws_tcp_flags(t[13]);
-                l4_header = ((t[12] >> 4) as usize) * 4;
+    // The fixed transport header must be complete (TCP options are not read, so a cut inside
+    // them is not noticed). Without ports, the IP header chain itself must be complete.
+    match (first_fragment, tuple.protocol) {
+        (true, IPPROTO_TCP) => {
+            let Some(t) = pkt.read::<20>(l4) else { return Outcome::Malformed };
+            l4_header = ((t[12] >> 4) as usize) * 4;
+            if l4_header < 20 {
+                return Outcome::Malformed;
             }
-            IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP => {
-                let Some(u) = pkt.read::<4>(l4) else { return Outcome::Malformed };
-                tuple.src_port = u16::from_be_bytes([u[0], u[1]]);
-                tuple.dst_port = u16::from_be_bytes([u[2], u[3]]);
-                l4_header = if tuple.protocol == IPPROTO_SCTP { 12 } else { 8 };
+            tuple.src_port = u16::from_be_bytes([t[0], t[1]]);
+            tuple.dst_port = u16::from_be_bytes([t[2], t[3]]);
+            tcp_flags = aws_tcp_flags(t[13]);
+        }
+        (true, IPPROTO_UDP | IPPROTO_UDPLITE) => {
+            let Some(u) = pkt.read::<8>(l4) else { return Outcome::Malformed };
+            tuple.src_port = u16::from_be_bytes([u[0], u[1]]);
+            tuple.dst_port = u16::from_be_bytes([u[2], u[3]]);
+            l4_header = 8;
+        }
+        (true, IPPROTO_SCTP) => {
+            let Some(s) = pkt.read::<12>(l4) else { return Outcome::Malformed };
+            tuple.src_port = u16::from_be_bytes([s[0], s[1]]);
+            tuple.dst_port = u16::from_be_bytes([s[2], s[3]]);
+            l4_header = 12;
+        }
+        _ => {
+            // Last byte of the IP header chain (options, extension headers); l4 >= l3 + 20.
+            if pkt.read::<1>(l4 - 1).is_none() {
+                return Outcome::Malformed;
             }
-            _ => {}
         }
     }
     Outcome::Flow(Parsed {

@@ -56,10 +56,21 @@ impl Capture {
     /// Loads `object` with flow maps of `max_flows` entries and loads (not yet attaches) the
     /// programs.
     pub fn load(object: &[u8], max_flows: u32) -> anyhow::Result<Self> {
+        Self::load_with(object, max_flows, |_| {})
+    }
+
+    /// [`Self::load`], letting `configure` set more load-time values first (the drop
+    /// program's globals).
+    pub fn load_with<'a>(
+        object: &[u8],
+        max_flows: u32,
+        configure: impl FnOnce(&mut EbpfLoader<'a>),
+    ) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
         for name in FLOW_MAPS {
             loader.map_max_entries(name, max_flows);
         }
+        configure(&mut loader);
         let mut ebpf = loader.load(object).map_err(|e| {
             anyhow!("cannot load the eBPF object into the kernel: {e} (needs root and Linux >= 5.8)")
         })?;

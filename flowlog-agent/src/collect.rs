@@ -5,7 +5,7 @@
 //! slot from the `WINDOW` array on every packet, so after a flip each packet lands in exactly
 //! one window: none is counted between a read and a delete, and none twice.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use aya::{
@@ -14,10 +14,11 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_common::{
-    FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, WINDOW_MAP,
+    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS, IfaceCounters,
+    IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::{clock::BootClock, map_batch};
+use crate::{clock::BootClock, drops::DropReasons, map_batch, verdict::RejectTotals};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -79,6 +80,12 @@ pub struct DrainedWindow {
     pub lost: IfaceCounters,
     /// Converts the flows' boot-clock stamps to Unix time.
     pub clock: BootClock,
+    /// Drops for a REJECT reason, per flow and reason (empty when REJECT is unavailable).
+    pub rejects: Vec<(RejectKey, RejectTotals)>,
+    /// Other drops on watched interfaces, per (interface, direction, reason): metrics only.
+    pub other_drops: Vec<(DropReasonKey, DropCounters)>,
+    /// Names of the kernel's drop reasons (None when REJECT is unavailable).
+    pub drop_reasons: Option<Arc<DropReasons>>,
 }
 
 /// The window maps, taken out of the loaded object.
@@ -87,6 +94,9 @@ pub struct Collector {
     flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
     ifaces: [PerCpuHashMap<MapData, IfaceKey, IfaceCounters>; 2],
     lost: PerCpuArray<MapData, IfaceCounters>,
+    rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
+    other_drops: [PerCpuHashMap<MapData, DropReasonKey, DropCounters>; 2],
+    drop_reasons: Option<Arc<DropReasons>>,
     active: u32,
     grace: Duration,
 }
@@ -108,9 +118,17 @@ impl Collector {
             flows: [take(ebpf, FLOW_MAPS[0])?, take(ebpf, FLOW_MAPS[1])?],
             ifaces: [take(ebpf, IFACE_MAPS[0])?, take(ebpf, IFACE_MAPS[1])?],
             lost: take(ebpf, LOST_MAP)?,
+            rejects: [take(ebpf, REJECT_MAPS[0])?, take(ebpf, REJECT_MAPS[1])?],
+            other_drops: [take(ebpf, DROP_MAPS[0])?, take(ebpf, DROP_MAPS[1])?],
+            drop_reasons: None,
             active: 0,
             grace: DEFAULT_GRACE,
         })
+    }
+
+    /// Names for the drop reasons of the windows from now on (set once the drop program runs).
+    pub fn set_drop_reasons(&mut self, reasons: Arc<DropReasons>) {
+        self.drop_reasons = Some(reasons);
     }
 
     /// Ends `window`: new packets go to the other slot from now on, and everything the old
@@ -126,7 +144,22 @@ impl Collector {
         let ifaces = drain(&mut self.ifaces[idle], |v| sum_counters(v))
             .with_context(|| format!("cannot drain {}", IFACE_MAPS[idle]))?;
         let lost = self.drain_lost(idle as u32)?;
-        Ok(DrainedWindow { window, flows, ifaces: ifaces.into_iter().collect(), lost, clock })
+        let rejects = drain(&mut self.rejects[idle], |v| RejectTotals::sum(v))
+            .with_context(|| format!("cannot drain {}", REJECT_MAPS[idle]))?;
+        let other_drops = drain(&mut self.other_drops[idle], |v| {
+            v.iter().fold(DropCounters::default(), |a, c| DropCounters { packets: a.packets + c.packets, bytes: a.bytes + c.bytes })
+        })
+        .with_context(|| format!("cannot drain {}", DROP_MAPS[idle]))?;
+        Ok(DrainedWindow {
+            window,
+            flows,
+            ifaces: ifaces.into_iter().collect(),
+            lost,
+            clock,
+            rejects,
+            other_drops,
+            drop_reasons: self.drop_reasons.clone(),
+        })
     }
 
     fn drain_lost(&mut self, slot: u32) -> anyhow::Result<IfaceCounters> {

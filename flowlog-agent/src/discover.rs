@@ -1,30 +1,87 @@
 //! Which interfaces to watch: name globs matched against the host's interfaces.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use anyhow::{Context, bail};
 use nix::{ifaddrs::getifaddrs, net::if_::InterfaceFlags};
 
 /// One network interface of the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
     pub ifindex: u32,
+    /// Hardware address, lowercase `aa:bb:cc:dd:ee:ff` (how an ENI is matched).
+    pub mac: Option<String>,
+    /// Primary IPv4 address: the first the kernel lists, which is the first primary address
+    /// (secondary addresses of the same subnet are listed after it).
+    pub ipv4: Option<Ipv4Addr>,
+    /// Primary IPv6 address: the oldest non-link-local address (the kernel lists them newest
+    /// first, so the last one; temporary privacy addresses, being newer, are never chosen),
+    /// else the link-local one, so IPv6 traffic on a link-local-only interface still shows the
+    /// interface's own address.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// Every interface of the host with its flags, by name.
-fn host_interfaces() -> anyhow::Result<BTreeMap<String, (u32, InterfaceFlags)>> {
-    let mut out = BTreeMap::new();
+fn host_interfaces() -> anyhow::Result<BTreeMap<String, (Interface, InterfaceFlags)>> {
+    let mut out: BTreeMap<String, (Interface, InterfaceFlags)> = BTreeMap::new();
     for ifa in getifaddrs().context("cannot list network interfaces (getifaddrs)")? {
-        if out.contains_key(&ifa.interface_name) {
-            continue;
+        if !out.contains_key(&ifa.interface_name) {
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) else {
+                continue; // vanished meanwhile
+            };
+            let iface = Interface { name: ifa.interface_name.clone(), ifindex, ..Default::default() };
+            out.insert(ifa.interface_name.clone(), (iface, ifa.flags));
         }
-        let Ok(ifindex) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) else {
-            continue; // vanished meanwhile
-        };
-        out.insert(ifa.interface_name.clone(), (ifindex, ifa.flags));
+        let Some((iface, _)) = out.get_mut(&ifa.interface_name) else { continue };
+        let Some(addr) = ifa.address else { continue };
+        if let Some(mac) = addr.as_link_addr().and_then(|l| l.addr()) {
+            if mac != [0; 6] {
+                iface.mac = Some(mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+            }
+        } else if let Some(v4) = addr.as_sockaddr_in() {
+            iface.ipv4.get_or_insert(v4.ip());
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            let ip = v6.ip();
+            if !is_link_local(&ip) || iface.ipv6.is_none() {
+                iface.ipv6 = Some(ip);
+            }
+        }
     }
     Ok(out)
+}
+
+/// Every interface of the host with its MAC and primary addresses, by ifindex (read afresh:
+/// addresses change while the agent runs).
+pub fn interfaces_by_index() -> anyhow::Result<BTreeMap<u32, Interface>> {
+    Ok(host_interfaces()?.into_values().map(|(i, _)| (i.ifindex, i)).collect())
+}
+
+/// `attached` (ifindex → name) with each interface's MAC and primary addresses as they are now;
+/// an interface that vanished meanwhile keeps only its name.
+pub fn describe(attached: &BTreeMap<u32, String>) -> BTreeMap<u32, Interface> {
+    let now = interfaces_by_index().unwrap_or_else(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "cannot read interface addresses: srcaddr/dstaddr keep header addresses this window");
+        BTreeMap::new()
+    });
+    attached
+        .iter()
+        .map(|(&ifindex, name)| {
+            let iface = now
+                .get(&ifindex)
+                .filter(|i| &i.name == name)
+                .cloned()
+                .unwrap_or_else(|| Interface { name: name.clone(), ifindex, ..Default::default() });
+            (ifindex, iface)
+        })
+        .collect()
 }
 
 /// The interfaces selected by `patterns` (name globs); with no patterns, every interface that
@@ -70,7 +127,7 @@ impl Selector {
                     self.patterns.iter().any(|p| p.matches(name))
                 }
             })
-            .map(|(name, (ifindex, _))| Interface { name, ifindex })
+            .map(|(_, (iface, _))| iface)
             .collect();
         Ok(selected)
     }

@@ -1,17 +1,25 @@
-//! One flow log: what its records say (metadata, format) and how they are cut into objects.
+//! One flow log: what its records say (metadata, format) and how they are cut into delivery
+//! units: objects of the S3 key layout (file, S3) or per-stream log event batches (CloudWatch).
 //! Several flow logs could share one capture; `run` feeds each the same drained windows.
 
 use std::collections::BTreeMap;
 
 use anyhow::bail;
 
+use flowlog_common::FlowKey;
+use tracing::debug;
+
 use crate::{
-    batch::{Batcher, FinishedObject, ObjectLayout},
+    aws_internal::AwsInternal,
+    batch::{Batcher, FileFormat, ObjectLayout},
     cli::{OutputArgs, RecordArgs},
     collect::DrainedWindow,
-    format::LogFormat,
+    discover::Interface,
     metadata::Metadata,
-    records,
+    metrics,
+    publish::{Batch, DeliveryUnit, DestinationSpec, events::LogEventPacker},
+    records::{self, WatchedInterface},
+    verdict::TrafficType,
 };
 
 /// A value that lands in a record or a key must be one token.
@@ -36,50 +44,119 @@ fn default_flow_log_id(destination: &str) -> String {
     format!("fl-{:017x}", ((hi as u128) << 32 | lo as u128) & 0x1_ffff_ffff_ffff_ffff)
 }
 
+/// What the default flow log id is derived from: the directory for `file` (as before
+/// `--destination` existed), else the canonical destination.
+fn destination_seed(dest: &DestinationSpec) -> String {
+    match dest {
+        DestinationSpec::File(dir) => dir.to_string_lossy().into_owned(),
+        other => other.to_string(),
+    }
+}
+
 pub struct FlowLog {
     pub id: String,
-    batcher: Batcher,
+    packer: Packer,
+    meta: Metadata,
+    /// Traffic AWS does not log, left out of the records (`None`: kept).
+    aws_internal: Option<AwsInternal>,
+    /// `--traffic-type`: which of ACCEPT/REJECT records this flow log emits.
+    traffic_type: TrafficType,
+}
+
+/// How records become delivery units, as the destination takes them.
+enum Packer {
+    Objects(Batcher),
+    LogEvents(LogEventPacker),
 }
 
 impl FlowLog {
-    pub fn from_args(rec: &RecordArgs, out: &OutputArgs) -> anyhow::Result<Self> {
-        check_token("--account-id", &rec.account_id)?;
-        check_token("--region", &rec.region)?;
+    /// `meta` comes from [`Metadata::discover`] (instance metadata, then `rec`'s flags).
+    pub fn from_args(rec: &RecordArgs, out: &OutputArgs, meta: Metadata) -> anyhow::Result<Self> {
         let id = match &rec.flow_log_id {
             Some(id) => id.clone(),
-            None => default_flow_log_id(&out.output_dir.to_string_lossy()),
+            None => default_flow_log_id(&destination_seed(&out.destination())),
         };
         check_token("--flow-log-id", &id)?;
-        let meta = Metadata {
-            account_id: rec.account_id.clone(),
-            region: rec.region.clone(),
-            ..Metadata::default()
-        };
         let layout = ObjectLayout {
             account_id: meta.account_id.clone(),
             region: meta.region.clone(),
             flow_log_id: id.clone(),
-            hive_compatible_partitions: false,
-            per_hour_partition: false,
+            hive_compatible_partitions: out.hive_compatible_partitions,
+            per_hour_partition: out.per_hour_partition,
         };
-        let batcher = Batcher::new(layout, LogFormat::default(), meta, out.file_rollover_seconds);
-        Ok(FlowLog { id, batcher })
+        let format = rec.log_format.clone();
+        let packer = match out.destination().delivery_unit() {
+            DeliveryUnit::LogEvents => {
+                if out.file_format != FileFormat::PlainText || out.hive_compatible_partitions || out.per_hour_partition {
+                    bail!("--file-format parquet, --hive-compatible-partitions and --per-hour-partition apply to \
+                           file and S3 destinations only (as AWS's DestinationOptions): drop them for CloudWatch Logs");
+                }
+                Packer::LogEvents(LogEventPacker::new(format, meta.clone()))
+            }
+            DeliveryUnit::Objects => Packer::Objects(
+                Batcher::new(layout, format, meta.clone(), out.file_rollover_seconds).with_file_format(out.file_format)?,
+            ),
+        };
+        let aws_internal = (!rec.include_aws_internal_traffic).then(|| AwsInternal::new(&meta));
+        Ok(FlowLog { id, packer, meta, aws_internal, traffic_type: rec.traffic_type })
     }
 
-    /// Turns one drained window into records and returns the objects it completed.
-    pub fn on_window(
-        &mut self,
-        drained: &DrainedWindow,
-        watched: &BTreeMap<u32, String>,
-    ) -> Vec<FinishedObject> {
-        let records = records::build(drained, watched);
-        let mut objects = self.batcher.add(&records, drained.window.start);
-        objects.extend(self.batcher.close_until(drained.window.end));
-        objects
+    /// What the records say beyond the packets (resolved identity, ranges).
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// What records need per watched interface: its `interface-id` (ENI id by MAC, else
+    /// `--interface-id`, else the name) and primary addresses.
+    fn watched(&self, interfaces: &BTreeMap<u32, Interface>) -> BTreeMap<u32, WatchedInterface> {
+        interfaces
+            .iter()
+            .map(|(&ifindex, i)| {
+                let w = WatchedInterface {
+                    interface_id: self.meta.interface_id(&i.name, i.mac.as_deref()),
+                    primary_ipv4: i.ipv4,
+                    primary_ipv6: i.ipv6,
+                };
+                (ifindex, w)
+            })
+            .collect()
+    }
+
+    /// Turns one drained window into records and returns the batches it completed: objects
+    /// whose slot ended, or the window's log events.
+    /// `interfaces`: those the programs were attached to during the window, by ifindex.
+    pub fn on_window(&mut self, drained: &DrainedWindow, interfaces: &BTreeMap<u32, Interface>) -> Vec<Batch> {
+        let watched = self.watched(interfaces);
+        let internal = self.aws_internal.as_ref();
+        let excluded = |k: &FlowKey| internal.is_some_and(|x| x.matches(k));
+        let mut records = records::build(drained, &watched, &excluded);
+        records.retain(|r| self.traffic_type.keeps(r));
+        let (flows, packets) = drained
+            .flows
+            .iter()
+            .filter(|(k, t)| t.packets > 0 && excluded(k))
+            .fold((0u64, 0u64), |(f, p), (_, t)| (f + 1, p + t.packets));
+        if flows > 0 {
+            debug!(flows, packets, "left out traffic AWS does not log (--include-aws-internal-traffic keeps it)");
+            metrics::counter_add("flowlog_aws_internal_excluded_packets_total",
+                "Packets to or from AWS-internal services (instance metadata, time sync, Amazon DNS, DHCP) left out as AWS does.",
+                &[], packets);
+        }
+        match &mut self.packer {
+            Packer::Objects(batcher) => {
+                let mut objects = batcher.add(&records, drained.window.start);
+                objects.extend(batcher.close_until(drained.window.end));
+                objects.into_iter().map(Batch::Object).collect()
+            }
+            Packer::LogEvents(packer) => packer.pack(&records).into_iter().map(Batch::LogEvents).collect(),
+        }
     }
 
     /// Finishes every open object (shutdown).
-    pub fn close_all(&mut self) -> Vec<FinishedObject> {
-        self.batcher.close_all()
+    pub fn close_all(&mut self) -> Vec<Batch> {
+        match &mut self.packer {
+            Packer::Objects(batcher) => batcher.close_all().into_iter().map(Batch::Object).collect(),
+            Packer::LogEvents(_) => Vec::new(),
+        }
     }
 }

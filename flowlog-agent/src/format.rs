@@ -1,14 +1,14 @@
 //! Where a record is formatted: the `${field}` catalogue of AWS VPC Flow Logs (versions 2-10),
-//! format-string parsing, the `version` value, the text header line, and rendering one record
-//! as one line of space-separated fields.
+//! format-string parsing, the `version` value, the text header line, and each field's value in
+//! one record, written as text (one line of space-separated fields) or typed for Parquet.
 
-use std::{fmt::Write as _, str::FromStr};
+use std::{fmt::Write as _, net::IpAddr, str::FromStr};
 
 use anyhow::bail;
 
 use crate::{
-    metadata::Metadata,
-    records::{FlowRecord, Traffic},
+    metadata::{Eni, Metadata},
+    records::{Direction, FlowRecord},
 };
 
 macro_rules! fields {
@@ -79,17 +79,55 @@ fields! {
     EncryptionStatus = "encryption-status", 10;
 }
 
+/// The Parquet column type AWS gives a field (spec §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Int32,
+    Int64,
+    String,
+}
+
+impl Field {
+    /// Parquet column type: INT_32 for version, ports, protocol, tcp-flags and traffic-path;
+    /// INT_64 for packets, bytes, start and end; STRING for everything else.
+    pub fn column_type(self) -> ColumnType {
+        match self {
+            Field::Version
+            | Field::SrcPort
+            | Field::DstPort
+            | Field::Protocol
+            | Field::TcpFlags
+            | Field::TrafficPath => ColumnType::Int32,
+            Field::Packets | Field::Bytes | Field::Start | Field::End => ColumnType::Int64,
+            _ => ColumnType::String,
+        }
+    }
+
+    /// Parquet/Athena column name: the field name with `-` turned into `_`.
+    pub fn column_name(self) -> String {
+        self.name().replace('-', "_")
+    }
+}
+
 impl FromStr for Field {
     type Err = anyhow::Error;
 
     fn from_str(name: &str) -> anyhow::Result<Self> {
-        match Field::ALL.iter().find(|f| f.name() == name) {
-            Some(f) => Ok(*f),
-            None => {
-                let valid: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
-                bail!("unknown field ${{{name}}} in the log format; valid fields are: {}", valid.join(" "))
-            }
+        if let Some(f) = Field::ALL.iter().find(|f| f.name() == name) {
+            return Ok(*f);
         }
+        let closest = Field::ALL
+            .iter()
+            .map(|f| (strsim::levenshtein(name, f.name()), f.name()))
+            .min()
+            .filter(|(d, _)| *d <= 3)
+            .map(|(_, n)| format!(" (did you mean ${{{n}}}?)"))
+            .unwrap_or_default();
+        let valid: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+        bail!(
+            "unknown field ${{{name}}} in the log format{closest}; valid fields are: {}",
+            valid.join(" ")
+        )
     }
 }
 
@@ -118,7 +156,9 @@ impl FromStr for LogFormat {
         let mut fields = Vec::new();
         for token in s.split_whitespace() {
             let Some(name) = token.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
-                bail!("malformed log format token {token:?}: write each field as ${{field-name}}, separated by spaces");
+                bail!(
+                    "malformed log format token {token:?}: write each field as ${{field-name}}, separated by spaces"
+                );
             };
             fields.push(name.parse::<Field>()?);
         }
@@ -127,6 +167,113 @@ impl FromStr for LogFormat {
         }
         let version = fields.iter().map(|f| f.version()).max().unwrap_or(2);
         Ok(LogFormat { fields, version })
+    }
+}
+
+/// One field's value in one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// Does not apply or is not known: `-` (null in a Parquet integer column).
+    Missing,
+    Int(u64),
+    Text(&'a str),
+    Addr(IpAddr),
+}
+
+impl Value<'_> {
+    /// Writes the value as AWS's text records show it.
+    pub fn write_text(&self, out: &mut String) {
+        // `write!` into a String cannot fail.
+        let _ = match self {
+            Value::Missing => write!(out, "-"),
+            Value::Int(n) => write!(out, "{n}"),
+            Value::Text(s) => write!(out, "{}", if s.is_empty() { "-" } else { s }),
+            Value::Addr(a) => write!(out, "{a}"),
+        };
+    }
+}
+
+/// What rendering one record needs beyond the record: the metadata and the record's ENI.
+struct RecordView<'a> {
+    rec: &'a FlowRecord,
+    meta: &'a Metadata,
+    eni: Option<&'a Eni>,
+    version: u8,
+}
+
+impl<'a> RecordView<'a> {
+    fn value(&self, field: Field) -> Value<'a> {
+        let (rec, meta, eni) = (self.rec, self.meta, self.eni);
+        let t = rec.traffic.as_ref();
+        let int = |v: Option<u64>| v.map_or(Value::Missing, Value::Int);
+        let text = |v: &'a str| Value::Text(v);
+        let per_eni = |get: fn(&'a Eni) -> Option<&'a String>, host: &'a String| {
+            Value::Text(eni.and_then(get).unwrap_or(host))
+        };
+        let aws_service = |ip: IpAddr| {
+            meta.aws_ip_ranges
+                .as_deref()
+                .and_then(|r| r.service(ip))
+                .map_or(Value::Missing, Value::Text)
+        };
+        match field {
+            Field::Version => Value::Int(u64::from(self.version)),
+            Field::AccountId => per_eni(|e| e.account_id.as_ref(), &meta.account_id),
+            Field::InterfaceId => text(&rec.interface_id),
+            Field::SrcAddr => t.map_or(Value::Missing, |t| Value::Addr(t.src)),
+            Field::DstAddr => t.map_or(Value::Missing, |t| Value::Addr(t.dst)),
+            Field::SrcPort => int(t.map(|t| u64::from(t.src_port))),
+            Field::DstPort => int(t.map(|t| u64::from(t.dst_port))),
+            Field::Protocol => int(t.map(|t| u64::from(t.protocol))),
+            Field::Packets => int(t.map(|t| t.packets)),
+            Field::Bytes => int(t.map(|t| t.bytes)),
+            Field::Start => Value::Int(rec.start),
+            Field::End => Value::Int(rec.end),
+            Field::Action => t.map_or(Value::Missing, |t| text(t.action.as_str())),
+            Field::LogStatus => text(rec.log_status.as_str()),
+            Field::VpcId => per_eni(|e| e.vpc_id.as_ref(), &meta.vpc_id),
+            Field::SubnetId => per_eni(|e| e.subnet_id.as_ref(), &meta.subnet_id),
+            Field::InstanceId => text(&meta.instance_id),
+            // Non-TCP flows carry 0: the datapath only sets bits for TCP.
+            Field::TcpFlags => int(t.map(|t| u64::from(t.tcp_flags))),
+            Field::Type => t.map_or(Value::Missing, |t| {
+                text(if t.pkt_src.is_ipv4() { "IPv4" } else { "IPv6" })
+            }),
+            Field::PktSrcAddr => t.map_or(Value::Missing, |t| Value::Addr(t.pkt_src)),
+            Field::PktDstAddr => t.map_or(Value::Missing, |t| Value::Addr(t.pkt_dst)),
+            Field::Region => text(&meta.region),
+            Field::AzId => text(&meta.az_id),
+            Field::SublocationType => text(&meta.sublocation_type),
+            Field::SublocationId => text(&meta.sublocation_id),
+            Field::PktSrcAwsService => t.map_or(Value::Missing, |t| aws_service(t.pkt_src)),
+            Field::PktDstAwsService => t.map_or(Value::Missing, |t| aws_service(t.pkt_dst)),
+            Field::FlowDirection => t.map_or(Value::Missing, |t| text(t.direction.as_str())),
+            // Egress only, and only where the path is known: inside the VPC's blocks, or by a
+            // `--traffic-path` route.
+            Field::TrafficPath => int(t
+                .filter(|t| t.direction == Direction::Egress)
+                .and_then(|t| meta.traffic_path(eni, t.pkt_dst))
+                .map(u64::from)),
+            // REJECT records carry the kernel's drop reason (`NETFILTER_DROP`, ...): a
+            // host-specific value where AWS documents `BPA`; `-` for everything else, as AWS.
+            Field::RejectReason => t
+                .and_then(|t| t.reject_reason.as_deref())
+                .map_or(Value::Missing, text),
+            // Not known on a Linux host: no ECS task metadata is read, and resource ids and
+            // encryption status are AWS-side facts. `-`, as AWS writes when none applies.
+            Field::EcsClusterArn
+            | Field::EcsClusterName
+            | Field::EcsContainerInstanceArn
+            | Field::EcsContainerInstanceId
+            | Field::EcsContainerId
+            | Field::EcsSecondContainerId
+            | Field::EcsServiceName
+            | Field::EcsTaskDefinitionArn
+            | Field::EcsTaskArn
+            | Field::EcsTaskId
+            | Field::ResourceId
+            | Field::EncryptionStatus => Value::Missing,
+        }
     }
 }
 
@@ -142,7 +289,26 @@ impl LogFormat {
 
     /// The first line of a text file: the field names, space-separated.
     pub fn header(&self) -> String {
-        self.fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(" ")
+        self.fields
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn view<'a>(&self, rec: &'a FlowRecord, meta: &'a Metadata) -> RecordView<'a> {
+        RecordView {
+            rec,
+            meta,
+            eni: meta.eni(&rec.interface_id),
+            version: self.version,
+        }
+    }
+
+    /// The record's values, one per field of the format, in format order.
+    pub fn values<'a>(&self, rec: &'a FlowRecord, meta: &'a Metadata) -> Vec<Value<'a>> {
+        let view = self.view(rec, meta);
+        self.fields.iter().map(|f| view.value(*f)).collect()
     }
 
     /// One record as one line (no newline).
@@ -154,74 +320,95 @@ impl LogFormat {
 
     /// Appends one record to `out` (no newline).
     pub fn render_into(&self, rec: &FlowRecord, meta: &Metadata, out: &mut String) {
+        let view = self.view(rec, meta);
         for (i, field) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(' ');
             }
-            self.render_field(*field, rec, meta, out);
+            view.value(*field).write_text(out);
         }
     }
+}
 
-    fn render_field(&self, field: Field, rec: &FlowRecord, meta: &Metadata, out: &mut String) {
-        let t: Option<&Traffic> = rec.traffic.as_ref();
-        // `write!` into a String cannot fail.
-        let _ = match field {
-            Field::Version => write!(out, "{}", self.version),
-            Field::AccountId => text(out, &meta.account_id),
-            Field::InterfaceId => text(out, &rec.interface_id),
-            Field::SrcAddr => opt(out, t.map(|t| t.src)),
-            Field::DstAddr => opt(out, t.map(|t| t.dst)),
-            Field::SrcPort => opt(out, t.map(|t| t.src_port)),
-            Field::DstPort => opt(out, t.map(|t| t.dst_port)),
-            Field::Protocol => opt(out, t.map(|t| t.protocol)),
-            Field::Packets => opt(out, t.map(|t| t.packets)),
-            Field::Bytes => opt(out, t.map(|t| t.bytes)),
-            Field::Start => write!(out, "{}", rec.start),
-            Field::End => write!(out, "{}", rec.end),
-            Field::Action => opt(out, t.map(|t| t.action.as_str())),
-            Field::LogStatus => text(out, rec.log_status.as_str()),
-            Field::VpcId => text(out, &meta.vpc_id),
-            Field::SubnetId => text(out, &meta.subnet_id),
-            Field::InstanceId => text(out, &meta.instance_id),
-            Field::TcpFlags => opt(out, t.map(|t| t.tcp_flags)),
-            Field::Type => opt(out, t.map(|t| if t.pkt_src.is_ipv4() { "IPv4" } else { "IPv6" })),
-            Field::PktSrcAddr => opt(out, t.map(|t| t.pkt_src)),
-            Field::PktDstAddr => opt(out, t.map(|t| t.pkt_dst)),
-            Field::Region => text(out, &meta.region),
-            Field::AzId => text(out, &meta.az_id),
-            Field::SublocationType => text(out, &meta.sublocation_type),
-            Field::SublocationId => text(out, &meta.sublocation_id),
-            Field::FlowDirection => opt(out, t.map(|t| t.direction.as_str())),
-            // Not derivable on a Linux host without AWS's view of the VPC: `-`, as AWS writes
-            // when none applies.
-            Field::PktSrcAwsService
-            | Field::PktDstAwsService
-            | Field::TrafficPath
-            | Field::EcsClusterArn
-            | Field::EcsClusterName
-            | Field::EcsContainerInstanceArn
-            | Field::EcsContainerInstanceId
-            | Field::EcsContainerId
-            | Field::EcsSecondContainerId
-            | Field::EcsServiceName
-            | Field::EcsTaskDefinitionArn
-            | Field::EcsTaskArn
-            | Field::EcsTaskId
-            | Field::RejectReason
-            | Field::ResourceId
-            | Field::EncryptionStatus => text(out, "-"),
-        };
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_of_versions_2_to_10_parses_and_the_version_is_the_highest_used() {
+        assert_eq!(Field::ALL.len(), 42);
+        let all: String = Field::ALL
+            .iter()
+            .map(|f| format!("${{{}}}", f.name()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let f: LogFormat = all.parse().unwrap();
+        assert_eq!(f.version(), 10);
+        assert_eq!(f.header().split(' ').count(), 42);
+        for (fmt, v) in [
+            ("${srcaddr}", 2),
+            ("${version} ${vpc-id} ${region}", 4),
+            ("${tcp-flags} ${srcaddr}", 3),
+            ("${flow-direction}", 5),
+            ("${ecs-task-id} ${version}", 7),
+            ("${reject-reason}", 8),
+            ("${resource-id}", 9),
+            ("${encryption-status} ${srcaddr}", 10),
+        ] {
+            assert_eq!(fmt.parse::<LogFormat>().unwrap().version(), v, "{fmt}");
+        }
+        assert_eq!(
+            LogFormat::default().header(),
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+        );
     }
-}
 
-fn text(out: &mut String, s: &str) -> std::fmt::Result {
-    out.push_str(if s.is_empty() { "-" } else { s });
-    Ok(())
-}
+    #[test]
+    fn unknown_or_misspelled_fields_are_rejected_listing_the_valid_names() {
+        let e = "${version} ${scraddr}"
+            .parse::<LogFormat>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field ${scraddr}"), "{e}");
+        assert!(e.contains("did you mean ${srcaddr}?"), "{e}");
+        assert!(e.contains("valid fields are: version account-id"), "{e}");
+        assert!(e.contains("encryption-status"), "{e}");
+        let e = "${bogus-thing-entirely}"
+            .parse::<LogFormat>()
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("did you mean"), "{e}");
+        assert!("${version}${srcaddr}".parse::<LogFormat>().is_err());
+        assert!("version srcaddr".parse::<LogFormat>().is_err());
+        assert!("  ".parse::<LogFormat>().is_err());
+    }
 
-fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) -> std::fmt::Result {
-    match v {
-        Some(v) => write!(out, "{v}"),
-        None => text(out, "-"),
+    #[test]
+    fn parquet_types_and_names_follow_the_spec() {
+        use ColumnType::*;
+        let int32: Vec<&str> = Field::ALL
+            .iter()
+            .filter(|f| f.column_type() == Int32)
+            .map(|f| f.name())
+            .collect();
+        assert_eq!(
+            int32,
+            [
+                "version",
+                "srcport",
+                "dstport",
+                "protocol",
+                "tcp-flags",
+                "traffic-path"
+            ]
+        );
+        let int64: Vec<&str> = Field::ALL
+            .iter()
+            .filter(|f| f.column_type() == Int64)
+            .map(|f| f.name())
+            .collect();
+        assert_eq!(int64, ["packets", "bytes", "start", "end"]);
+        assert_eq!(Field::PktSrcAwsService.column_name(), "pkt_src_aws_service");
+        assert_eq!(Field::LogStatus.column_name(), "log_status");
     }
 }

@@ -8,18 +8,25 @@
 //! [`publish`] (objects to a destination).
 
 pub mod attach;
+pub mod aws_internal;
+pub mod aws_ranges;
 pub mod batch;
+pub mod btf_offsets;
 pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod discover;
+pub mod drops;
 pub mod ebpf_object;
 pub mod flowlog;
 pub mod format;
+pub mod imds;
 pub mod map_batch;
 pub mod metadata;
 pub mod metrics;
+pub mod parquet_object;
 pub mod privileges;
 pub mod publish;
 pub mod records;
 pub mod run;
+pub mod verdict;

@@ -1,27 +1,33 @@
 //! `flowlog run`: wires discover → attach → collect → flow log → publish, and owns the window
 //! clock and the shutdown sequence (flush the partial window, publish, detach, exit 0).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::watch,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     attach::{Capture, spawn_ebpf_logger},
     cli::RunArgs,
     clock::{next_boundary, unix_now, until},
     collect::{Collector, DrainedWindow, Window},
-    discover::Selector,
+    discover::{self, Selector},
+    drops,
     ebpf_object,
     flowlog::FlowLog,
+    metadata::Metadata,
     metrics,
     privileges,
-    publish::{self, Destination, FileDestination},
+    publish::{self, AwsSettings, Batch, Destination, Spool},
 };
+
+/// How long a shutdown keeps publishing what is spooled before leaving the rest for the next
+/// start.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
 
 /// Lets the kernel charge BPF maps to a locked-memory budget large enough for them (kernels
 /// before 5.11 account map memory against RLIMIT_MEMLOCK).
@@ -35,7 +41,8 @@ fn raise_memlock() {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cap = &args.capture;
-    let mut flow_log = FlowLog::from_args(&args.records, &args.output)?;
+    let meta = Metadata::discover(&args.records).await?;
+    let mut flow_log = FlowLog::from_args(&args.records, &args.output, meta)?;
     let selector = Selector::new(&cap.ifaces)?;
     let initial = selector.select(true)?;
     if initial.is_empty() {
@@ -45,31 +52,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         warn!(patterns = ?cap.ifaces, "no interface matches yet; attaching when one appears");
     }
     privileges::check()?;
+    let reject_support = drops::prepare(args.records.reject_reasons.as_deref(), &cap.kernel_btf)?;
     let object = ebpf_object::load(cap.ebpf_object.as_deref())?;
-    let dest = Destination::File(FileDestination::new(&args.output.output_dir)?);
+    args.output.warn_deprecated();
+    let spec = args.output.destination();
+    let settings = AwsSettings {
+        endpoint_url: args.output.endpoint_url.clone(),
+        fallback_region: Some(flow_log.metadata().region.clone()).filter(|r| r != "-"),
+    };
+    let dest = Destination::connect(&spec, &settings).await?;
+    let destination = dest.describe();
+    let spool = Arc::new(Spool::open(&args.output.spool_dir(&flow_log.id, &spec), args.output.spool_max_bytes)?);
 
     raise_memlock();
-    let mut capture = Capture::load(&object, cap.max_flows)?;
+    let mut capture = Capture::load_with(&object, cap.max_flows, |l| drops::configure(&reject_support, l))?;
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
     for iface in &initial {
         capture.attach(iface)?;
     }
     let mut collector = Collector::new(capture.ebpf_mut())?;
+    let mut rejects = drops::start(reject_support, capture.ebpf_mut(), &mut collector);
+    drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
     let metrics_file = args.operations.metrics_file.clone();
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
     };
 
-    let (tx, rx) = mpsc::channel(64);
-    let publisher = tokio::spawn(publish::publisher(dest, rx));
+    let (stop_publishing, stop_rx) = watch::channel(false);
+    let mut publisher = tokio::spawn(publish::publisher(dest, spool.clone(), stop_rx));
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let interval = cap.aggregation_interval;
     let mut window_start = unix_now() as u64;
     info!(
         interfaces = ?capture.attached().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
-        interval, flow_log_id = %flow_log.id, output = %args.output.output_dir.display(),
+        interval, flow_log_id = %flow_log.id, destination = %destination, spool = %spool.dir().display(),
         mode = ?capture.mode(), "capturing"
     );
 
@@ -89,8 +107,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics::gauge_set("flowlog_drain_seconds", "Time to flip, drain and clear the last window's maps.",
             &[], drain_started.elapsed().as_secs_f64());
         report_window(&drained, &watched, cap.max_flows);
-        for obj in flow_log.on_window(&drained, &watched) {
-            tx.send(obj).await.context("publisher stopped")?;
+        drops::report_window(rejects.as_mut(), &drained, &watched);
+        for batch in flow_log.on_window(&drained, &discover::describe(&watched)) {
+            spool_batch(&spool, &batch);
         }
         metrics::flush_to(metrics_file.as_deref());
         window_start = end;
@@ -109,18 +128,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Err(e) => warn!(error = %format!("{e:#}"), "cannot list interfaces"),
         }
+        drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
     }
-    for obj in flow_log.close_all() {
-        tx.send(obj).await.context("publisher stopped")?;
+    for batch in flow_log.close_all() {
+        spool_batch(&spool, &batch);
     }
-    drop(tx);
-    let undelivered = publisher.await.context("publisher task failed")?;
     drop(capture);
+    // Deliver what is spooled while the destination accepts it, for a bounded time. What is
+    // left is safe in the spool and goes out first at the next start, so this is not a failed
+    // run: exit 0 with a warning.
+    let _ = stop_publishing.send(true);
+    if tokio::time::timeout(SHUTDOWN_DRAIN, &mut publisher).await.is_err() {
+        publisher.abort();
+    }
+    let left = spool.stats();
+    publish::export_spool_metrics(&left);
     metrics::flush_to(metrics_file.as_deref());
-    if undelivered > 0 {
-        bail!("{undelivered} records could not be delivered: see the errors above");
+    if left.batches > 0 {
+        warn!(batches = left.batches, records = left.records, spool = %spool.dir().display(), destination = %destination,
+              "not delivered before exit: the batches stay in the spool and are delivered at the next start");
+    } else if args.output.spool_dir.is_none() {
+        spool.remove_if_empty();
     }
     Ok(())
+}
+
+/// Writes a finished batch to the spool, from where the publisher delivers it. A batch that
+/// cannot be spooled (disk full, I/O error) is lost: logged and counted.
+fn spool_batch(spool: &Spool, batch: &Batch) {
+    if let Err(e) = tokio::task::block_in_place(|| spool.put(batch)) {
+        error!(batch = %batch.identity(), records = batch.records(), error = %format!("{e:#}"),
+               "cannot spool a finished batch: its records are lost");
+        metrics::counter_add("flowlog_spool_write_failed_records_total",
+            "Records lost because their batch could not be written to the spool.", &[], batch.records() as u64);
+    }
+    publish::export_spool_metrics(&spool.stats());
 }
 
 /// One log line and the metrics per window; overflow is loud because it is data AWS would call

@@ -5,7 +5,9 @@
 //! parser itself (so the parser is unit-tested on the host and run unchanged in the kernel).
 #![no_std]
 
+pub mod drops;
 pub mod maps;
 pub mod parse;
 
+pub use drops::*;
 pub use maps::*;

@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod drops;
+
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::bpf_ktime_get_boot_ns,

@@ -17,6 +17,9 @@ use anyhow::{Context, Result, bail};
 use crate::{setup, util};
 
 pub const PACKAGE: &str = "flowlog-ebpf";
+/// The benchmark's reference programs (no-op, minimal counter, ...): a second binary of
+/// [`PACKAGE`], built only for `cargo xtask bench`.
+pub const FLOOR_BIN: &str = "flowlog-floor";
 pub const TARGET: &str = "bpfel-unknown-none";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const NIGHTLY: &str = "nightly";
@@ -34,6 +37,16 @@ pub fn toolchain_present() -> bool {
 
 /// Builds the eBPF object and returns its absolute path.
 pub fn build() -> Result<PathBuf> {
+    build_bin(PACKAGE)
+}
+
+/// Builds the benchmark's reference-program object ([`FLOOR_BIN`]) and returns its path.
+pub fn build_floor() -> Result<PathBuf> {
+    build_bin(FLOOR_BIN)
+}
+
+/// Builds binary `bin` of the eBPF package and returns the object's absolute path.
+fn build_bin(bin: &str) -> Result<PathBuf> {
     let linker = setup::find_bpf_linker()
         .context("bpf-linker not found on PATH nor in ~/.cargo/bin (run `cargo xtask setup`)")?;
     let route = choose_route(&linker)?;
@@ -46,7 +59,7 @@ pub fn build() -> Result<PathBuf> {
         "--package",
         PACKAGE,
         "--bin",
-        PACKAGE,
+        bin,
         "--target",
         TARGET,
         "--release",
@@ -64,10 +77,7 @@ pub fn build() -> Result<PathBuf> {
     }
     util::run(cmd.stdin(Stdio::null())).context("building the eBPF object")?;
 
-    let object = util::target_dir()
-        .join(TARGET)
-        .join("release")
-        .join(PACKAGE);
+    let object = util::target_dir().join(TARGET).join("release").join(bin);
     check_object(&object)?;
     let object = object
         .canonicalize()

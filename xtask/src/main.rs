@@ -43,8 +43,8 @@ enum Cmd {
     /// Install what building and testing need (idempotent)
     ///
     /// Steps: Debian packages (rustc-web, libstd-rust-web-dev-bpf, llvm-22-dev,
-    /// libpolly-22-dev, zlib1g-dev, libzstd-dev, iproute2, iputils-ping, iperf3, nftables,
-    /// tcpdump, ethtool, python3-venv, python3-pip; apt-get needs root), bpf-linker 0.13
+    /// libpolly-22-dev, zlib1g-dev, libzstd-dev, iproute2, iputils-ping, iperf3, softflowd,
+    /// pmacct, nftables, tcpdump, ethtool, python3-venv, python3-pip; apt-get needs root), bpf-linker 0.13
     /// built against LLVM 22 (cargo install), a .venv in the workspace with moto[server], and bpffs at /sys/fs/bpf
     /// and tracefs at /sys/kernel/tracing. Prints each step and whether it was already there.
     Setup,
@@ -92,12 +92,17 @@ enum Cmd {
     },
     /// Build, then run the flowlog-bench package (release) as root
     ///
-    /// Runs `cargo run --release -p flowlog-bench -- [--quick]` with FLOWLOG_EBPF_OBJECT,
-    /// FLOWLOG_BIN and FLOWLOG_MOTO_SERVER set; exits 1 while there is no such package.
+    /// Builds the eBPF object, the reference programs (flowlog-floor) and target/release/flowlog,
+    /// then runs `cargo run --release -p flowlog-bench -- [--quick] [--out DIR]` with
+    /// FLOWLOG_EBPF_OBJECT, FLOWLOG_FLOOR_OBJECT, FLOWLOG_BIN and FLOWLOG_MOTO_SERVER set. Writes
+    /// BENCHMARKS.md, SVG plots and results.json (default: docs/bench/).
     Bench {
-        /// Short smoke run instead of the full benchmark.
+        /// Short smoke run (under two minutes) instead of the full benchmark.
         #[arg(long)]
         quick: bool,
+        /// Directory for the report (default: docs/bench/ in the workspace).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
     },
     /// Lint the userspace crates with clippy (-D warnings)
     ///
@@ -133,7 +138,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         }
         Cmd::Run { args } => run::run(args),
         Cmd::Test { extra } => test::run(extra),
-        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Bench { quick, out } => bench::run(quick, out.as_deref()),
         Cmd::Clippy => clippy::run(),
     }
 }
@@ -196,7 +201,13 @@ mod tests {
         assert!(matches!(parse(&["build"]), Cmd::Build { debug: false }));
         assert!(matches!(
             parse(&["bench", "--quick"]),
-            Cmd::Bench { quick: true }
+            Cmd::Bench { quick: true, out: None }
         ));
+        match parse(&["bench", "--quick", "--out", "target/bench-quick"]) {
+            Cmd::Bench { quick: true, out: Some(out) } => {
+                assert_eq!(out, std::path::Path::new("target/bench-quick"))
+            }
+            _ => panic!("not bench --quick --out"),
+        }
     }
 }

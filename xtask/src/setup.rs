@@ -23,6 +23,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2", // ip netns / veth for the test hosts
     "iputils-ping",
     "iperf3",
+    // Peers for `cargo xtask bench` (libpcap flow exporters). Neither grabs an interface on
+    // install: softflowd.service is a no-op (`/bin/true`) until a softflowd@IFACE instance is
+    // configured, and pmacctd.service is installed disabled; the bench starts its own.
+    "softflowd",
+    "pmacct",
     "nftables", // drop rules in tests
     "tcpdump",  // ground truth captures
     "ethtool",

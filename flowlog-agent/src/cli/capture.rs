@@ -28,4 +28,9 @@ pub struct CaptureArgs {
     /// Load the eBPF object from this file instead of the one embedded at build time.
     #[arg(long, value_name = "PATH")]
     pub ebpf_object: Option<PathBuf>,
+
+    /// The running kernel's BTF, for REJECT records (sk_buff layout, drop reason names).
+    /// Without readable BTF the agent emits ACCEPT records only and says why.
+    #[arg(long, value_name = "PATH", default_value = crate::btf_offsets::VMLINUX_BTF)]
+    pub kernel_btf: PathBuf,
 }

@@ -3,18 +3,103 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use tracing::warn;
+
+use crate::publish::{DestinationSpec, spool::DEFAULT_SPOOL_ROOT};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
-    /// Directory that receives the records, laid out as AWS's S3 key layout
-    /// (AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/...log.gz).
-    #[arg(long, value_name = "DIR", default_value = "./flowlogs")]
-    pub output_dir: PathBuf,
+    /// Where records go: file:DIR (a directory laid out as AWS's S3 key layout,
+    /// AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/...log.gz), s3://BUCKET[/PREFIX] or
+    /// arn:aws:s3:::BUCKET[/PREFIX] (the same keys in a bucket), cloud-watch-logs:LOG-GROUP or
+    /// arn:aws:logs:REGION:ACCOUNT:log-group:LOG-GROUP (one event per record, one stream per
+    /// interface). AWS credentials and region come from the standard chain (environment,
+    /// profile, instance metadata). [default: file:./flowlogs]
+    #[arg(long, value_name = "DEST", conflicts_with = "output_dir")]
+    pub destination: Option<DestinationSpec>,
+
+    /// Deprecated: the same as --destination file:DIR.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Send S3 or CloudWatch Logs requests to this S3- or CloudWatch-compatible endpoint
+    /// (e.g. http://127.0.0.1:5000) instead of AWS's (S3 then uses path-style addressing).
+    #[arg(long, value_name = "URL", value_parser = parse_endpoint_url)]
+    pub endpoint_url: Option<String>,
+
+    /// Directory where finished batches wait (fsynced) until the destination acknowledged
+    /// them; batches left by a previous run are delivered first.
+    /// [default: /var/lib/flowlog/spool/<flow-log-id>-<hash of the destination>]
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Bound of the spool. When a new batch does not fit, the oldest undelivered batches are
+    /// dropped, counted and logged.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::publish::spool::DEFAULT_SPOOL_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub spool_max_bytes: u64,
+
+    /// Format of the objects written to file and S3 destinations (AWS DestinationOptions
+    /// FileFormat): plain-text is gzip text with a header line (.log.gz); parquet is a Parquet
+    /// file with GZIP-compressed columns named like the fields with `_` for `-` (.log.parquet).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::batch::FileFormat::PlainText)]
+    pub file_format: crate::batch::FileFormat,
+
+    /// Hive-compatible S3 prefixes (AWS DestinationOptions HiveCompatiblePartitions):
+    /// AWSLogs/aws-account-id=<account>/aws-service=vpcflowlogs/aws-region=<region>/year=YYYY/month=MM/day=DD/.
+    #[arg(long)]
+    pub hive_compatible_partitions: bool,
+
+    /// One more prefix level per hour (AWS DestinationOptions PerHourPartition): .../DD/HH/, or
+    /// .../day=DD/hour=HH/ with --hive-compatible-partitions.
+    #[arg(long)]
+    pub per_hour_partition: bool,
 
     /// Seconds one output file collects records before it is written (AWS: 300). Files are
     /// also closed at 75 MB and on shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub file_rollover_seconds: u64,
+}
+
+impl OutputArgs {
+    /// `--destination`, or `--output-dir DIR` as `file:DIR`, or the default `file:./flowlogs`.
+    pub fn destination(&self) -> DestinationSpec {
+        match (&self.destination, &self.output_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(dir)) => DestinationSpec::File(dir.clone()),
+            (None, None) => DestinationSpec::File(PathBuf::from("./flowlogs")),
+        }
+    }
+
+    /// Logs the deprecated options in use (once, at startup).
+    pub fn warn_deprecated(&self) {
+        if let Some(dir) = &self.output_dir {
+            warn!("--output-dir is deprecated: use --destination file:{}", dir.display());
+        }
+    }
+
+    /// `--spool-dir`, or a directory of its own per flow log and destination, so batches
+    /// spooled for one destination are never replayed into another.
+    pub fn spool_dir(&self, flow_log_id: &str, destination: &DestinationSpec) -> PathBuf {
+        if let Some(dir) = &self.spool_dir {
+            return dir.clone();
+        }
+        let dest = match destination {
+            DestinationSpec::File(dir) => DestinationSpec::File(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+            other => other.clone(),
+        };
+        let hash = crc32fast::hash(dest.to_string().as_bytes());
+        PathBuf::from(DEFAULT_SPOOL_ROOT).join(format!("{flow_log_id}-{hash:08x}"))
+    }
+}
+
+/// `--endpoint-url` must be an http or https URL.
+fn parse_endpoint_url(s: &str) -> anyhow::Result<String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(s.to_string()),
+        _ => anyhow::bail!("invalid endpoint URL {s:?}: write it as http://HOST[:PORT] or https://HOST[:PORT]"),
+    }
 }

@@ -1,20 +1,136 @@
 //! Options of the record stages: what a record says and which records a flow log keeps.
+//!
+//! Identity values (account, region, AZ, VPC, subnet, instance, ENI ids) come from EC2 instance
+//! metadata when it answers; the flags below fill in what it does not say (off EC2: all of it).
+
+use std::path::PathBuf;
 
 use clap::Args;
+use ipnet::IpNet;
+
+use crate::{format::LogFormat, imds::DEFAULT_ENDPOINT, metadata::parse_traffic_path};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Records")]
 pub struct RecordArgs {
-    /// Value of the account-id field (AWS writes `unknown` when it has none).
-    #[arg(long, value_name = "ID", default_value = "unknown")]
-    pub account_id: String,
+    /// Fields of each record, AWS's LogFormat syntax: `${field}` tokens separated by spaces,
+    /// any of versions 2-10 in any order, e.g. '${version} ${srcaddr} ${dstaddr} ${tcp-flags}'.
+    /// The `version` field is the highest version among the fields used. Version 9-10 fields
+    /// (resource-id, encryption-status) are accepted and written as `-`.
+    /// [default: the 14 version-2 fields]
+    #[arg(long, value_name = "FORMAT", default_value = crate::format::DEFAULT_FORMAT,
+          hide_default_value = true, value_parser = clap::value_parser!(LogFormat))]
+    pub log_format: LogFormat,
 
-    /// Region used in the S3 key layout and the region field (`-` when unknown).
-    #[arg(long, value_name = "REGION", default_value = "-")]
-    pub region: String,
+    /// Which records to emit, as AWS's TrafficType: ACCEPT (traffic seen and not rejected),
+    /// REJECT (packets the kernel dropped for a --reject-reasons reason) or ALL. NODATA and
+    /// SKIPDATA records are emitted with every type.
+    #[arg(long, value_name = "TYPE", default_value = "ALL",
+          value_parser = clap::value_parser!(crate::verdict::TrafficType))]
+    pub traffic_type: crate::verdict::TrafficType,
+
+    /// Kernel drop reasons that make REJECT records, comma-separated, as the kernel names them
+    /// without SKB_DROP_REASON_ (its enum skb_drop_reason, read from BTF); the record's
+    /// reject-reason is that name. Drops for other reasons stay in ACCEPT and are counted in
+    /// the flowlog_kernel_drops_total metric. [default: NETFILTER_DROP,TC_INGRESS,TC_EGRESS,
+    /// XDP,BPF_CGROUP_EGRESS,SOCKET_FILTER,NO_SOCKET: firewall rules, TC programs, generic
+    /// XDP, cgroup programs and socket filters, packets to a closed port]
+    #[arg(long, value_name = "REASON,...", value_delimiter = ',')]
+    pub reject_reasons: Option<Vec<String>>,
+
+    /// Account id for the account-id field and the object keys when instance metadata does not
+    /// give one. [default: unknown, as AWS writes]
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<String>,
+
+    /// Region for the region field and the object keys when instance metadata does not give
+    /// one. [default: -]
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// AZ id (e.g. apse2-az3) for the az-id field when instance metadata does not give one.
+    /// [default: -]
+    #[arg(long, value_name = "AZ_ID")]
+    pub az_id: Option<String>,
+
+    /// VPC id for the vpc-id field when instance metadata does not give one. [default: -]
+    #[arg(long, value_name = "ID")]
+    pub vpc_id: Option<String>,
+
+    /// Subnet id for the subnet-id field when instance metadata does not give one.
+    /// [default: -]
+    #[arg(long, value_name = "ID")]
+    pub subnet_id: Option<String>,
+
+    /// Instance id for the instance-id field when instance metadata does not give one.
+    /// [default: -]
+    #[arg(long, value_name = "ID")]
+    pub instance_id: Option<String>,
+
+    /// interface-id for one interface, as IFACE=ID (e.g. eth0=eni-0123456789abcdef0).
+    /// Repeatable. Interfaces whose MAC matches an ENI in instance metadata get that ENI's id;
+    /// others not named here get their interface name.
+    #[arg(long = "interface-id", value_name = "IFACE=ID")]
+    pub interface_ids: Vec<String>,
+
+    /// sublocation-type of this host: wavelength, outpost or localzone. With it, az-id is
+    /// written as `-`, as AWS does. Needs --sublocation-id.
+    #[arg(long, value_name = "TYPE", value_parser = ["wavelength", "outpost", "localzone"])]
+    pub sublocation_type: Option<String>,
+
+    /// sublocation-id of this host (the Wavelength Zone, Outpost or Local Zone id).
+    #[arg(long, value_name = "ID")]
+    pub sublocation_id: Option<String>,
+
+    /// CIDR block of this host's VPC, when instance metadata does not give them. Repeatable;
+    /// the first is the primary block. Egress to them has traffic-path 1, and traffic to the
+    /// Amazon DNS resolver (primary block base + 2) is left out like AWS does.
+    #[arg(long = "vpc-cidr", value_name = "CIDR")]
+    pub vpc_cidrs: Vec<IpNet>,
+
+    /// A route that decides traffic-path for egress records, as CIDR=CODE with AWS's codes
+    /// 1-8 (e.g. 0.0.0.0/0=8 when the default route is an internet gateway). Repeatable; the
+    /// longest prefix wins; destinations in the VPC's blocks are 1. Without a route holding the
+    /// destination, traffic-path is `-`.
+    #[arg(long = "traffic-path", value_name = "CIDR=CODE", value_parser = parse_traffic_path)]
+    pub traffic_paths: Vec<(IpNet, u8)>,
+
+    /// AWS's ip-ranges.json (published by AWS) for the pkt-src-aws-service and
+    /// pkt-dst-aws-service fields. Without it those fields are `-`.
+    #[arg(long, value_name = "PATH")]
+    pub aws_ip_ranges: Option<PathBuf>,
+
+    /// Keep traffic AWS never logs: instance metadata (169.254.169.254), Amazon Time Sync
+    /// (169.254.169.123), the Amazon DNS resolver (169.254.169.253, VPC base + 2), the VPC
+    /// router (subnet base + 1), their fd00:ec2:: IPv6 twins, and DHCP/DHCPv6. Left out (and
+    /// counted) by default.
+    #[arg(long)]
+    pub include_aws_internal_traffic: bool,
+
+    /// EC2 instance metadata endpoint (IMDSv2) to read the account, region, AZ, VPC, subnet,
+    /// instance and ENI ids from. Off EC2 the lookup gives up after 1 s.
+    #[arg(long, value_name = "URL", env = "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+          default_value = DEFAULT_ENDPOINT, value_parser = parse_imds_endpoint)]
+    pub imds_endpoint: String,
+
+    /// Do not ask EC2 instance metadata; use only the flags.
+    #[arg(long, env = "AWS_EC2_METADATA_DISABLED")]
+    pub no_imds: bool,
 
     /// Flow log id used in file names (`fl-` + hex). Default: derived from the host name and
     /// destination, so it stays the same across restarts.
     #[arg(long, value_name = "ID")]
     pub flow_log_id: Option<String>,
+}
+
+/// `--imds-endpoint` must be an http URL with a host.
+fn parse_imds_endpoint(s: &str) -> anyhow::Result<String> {
+    match s.strip_prefix("http://") {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => anyhow::bail!(
+            "invalid instance metadata endpoint {s:?}: write it as http://HOST[:PORT]"
+        ),
+    }
 }

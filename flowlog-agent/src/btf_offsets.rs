@@ -1,0 +1,288 @@
+//! The running kernel's types, read from its BTF (`/sys/kernel/btf/vmlinux`): struct member
+//! offsets for the drop program, the names of `enum skb_drop_reason`, and the prototype of a
+//! BTF tracepoint.
+//!
+//! Rust eBPF has no CO-RE relocations, so the agent does here, once at start-up, what libbpf
+//! does at load time for C programs: find where `sk_buff.dev` (and the rest) sit in *this*
+//! kernel. aya-obj keeps BTF members crate-private; btf-rs (retis's BTF crate) exposes them.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use btf_rs::{Btf, Member, Struct, Type};
+
+/// Where the running kernel publishes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// One struct member: where it is and how big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// Offset from the start of the outer struct, in bits.
+    pub bit_offset: u32,
+    /// Size of the member's type in bytes (for a bitfield: of its underlying integer).
+    pub size: usize,
+    /// Width in bits when the member is a bitfield.
+    pub bitfield_bits: Option<u32>,
+}
+
+impl Field {
+    /// Byte offset; an error if the member does not start on a byte boundary.
+    pub fn byte_offset(&self) -> anyhow::Result<u32> {
+        if !self.bit_offset.is_multiple_of(8) {
+            bail!("member at bit {} is not byte-aligned", self.bit_offset);
+        }
+        Ok(self.bit_offset / 8)
+    }
+}
+
+/// Parsed kernel BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let btf = Btf::from_file(path)
+            .with_context(|| format!("cannot read kernel BTF {}", path.display()))?;
+        Ok(KernelBtf { btf })
+    }
+
+    /// The struct named `name` (vmlinux has one definition per name; forward declarations
+    /// are skipped).
+    fn named_struct(&self, name: &str) -> anyhow::Result<Struct> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("no type {name} in kernel BTF"))?;
+        for t in types {
+            if let Type::Struct(s) = t {
+                return Ok(s);
+            }
+        }
+        bail!("kernel BTF has no struct {name}")
+    }
+
+    /// Follows typedefs and qualifiers to the type underneath.
+    fn strip(&self, mut t: Type) -> anyhow::Result<Type> {
+        for _ in 0..32 {
+            t = match &t {
+                Type::Typedef(x) => self.btf.resolve_chained_type(x)?,
+                Type::Volatile(x) | Type::Const(x) | Type::Restrict(x) => {
+                    self.btf.resolve_chained_type(x)?
+                }
+                Type::TypeTag(x) => self.btf.resolve_chained_type(x)?,
+                _ => return Ok(t),
+            };
+        }
+        bail!("typedef chain too long")
+    }
+
+    fn size_of(&self, t: Type) -> anyhow::Result<usize> {
+        Ok(match self.strip(t)? {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => 8,
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Array(a) => {
+                let elem = self.btf.resolve_chained_type(&a)?;
+                a.len() * self.size_of(elem)?
+            }
+            other => bail!("cannot size a BTF {}", other.name()),
+        })
+    }
+
+    /// Finds member `name` in `s`, looking through anonymous struct/union members (the kernel
+    /// wraps many `sk_buff` fields in them). Returns the member and its bit offset in `s`.
+    fn find_member(&self, s: &Struct, name: &str) -> anyhow::Result<Option<(Member, u32)>> {
+        for m in &s.members {
+            let m_name = self.btf.resolve_name(m).unwrap_or_default();
+            if m_name == name {
+                return Ok(Some((m.clone(), m.bit_offset())));
+            }
+            if !m_name.is_empty() {
+                continue;
+            }
+            if let Type::Struct(inner) | Type::Union(inner) =
+                self.strip(self.btf.resolve_chained_type(m)?)?
+                && let Some((found, off)) = self.find_member(&inner, name)?
+            {
+                return Ok(Some((found, m.bit_offset() + off)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The member at `path` (e.g. `["nd_net", "net"]`) of struct `outer`, with its offset from
+    /// the start of `outer`.
+    pub fn field(&self, outer: &str, path: &[&str]) -> anyhow::Result<Field> {
+        let mut s = self.named_struct(outer)?;
+        let mut offset = 0u32;
+        for (i, name) in path.iter().enumerate() {
+            let Some((m, off)) = self.find_member(&s, name)? else {
+                bail!(
+                    "struct {outer} has no member {} in this kernel",
+                    path[..=i].join(".")
+                );
+            };
+            offset += off;
+            let t = self.strip(self.btf.resolve_chained_type(&m)?)?;
+            if i + 1 == path.len() {
+                return Ok(Field {
+                    bit_offset: offset,
+                    size: self.size_of(t)?,
+                    bitfield_bits: m.bitfield_size().filter(|b| *b > 0),
+                });
+            }
+            s = match t {
+                Type::Struct(inner) | Type::Union(inner) => inner,
+                other => bail!(
+                    "{outer}.{} is a {}, not a struct",
+                    path[..=i].join("."),
+                    other.name()
+                ),
+            };
+        }
+        bail!("empty member path for struct {outer}")
+    }
+
+    /// Like [`Self::field`], checked to be a whole member of `size` bytes; returns its byte
+    /// offset.
+    pub fn offset_of(&self, outer: &str, path: &[&str], size: usize) -> anyhow::Result<u32> {
+        let f = self.field(outer, path)?;
+        let name = format!("{outer}.{}", path.join("."));
+        if f.bitfield_bits.is_some() || f.size != size {
+            bail!(
+                "{name} is {} bytes{} in this kernel, expected {size}",
+                f.size,
+                if f.bitfield_bits.is_some() {
+                    " (a bitfield)"
+                } else {
+                    ""
+                }
+            );
+        }
+        f.byte_offset().with_context(|| name)
+    }
+
+    /// Members of `enum name` as (name, value).
+    pub fn enum_members(&self, name: &str) -> anyhow::Result<Vec<(String, u32)>> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("no enum {name} in kernel BTF"))?;
+        for t in types {
+            if let Type::Enum(e) = t {
+                return e
+                    .members
+                    .iter()
+                    .map(|m| Ok((self.btf.resolve_name(m)?, m.val())))
+                    .collect();
+            }
+        }
+        bail!("kernel BTF has no enum {name}")
+    }
+
+    /// Parameter types of BTF tracepoint `tp` (from `typedef ... btf_trace_<tp>`), without the
+    /// leading `void *__data`: `"struct sk_buff *"`-style names, enough to check a prototype.
+    pub fn tracepoint_params(&self, tp: &str) -> anyhow::Result<Vec<String>> {
+        let typedef = format!("btf_trace_{tp}");
+        let t = self
+            .btf
+            .resolve_types_by_name(&typedef)
+            .with_context(|| format!("no tracepoint {tp} in kernel BTF"))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("no tracepoint {tp} in kernel BTF"))?;
+        let Type::Ptr(p) = self.strip(t)? else {
+            bail!("{typedef} is not a function pointer")
+        };
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&p)? else {
+            bail!("{typedef} is not a function pointer")
+        };
+        let mut out = Vec::new();
+        for param in proto.parameters.iter().skip(1) {
+            out.push(self.describe(self.btf.resolve_chained_type(param)?)?);
+        }
+        Ok(out)
+    }
+
+    /// A C-like name of a type: `struct sk_buff *`, `enum skb_drop_reason`, `void *`.
+    fn describe(&self, t: Type) -> anyhow::Result<String> {
+        Ok(match self.strip(t)? {
+            Type::Ptr(p) => match self.btf.resolve_chained_type(&p) {
+                Ok(inner) => format!("{} *", self.describe(inner)?),
+                Err(_) => "void *".to_string(),
+            },
+            Type::Void => "void".to_string(),
+            Type::Struct(s) => format!("struct {}", self.btf.resolve_name(&s).unwrap_or_default()),
+            Type::Union(s) => format!("union {}", self.btf.resolve_name(&s).unwrap_or_default()),
+            Type::Enum(e) => format!("enum {}", self.btf.resolve_name(&e).unwrap_or_default()),
+            Type::Int(i) => self.btf.resolve_name(&i).unwrap_or_default(),
+            other => other.name().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! These read the running kernel's BTF (the machines this project targets all have it);
+    //! the expected values are what `pahole`/the tracefs format file say for Linux 6.18.
+    use super::*;
+
+    fn kernel() -> KernelBtf {
+        KernelBtf::open(Path::new(VMLINUX_BTF)).expect("this machine's kernel has BTF")
+    }
+
+    #[test]
+    fn sk_buff_members_nested_in_anonymous_unions_resolve() {
+        let k = kernel();
+        // Top-level members, cross-checked with toolchain.md's spike (bits 896 and 1536).
+        assert_eq!(k.offset_of("sk_buff", &["len"], 4).unwrap(), 896 / 8);
+        assert_eq!(k.offset_of("sk_buff", &["head"], 8).unwrap(), 1536 / 8);
+        // `dev` sits in union { struct { next, prev, union { dev, dev_scratch } }, ... }.
+        assert_eq!(k.offset_of("sk_buff", &["dev"], 8).unwrap(), 16);
+        // In struct_group(headers, ...) inside an anonymous union: the same offsets as the
+        // named `headers` copy.
+        let nh = k.offset_of("sk_buff", &["network_header"], 2).unwrap();
+        assert_eq!(
+            nh,
+            k.offset_of("sk_buff", &["headers", "network_header"], 2)
+                .unwrap()
+        );
+        let tc = k.field("sk_buff", &["tc_at_ingress"]).unwrap();
+        assert_eq!(tc.bitfield_bits, Some(1));
+        assert_eq!(
+            k.offset_of("net_device", &["ifindex"], 4).unwrap(),
+            1792 / 8
+        );
+        assert_eq!(
+            k.offset_of("net_device", &["nd_net", "net"], 8).unwrap() % 8,
+            0
+        );
+    }
+
+    #[test]
+    fn wrong_size_and_missing_member_are_errors_that_name_the_member() {
+        let k = kernel();
+        let e = k.offset_of("sk_buff", &["len"], 8).unwrap_err().to_string();
+        assert_eq!(e, "sk_buff.len is 4 bytes in this kernel, expected 8");
+        let e = k
+            .field("sk_buff", &["no_such_member"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "struct sk_buff has no member no_such_member in this kernel"
+        );
+    }
+
+    #[test]
+    fn kfree_skb_tracepoint_prototype() {
+        let params = kernel().tracepoint_params("kfree_skb").unwrap();
+        assert_eq!(
+            params[..3],
+            ["struct sk_buff *", "void *", "enum skb_drop_reason"]
+        );
+    }
+}

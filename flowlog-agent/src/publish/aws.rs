@@ -1,0 +1,151 @@
+//! What the S3 and CloudWatch Logs clients share: configuration from the standard AWS chain
+//! (environment, profile, IMDS) with an optional endpoint override, and turning SDK errors into
+//! one line that says what is wrong and what to do. Credentials are never logged.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::{
+    config::{Region, http::HttpResponse},
+    error::{ProvideErrorMetadata, SdkError},
+};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+/// Where the clients connect and in which region, before the standard chain fills in the rest.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// `--endpoint-url`: an S3- or CloudWatch-compatible endpoint instead of AWS's.
+    pub endpoint_url: Option<String>,
+    /// Used when the chain has no region (the records' `--region`, when it names one).
+    pub fallback_region: Option<String>,
+}
+
+/// Region when neither the chain nor the flow log names one.
+const LAST_RESORT_REGION: &str = "us-east-1";
+
+impl AwsSettings {
+    /// Loads the shared configuration; `region` (from a log-group ARN) wins over the chain.
+    pub async fn load(&self, region: Option<&str>) -> SdkConfig {
+        // rustls with ring: TLS for real AWS, plain HTTP for a local endpoint, and no C/CMake
+        // build of aws-lc.
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // One attempt may upload a 75 MB object.
+            .operation_attempt_timeout(Duration::from_secs(120))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
+        // Without an explicit region the loader asks the standard chain, through the HTTP
+        // client above (a chain built outside the loader would lack one for IMDS).
+        if let Some(r) = region {
+            loader = loader.region(Region::new(r.to_string()));
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        if config.region().is_some() {
+            return config;
+        }
+        let fallback = self.fallback_region.clone().unwrap_or_else(|| LAST_RESORT_REGION.to_string());
+        config.to_builder().region(Region::new(fallback)).build()
+    }
+
+    /// How to name the endpoint in messages.
+    pub fn endpoint(&self, config: &SdkConfig) -> String {
+        match &self.endpoint_url {
+            Some(url) => url.clone(),
+            None => format!("AWS in {}", config.region().map(|r| r.as_ref()).unwrap_or("?")),
+        }
+    }
+}
+
+/// Error codes that mean the credentials themselves were refused.
+const CREDENTIAL_CODES: &[&str] = &[
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "TokenRefreshRequired",
+];
+
+/// A failed call: what was attempted (names the batch) and the problem (names the cause, the
+/// same for every batch while the cause lasts, so the publisher logs each cause once).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {problem}")]
+pub struct CallFailed {
+    pub what: String,
+    pub problem: String,
+}
+
+/// One line for a failed call: what failed, the service's code and message, and a hint.
+pub fn explain<E>(err: SdkError<E, HttpResponse>, what: &str, endpoint: &str) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let detail = chain(&err);
+    let problem = match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = err.code().unwrap_or("");
+            let message = err.message().unwrap_or("");
+            let hint = match code {
+                // HeadBucket answers a bare 404/403, which the SDK calls NotFound/Forbidden.
+                "NoSuchBucket" | "NotFound" => "the bucket does not exist: create it or fix --destination",
+                "Forbidden" => "access denied or credentials rejected: check the credentials and their s3 permissions",
+                c if CREDENTIAL_CODES.contains(&c) => {
+                    "the credentials were rejected: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role"
+                }
+                "AccessDenied" | "AccessDeniedException" => {
+                    "access denied: the credentials need s3:PutObject, or logs:CreateLogGroup, logs:CreateLogStream and logs:PutLogEvents"
+                }
+                "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+                    "the bucket is in another region: set AWS_REGION to the bucket's region"
+                }
+                _ if status == 429 || status >= 500 || code.contains("Throttl") => {
+                    "the service is throttling or unavailable: retrying with backoff"
+                }
+                _ => "",
+            };
+            let code = if code.is_empty() { format!("HTTP {status}") } else { format!("{code} (HTTP {status})") };
+            let message = if message.is_empty() { String::new() } else { format!(": {message}") };
+            let hint = if hint.is_empty() { String::new() } else { format!("; {hint}") };
+            format!("{endpoint} answered {code}{message}{hint}")
+        }
+        SdkError::DispatchFailure(_) => format!("cannot reach {endpoint}: {detail}"),
+        SdkError::TimeoutError(_) => format!("{endpoint} did not answer in time"),
+        SdkError::ConstructionFailure(_) => format!(
+            "cannot build the request (are AWS credentials set: environment, profile or instance role?): {detail}"
+        ),
+        SdkError::ResponseError(_) => format!("unreadable answer from {endpoint}: {detail}"),
+        _ => format!("{endpoint}: {detail}"),
+    };
+    CallFailed { what: what.to_string(), problem }.into()
+}
+
+/// An error and its sources as `a: b: c` (the SDK's own context printer adds a Debug dump).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if parts.last().is_none_or(|p| !p.ends_with(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// What identifies the cause of a failure across batches: the problem of a [`CallFailed`], else
+/// the innermost error (an I/O error of the file destination).
+pub fn cause(err: &anyhow::Error) -> String {
+    match err.downcast_ref::<CallFailed>() {
+        Some(c) => c.problem.clone(),
+        None => err.root_cause().to_string(),
+    }
+}

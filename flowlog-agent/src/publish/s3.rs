@@ -1,0 +1,69 @@
+//! The `s3` destination: the same objects, keys and names as the `file` destination, put under
+//! `bucket/prefix/`. Keys are deterministic per batch, so a replay overwrites.
+
+use aws_sdk_s3::{Client, primitives::ByteStream};
+
+use super::aws::{AwsSettings, explain};
+use crate::batch::FinishedObject;
+
+pub struct S3Destination {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    endpoint: String,
+}
+
+impl S3Destination {
+    pub async fn new(settings: &AwsSettings, bucket: &str, prefix: &str) -> Self {
+        let shared = settings.load(None).await;
+        let endpoint = settings.endpoint(&shared);
+        let mut config = aws_sdk_s3::config::Builder::from(&shared);
+        if settings.endpoint_url.is_some() {
+            // S3-compatible stores rarely resolve virtual-hosted bucket names.
+            config = config.force_path_style(true);
+        }
+        S3Destination {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint,
+        }
+    }
+
+    /// The key of `obj` in the bucket: `prefix/AWSLogs/...`.
+    pub fn key(&self, obj: &FinishedObject) -> String {
+        if self.prefix.is_empty() { obj.key.clone() } else { format!("{}/{}", self.prefix, obj.key) }
+    }
+
+    pub fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    pub async fn put(&self, obj: &FinishedObject) -> anyhow::Result<()> {
+        let key = self.key(obj);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(obj.body.clone()))
+            .send()
+            .await
+            .map_err(|e| explain(e, &format!("cannot put s3://{}/{key}", self.bucket), &self.endpoint))?;
+        Ok(())
+    }
+
+    /// Startup check that the bucket exists and the credentials can reach it.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| explain(e, &format!("cannot reach bucket {}", self.bucket), &self.endpoint))?;
+        Ok(())
+    }
+}

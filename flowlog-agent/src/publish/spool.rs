@@ -1,0 +1,500 @@
+//! The spool: every finished batch is written to disk (file and directory fsynced) before it is
+//! published, and removed only once the destination acknowledged it. A restarted agent finds
+//! what an earlier one could not deliver and publishes it first.
+//!
+//! One file per batch, `<sequence>-<crc32 of the batch's identity>.batch`: names sort in the
+//! order batches were spooled, so "oldest" is the first name. A file is a magic line, a JSON
+//! header line (kind, identity, record count, body length and CRC-32) and the body: the object's
+//! bytes, or one `<timestamp-ms> <message>` line per log event.
+//!
+//! The spool is bounded: when a new batch takes it over `max_bytes`, the oldest batches (never
+//! the one being published, never the new one) are deleted, counted and logged.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use super::{
+    Batch,
+    events::{LogEvent, LogEventBatch},
+};
+use crate::batch::FinishedObject;
+
+/// Where spools live unless `--spool-dir` says otherwise.
+pub const DEFAULT_SPOOL_ROOT: &str = "/var/lib/flowlog/spool";
+/// `--spool-max-bytes` default: 1 GiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+
+const MAGIC: &[u8] = b"flowlog-spool 1\n";
+const EXTENSION: &str = "batch";
+/// Suffix given to a batch the destination refused for good, so it is kept but not retried.
+const REJECTED_SUFFIX: &str = "rejected";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum Header {
+    Object { key: String, records: usize, body_bytes: u64, crc32: u32 },
+    LogEvents { stream: String, records: usize, body_bytes: u64, crc32: u32 },
+}
+
+impl Header {
+    fn records(&self) -> usize {
+        match self {
+            Header::Object { records, .. } | Header::LogEvents { records, .. } => *records,
+        }
+    }
+}
+
+/// A spooled batch handed to the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    seq: u64,
+    pub path: PathBuf,
+    pub records: usize,
+}
+
+/// Counts for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Batches waiting to be delivered (including the one being published).
+    pub batches: usize,
+    pub records: usize,
+    pub bytes: u64,
+    /// Batches (and their records) deleted unpublished because the spool was full.
+    pub dropped_batches: u64,
+    pub dropped_records: u64,
+    /// Batches the destination refused for good, kept as `*.rejected`.
+    pub rejected_batches: u64,
+    pub rejected_records: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    path: PathBuf,
+    bytes: u64,
+    records: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: BTreeMap<u64, Entry>,
+    next_seq: u64,
+    in_flight: Option<u64>,
+    stats: SpoolStats,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    state: Mutex<State>,
+    changed: Notify,
+    /// Held (flock) while the agent runs, so two agents never share a spool.
+    _lock: fs::File,
+}
+
+impl Spool {
+    /// Opens (creating) the spool in `dir` and indexes the batches an earlier agent left.
+    pub fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create spool directory {}: choose another with --spool-dir", dir.display())
+        })?;
+        let lock_path = dir.join(".lock");
+        let lock = fs::File::create(&lock_path).with_context(|| {
+            format!("spool directory {} is not writable: choose another with --spool-dir", dir.display())
+        })?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "spool directory {} is in use by another flowlog agent: give each agent its own --spool-dir",
+                dir.display()
+            );
+        }
+        let mut state = State::default();
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(dir).with_context(|| format!("cannot list spool directory {}", dir.display()))? {
+            let path = entry.with_context(|| format!("cannot list spool directory {}", dir.display()))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                // A batch whose write was interrupted: it was never published nor acknowledged
+                // as spooled, so the agent that wrote it lost it along with its window.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}")) else { continue };
+            let Some(seq) = stem.split('-').next().and_then(|s| s.parse::<u64>().ok()) else { continue };
+            names.push((seq, path));
+        }
+        names.sort();
+        for (seq, path) in names {
+            state.next_seq = state.next_seq.max(seq + 1);
+            let indexed = fs::metadata(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|m| read_header(&path).map(|(h, _)| (m.len(), h)));
+            match indexed {
+                Ok((bytes, header)) => {
+                    state.stats.records += header.records();
+                    state.stats.bytes += bytes;
+                    state.entries.insert(seq, Entry { path, bytes, records: header.records() });
+                }
+                Err(e) => {
+                    error!(file = %path.display(), error = %format!("{e:#}"), "unreadable spool file set aside as *.rejected");
+                    set_aside(&path);
+                }
+            }
+        }
+        state.stats.batches = state.entries.len();
+        if !state.entries.is_empty() {
+            info!(dir = %dir.display(), batches = state.stats.batches, records = state.stats.records,
+                  "spool holds batches an earlier run did not deliver: publishing them first");
+        }
+        Ok(Spool { dir: dir.to_path_buf(), max_bytes, state: Mutex::new(state), changed: Notify::new(), _lock: lock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update is one step).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `batch` durably (temporary file, fsync, rename, directory fsync), then makes room
+    /// by dropping the oldest batches if the spool is over its bound.
+    pub fn put(&self, batch: &Batch) -> anyhow::Result<()> {
+        let seq = {
+            let mut st = self.state();
+            st.next_seq += 1;
+            st.next_seq - 1
+        };
+        let name = format!("{seq:012}-{:08x}.{EXTENSION}", crc32fast::hash(batch.identity().as_bytes()));
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let bytes = write_durably(&tmp, &path, batch)
+            .with_context(|| format!("cannot spool batch {} to {}", batch.identity(), self.dir.display()))?;
+        let mut st = self.state();
+        st.entries.insert(seq, Entry { path, bytes, records: batch.records() });
+        st.stats.batches += 1;
+        st.stats.records += batch.records();
+        st.stats.bytes += bytes;
+        while st.stats.bytes > self.max_bytes {
+            let in_flight = st.in_flight;
+            let Some(oldest) = st.entries.keys().copied().find(|s| Some(*s) != in_flight && *s != seq) else {
+                break;
+            };
+            let Some(e) = st.entries.remove(&oldest) else { break };
+            if let Err(err) = fs::remove_file(&e.path) {
+                warn!(file = %e.path.display(), error = %err, "cannot delete dropped spool file");
+            }
+            st.stats.batches -= 1;
+            st.stats.records -= e.records;
+            st.stats.bytes -= e.bytes;
+            st.stats.dropped_batches += 1;
+            st.stats.dropped_records += e.records as u64;
+            crate::metrics::counter_add(
+                "flowlog_spool_dropped_records_total",
+                "Records dropped unpublished because the spool was full.",
+                &[],
+                e.records as u64,
+            );
+            crate::metrics::counter_add(
+                "flowlog_spool_dropped_batches_total",
+                "Batches dropped unpublished because the spool was full.",
+                &[],
+                1,
+            );
+            error!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
+                   dropped_records_total = st.stats.dropped_records,
+                   "spool full: dropped the oldest undelivered batch (raise --spool-max-bytes or fix the destination)");
+        }
+        drop(st);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// The oldest batch not yet delivered, marked as being published.
+    pub fn claim(&self) -> Option<Claim> {
+        let mut st = self.state();
+        let (&seq, e) = st.entries.iter().next()?;
+        let claim = Claim { seq, path: e.path.clone(), records: e.records };
+        st.in_flight = Some(seq);
+        Some(claim)
+    }
+
+    /// The destination acknowledged the batch: delete it.
+    pub fn ack(&self, claim: &Claim) -> anyhow::Result<()> {
+        self.forget(claim);
+        match fs::remove_file(&claim.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot delete delivered spool file {}", claim.path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishing failed: the batch stays first in line.
+    pub fn release(&self, claim: &Claim) {
+        let mut st = self.state();
+        if st.in_flight == Some(claim.seq) {
+            st.in_flight = None;
+        }
+    }
+
+    /// The destination refused the batch for good (or it cannot be read): keep the file as
+    /// `*.rejected` for a human and go on with the next one.
+    pub fn reject(&self, claim: &Claim) {
+        self.forget(claim);
+        set_aside(&claim.path);
+        let mut st = self.state();
+        st.stats.rejected_batches += 1;
+        st.stats.rejected_records += claim.records as u64;
+    }
+
+    fn forget(&self, claim: &Claim) {
+        let mut st = self.state();
+        if st.in_flight == Some(claim.seq) {
+            st.in_flight = None;
+        }
+        if let Some(e) = st.entries.remove(&claim.seq) {
+            st.stats.batches -= 1;
+            st.stats.records -= e.records;
+            st.stats.bytes -= e.bytes;
+        }
+    }
+
+    /// At a clean exit with nothing left: removes the lock file and the directory (kept if it
+    /// holds anything else, such as `*.rejected` files), so per-destination default spools do
+    /// not pile up.
+    pub fn remove_if_empty(&self) {
+        if self.state().entries.is_empty() {
+            let _ = fs::remove_file(self.dir.join(".lock"));
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        self.state().stats
+    }
+
+    /// Resolves after the next [`Spool::put`] (or at once if one happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+}
+
+/// Reads a spooled batch back, checking its length and CRC-32.
+pub fn load(path: &Path) -> anyhow::Result<Batch> {
+    let (header, mut reader) = read_header(path)?;
+    let (body_bytes, crc32) = match &header {
+        Header::Object { body_bytes, crc32, .. } | Header::LogEvents { body_bytes, crc32, .. } => (*body_bytes, *crc32),
+    };
+    let mut body = Vec::with_capacity(body_bytes as usize);
+    reader.read_to_end(&mut body).with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(
+        body.len() as u64 == body_bytes,
+        "{} is truncated: {} of {body_bytes} body bytes",
+        path.display(),
+        body.len()
+    );
+    ensure!(crc32fast::hash(&body) == crc32, "{} is corrupt: CRC-32 mismatch", path.display());
+    Ok(match header {
+        Header::Object { key, records, .. } => Batch::Object(FinishedObject { key, body: Bytes::from(body), records }),
+        Header::LogEvents { stream, records, .. } => {
+            let text = String::from_utf8(body).with_context(|| format!("{} is corrupt: not UTF-8", path.display()))?;
+            let mut events = Vec::with_capacity(records);
+            for line in text.lines() {
+                let (ts, message) = line.split_once(' ').context("log event line without a timestamp")?;
+                let timestamp_ms =
+                    ts.parse().with_context(|| format!("{} is corrupt: bad timestamp {ts:?}", path.display()))?;
+                events.push(LogEvent { timestamp_ms, message: message.to_string() });
+            }
+            ensure!(
+                events.len() == records,
+                "{} is corrupt: {} events, header says {records}",
+                path.display(),
+                events.len()
+            );
+            Batch::LogEvents(LogEventBatch { stream, events })
+        }
+    })
+}
+
+fn read_header(path: &Path) -> anyhow::Result<(Header, BufReader<fs::File>)> {
+    let f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = BufReader::new(f);
+    let mut magic = vec![0; MAGIC.len()];
+    reader.read_exact(&mut magic).with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(magic == MAGIC, "{} is not a flowlog spool file (or of another version)", path.display());
+    let mut line = String::new();
+    reader.read_line(&mut line).with_context(|| format!("cannot read {}", path.display()))?;
+    let header =
+        serde_json::from_str(line.trim_end()).with_context(|| format!("{} has a bad header", path.display()))?;
+    Ok((header, reader))
+}
+
+/// Writes the spool file for `batch` at `path` via `tmp`; returns its size.
+fn write_durably(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> {
+    let (header, body): (Header, std::borrow::Cow<'_, [u8]>) = match batch {
+        Batch::Object(o) => (
+            Header::Object {
+                key: o.key.clone(),
+                records: o.records,
+                body_bytes: o.body.len() as u64,
+                crc32: crc32fast::hash(&o.body),
+            },
+            (&o.body[..]).into(),
+        ),
+        Batch::LogEvents(b) => {
+            let mut text = String::with_capacity(b.events.iter().map(|e| e.message.len() + 16).sum());
+            for e in &b.events {
+                text.push_str(&e.timestamp_ms.to_string());
+                text.push(' ');
+                text.push_str(&e.message);
+                text.push('\n');
+            }
+            let body = text.into_bytes();
+            let header = Header::LogEvents {
+                stream: b.stream.clone(),
+                records: b.events.len(),
+                body_bytes: body.len() as u64,
+                crc32: crc32fast::hash(&body),
+            };
+            (header, body.into())
+        }
+    };
+    let mut f = fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut head = serde_json::to_vec(&header).context("cannot encode spool header")?;
+    head.push(b'\n');
+    f.write_all(MAGIC)
+        .and_then(|()| f.write_all(&head))
+        .and_then(|()| f.write_all(&body))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))?;
+    fs::rename(tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot fsync directory {}", dir.display()))?;
+    }
+    Ok((MAGIC.len() + head.len() + body.len()) as u64)
+}
+
+fn set_aside(path: &Path) {
+    let target = path.with_extension(REJECTED_SUFFIX);
+    if let Err(e) = fs::rename(path, &target) {
+        error!(file = %path.display(), error = %e, "cannot rename spool file to *.rejected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, records: usize, body_len: usize) -> Batch {
+        Batch::Object(FinishedObject { key: key.into(), body: Bytes::from(vec![7u8; body_len]), records })
+    }
+
+    fn events(stream: &str, n: i64) -> Batch {
+        Batch::LogEvents(LogEventBatch {
+            stream: stream.into(),
+            events: (0..n)
+                .map(|i| LogEvent { timestamp_ms: 1_000 * i, message: format!("2 123 eth0 record {i}") })
+                .collect(),
+        })
+    }
+
+    fn batch_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn batches_round_trip_and_survive_a_restart_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (object("AWSLogs/1/x.log.gz", 3, 100), events("eth0-all", 4));
+        {
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            spool.put(&a).unwrap();
+            spool.put(&b).unwrap();
+            assert_eq!(spool.stats().batches, 2);
+            assert_eq!(spool.stats().records, 7);
+            assert!(Spool::open(dir.path(), 1 << 20).is_err(), "a second agent cannot share the spool");
+        }
+        let names = batch_files(dir.path());
+        assert_eq!(names.len(), 2);
+        assert!(names[0].starts_with("000000000000-") && names[1].starts_with("000000000001-"), "{names:?}");
+
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.stats().records, 7);
+        let first = spool.claim().unwrap();
+        assert_eq!(load(&first.path).unwrap(), a);
+        spool.ack(&first).unwrap();
+        let second = spool.claim().unwrap();
+        assert_eq!(second.records, 4);
+        assert_eq!(load(&second.path).unwrap(), b);
+        spool.release(&second);
+        assert_eq!(spool.claim().unwrap(), second, "a failed batch stays first in line");
+        spool.ack(&second).unwrap();
+        assert_eq!(spool.claim(), None);
+        assert_eq!(batch_files(dir.path()), Vec::<String>::new());
+        spool.put(&a).unwrap();
+        assert!(batch_files(dir.path())[0].starts_with("000000000002-"), "sequence goes on after a restart");
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_batch_but_not_the_one_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each file is the magic, a ~100-byte header and a 1000-byte body.
+        let spool = Spool::open(dir.path(), 3_500).unwrap();
+        spool.put(&object("k0", 10, 1_000)).unwrap();
+        spool.put(&object("k1", 11, 1_000)).unwrap();
+        spool.put(&object("k2", 12, 1_000)).unwrap();
+        assert_eq!(spool.stats().dropped_batches, 0);
+        let in_flight = spool.claim().unwrap();
+        assert_eq!(in_flight.records, 10);
+        spool.put(&object("k3", 13, 1_000)).unwrap();
+        let st = spool.stats();
+        assert_eq!((st.batches, st.records, st.dropped_batches, st.dropped_records), (3, 10 + 12 + 13, 1, 11));
+        spool.ack(&in_flight).unwrap();
+        let next = spool.claim().unwrap();
+        assert_eq!(load(&next.path).unwrap(), object("k2", 12, 1_000));
+    }
+
+    #[test]
+    fn corrupt_files_are_set_aside_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            spool.put(&object("k0", 1, 10)).unwrap();
+            spool.put(&object("k1", 2, 10)).unwrap();
+        }
+        let names = batch_files(dir.path());
+        fs::write(dir.path().join(&names[0]), b"garbage").unwrap();
+        fs::write(dir.path().join(".000000000009-00000000.batch.tmp"), b"half").unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.stats().records, 2);
+        let mut names = batch_files(dir.path());
+        names.sort_by_key(|n| n.ends_with(".rejected"));
+        assert!(names[0].ends_with(".batch") && names[1].ends_with(".rejected"), "{names:?}");
+        // A flipped body byte is caught by the CRC.
+        let claim = spool.claim().unwrap();
+        let mut raw = fs::read(&claim.path).unwrap();
+        *raw.last_mut().unwrap() ^= 1;
+        fs::write(&claim.path, raw).unwrap();
+        assert!(format!("{:#}", load(&claim.path).unwrap_err()).contains("CRC-32 mismatch"));
+    }
+}

@@ -1,0 +1,444 @@
+//! ACCEPT and REJECT from the kernel's own verdicts: how one window's TC counts and drop counts
+//! become `ACCEPT` and `REJECT` flows, and which of them a flow log keeps (`--traffic-type`).
+//!
+//! # The split
+//!
+//! For each flow key (interface, direction, 5-tuple) the TC program counted every packet that
+//! passed its hook, and the kfree_skb program counted, per drop reason, every packet of that
+//! key the kernel dropped for a REJECT reason, together with the part of those drops that had
+//! passed the TC hook first (`tc_packets`; see `flowlog-ebpf/src/drops.rs` for how the kernel
+//! side tells). Then, per window:
+//!
+//! - `ACCEPT` = seen by TC − Σ over reasons of `tc_packets` (same for bytes). An ingress packet
+//!   that TC counted and netfilter INPUT then dropped is in both maps: subtracted. An egress
+//!   packet dropped in nftables OUTPUT never reached TC egress: nothing to subtract.
+//! - `REJECT` = one record per (flow, reason) with all of that reason's dropped packets, so each
+//!   record's `reject-reason` is true for every packet it counts (AWS has one reason per record).
+//!   A flow partly dropped in a window therefore has an ACCEPT record and one REJECT record per
+//!   reason.
+//! - Drops for reasons outside the REJECT set are not here at all: the policy let those packets
+//!   through and something later lost them (socket buffer full, checksum, ...), so they stay in
+//!   ACCEPT and are reported as a metric.
+//!
+//! The subtraction saturates at zero. It can only come up short when a packet is counted by TC
+//! just before a window flip and dropped just after it: it is then ACCEPT in the first window
+//! and REJECT in the second, which is as close as two windows can describe it.
+//!
+//! `tcp-flags` of an ACCEPT record is the OR over every packet TC saw, dropped ones included
+//! (flags cannot be subtracted); `start`/`end` are TC's first/last times. A REJECT record's
+//! flags and times are those of its dropped packets.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use anyhow::bail;
+use flowlog_common::{FlowKey, RejectKey, RejectStats};
+
+use crate::{
+    collect::FlowTotals,
+    records::{Action, FlowRecord},
+};
+
+/// One (flow, reason)'s drop counters summed over CPUs. Times are boot-clock ns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Of `packets`/`bytes`, those the TC hook had counted as seen before the drop.
+    pub tc_packets: u64,
+    pub tc_bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub tcp_flags: u8,
+}
+
+impl RejectTotals {
+    /// Sums per-CPU values as [`FlowTotals::sum`] does.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a RejectStats>) -> Self {
+        let mut t = RejectTotals::default();
+        for s in per_cpu.into_iter().filter(|s| s.packets > 0) {
+            t.packets += s.packets;
+            t.bytes += s.bytes;
+            t.tc_packets += s.tc_packets;
+            t.tc_bytes += s.tc_bytes;
+            t.tcp_flags |= s.tcp_flags;
+            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
+                t.first_seen_ns = s.first_seen_ns;
+            }
+            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+        }
+        t
+    }
+}
+
+/// One flow's verdict in one window: what becomes one `OK` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub key: FlowKey,
+    pub totals: FlowTotals,
+    pub action: Action,
+    /// The kernel's `enum skb_drop_reason` value, for REJECT.
+    pub reason: Option<u32>,
+}
+
+/// Splits one window's TC flows and REJECT drops into ACCEPT and REJECT verdicts (see the
+/// module comment). Flows left with no packets produce nothing.
+pub fn split(
+    flows: &[(FlowKey, FlowTotals)],
+    rejects: &[(RejectKey, RejectTotals)],
+) -> Vec<Verdict> {
+    let mut seen_then_dropped: BTreeMap<FlowKey, (u64, u64)> = BTreeMap::new();
+    for (k, r) in rejects {
+        let e = seen_then_dropped.entry(k.flow).or_default();
+        e.0 += r.tc_packets;
+        e.1 += r.tc_bytes;
+    }
+    let mut out = Vec::with_capacity(flows.len() + rejects.len());
+    for (key, t) in flows {
+        let (p, b) = seen_then_dropped.get(key).copied().unwrap_or_default();
+        let packets = t.packets.saturating_sub(p);
+        if packets == 0 {
+            continue;
+        }
+        let totals = FlowTotals {
+            packets,
+            bytes: t.bytes.saturating_sub(b),
+            ..*t
+        };
+        out.push(Verdict {
+            key: *key,
+            totals,
+            action: Action::Accept,
+            reason: None,
+        });
+    }
+    for (k, r) in rejects {
+        if r.packets == 0 {
+            continue;
+        }
+        let totals = FlowTotals {
+            packets: r.packets,
+            bytes: r.bytes,
+            first_seen_ns: r.first_seen_ns,
+            last_seen_ns: r.last_seen_ns,
+            tcp_flags: r.tcp_flags,
+        };
+        out.push(Verdict {
+            key: k.flow,
+            totals,
+            action: Action::Reject,
+            reason: Some(k.reason),
+        });
+    }
+    out
+}
+
+/// `--traffic-type`: which records a flow log emits (AWS's `TrafficType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrafficType {
+    Accept,
+    Reject,
+    #[default]
+    All,
+}
+
+impl TrafficType {
+    /// Whether a flow log of this type emits `rec`. NODATA and SKIPDATA describe the interface,
+    /// not a verdict, so every flow log keeps them.
+    pub fn keeps(self, rec: &FlowRecord) -> bool {
+        match (self, &rec.traffic) {
+            (TrafficType::All, _) | (_, None) => true,
+            (TrafficType::Accept, Some(t)) => t.action == Action::Accept,
+            (TrafficType::Reject, Some(t)) => t.action == Action::Reject,
+        }
+    }
+}
+
+impl FromStr for TrafficType {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "ACCEPT" => TrafficType::Accept,
+            "REJECT" => TrafficType::Reject,
+            "ALL" => TrafficType::All,
+            _ => bail!("invalid traffic type {s:?}: use ACCEPT, REJECT or ALL"),
+        })
+    }
+}
+
+impl fmt::Display for TrafficType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrafficType::Accept => "ACCEPT",
+            TrafficType::Reject => "REJECT",
+            TrafficType::All => "ALL",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flowlog_common::{DIR_EGRESS, DIR_INGRESS, FiveTuple, ipv4_mapped};
+
+    use super::*;
+
+    const NETFILTER_DROP: u32 = 12;
+    const NO_SOCKET: u32 = 3;
+
+    fn key(direction: u8, dst_port: u16) -> FlowKey {
+        let tuple = FiveTuple {
+            family: 4,
+            protocol: 6,
+            src_addr: ipv4_mapped([10, 0, 0, 1]),
+            dst_addr: ipv4_mapped([10, 0, 0, 2]),
+            src_port: 40000,
+            dst_port,
+        };
+        FlowKey::new(7, direction, &tuple)
+    }
+
+    fn seen(packets: u64, bytes: u64) -> FlowTotals {
+        FlowTotals {
+            packets,
+            bytes,
+            first_seen_ns: 100,
+            last_seen_ns: 900,
+            tcp_flags: 2 | 16,
+        }
+    }
+
+    fn dropped(packets: u64, bytes: u64, tc_packets: u64, tc_bytes: u64) -> RejectTotals {
+        RejectTotals {
+            packets,
+            bytes,
+            tc_packets,
+            tc_bytes,
+            first_seen_ns: 200,
+            last_seen_ns: 300,
+            tcp_flags: 2,
+        }
+    }
+
+    fn summary(v: &[Verdict]) -> Vec<(u8, u16, Action, Option<u32>, u64, u64)> {
+        let mut s: Vec<_> = v
+            .iter()
+            .map(|v| {
+                (
+                    v.key.direction,
+                    v.key.dst_port,
+                    v.action,
+                    v.reason,
+                    v.totals.packets,
+                    v.totals.bytes,
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[test]
+    fn ingress_drops_after_tc_are_subtracted_from_accept() {
+        // 10 packets seen by TC ingress, 3 of them then dropped by INPUT: 7 ACCEPT, 3 REJECT.
+        let k = key(DIR_INGRESS, 3389);
+        let v = split(
+            &[(k, seen(10, 600))],
+            &[(RejectKey::new(k, NETFILTER_DROP), dropped(3, 180, 3, 180))],
+        );
+        assert_eq!(
+            summary(&v),
+            [
+                (DIR_INGRESS, 3389, Action::Accept, None, 7, 420),
+                (
+                    DIR_INGRESS,
+                    3389,
+                    Action::Reject,
+                    Some(NETFILTER_DROP),
+                    3,
+                    180
+                ),
+            ]
+        );
+        let reject = v.iter().find(|v| v.action == Action::Reject).unwrap();
+        assert_eq!(
+            (
+                reject.totals.first_seen_ns,
+                reject.totals.last_seen_ns,
+                reject.totals.tcp_flags
+            ),
+            (200, 300, 2)
+        );
+        let accept = v.iter().find(|v| v.action == Action::Accept).unwrap();
+        assert_eq!(
+            (
+                accept.totals.first_seen_ns,
+                accept.totals.last_seen_ns,
+                accept.totals.tcp_flags
+            ),
+            (100, 900, 18)
+        );
+    }
+
+    #[test]
+    fn a_fully_dropped_flow_has_only_reject() {
+        let k = key(DIR_INGRESS, 3389);
+        let v = split(
+            &[(k, seen(3, 180))],
+            &[(RejectKey::new(k, NETFILTER_DROP), dropped(3, 180, 3, 180))],
+        );
+        assert_eq!(
+            summary(&v),
+            [(
+                DIR_INGRESS,
+                3389,
+                Action::Reject,
+                Some(NETFILTER_DROP),
+                3,
+                180
+            )]
+        );
+    }
+
+    #[test]
+    fn egress_drops_before_tc_subtract_nothing() {
+        // OUTPUT dropped 4 packets TC egress never saw; 5 others of the flow passed.
+        let k = key(DIR_EGRESS, 9999);
+        let v = split(
+            &[(k, seen(5, 500))],
+            &[(RejectKey::new(k, NETFILTER_DROP), dropped(4, 400, 0, 0))],
+        );
+        assert_eq!(
+            summary(&v),
+            [
+                (DIR_EGRESS, 9999, Action::Accept, None, 5, 500),
+                (
+                    DIR_EGRESS,
+                    9999,
+                    Action::Reject,
+                    Some(NETFILTER_DROP),
+                    4,
+                    400
+                ),
+            ]
+        );
+        // Only drops, no TC entry at all.
+        let v = split(
+            &[],
+            &[(RejectKey::new(k, NETFILTER_DROP), dropped(4, 400, 0, 0))],
+        );
+        assert_eq!(
+            summary(&v),
+            [(
+                DIR_EGRESS,
+                9999,
+                Action::Reject,
+                Some(NETFILTER_DROP),
+                4,
+                400
+            )]
+        );
+    }
+
+    #[test]
+    fn one_reject_per_reason_and_subtractions_add_up() {
+        let k = key(DIR_INGRESS, 80);
+        let other = key(DIR_INGRESS, 443);
+        let v = split(
+            &[(k, seen(10, 1000)), (other, seen(2, 200))],
+            &[
+                (RejectKey::new(k, NETFILTER_DROP), dropped(2, 200, 2, 200)),
+                (RejectKey::new(k, NO_SOCKET), dropped(3, 300, 3, 300)),
+            ],
+        );
+        assert_eq!(
+            summary(&v),
+            [
+                (DIR_INGRESS, 80, Action::Accept, None, 5, 500),
+                (DIR_INGRESS, 80, Action::Reject, Some(NO_SOCKET), 3, 300),
+                (
+                    DIR_INGRESS,
+                    80,
+                    Action::Reject,
+                    Some(NETFILTER_DROP),
+                    2,
+                    200
+                ),
+                (DIR_INGRESS, 443, Action::Accept, None, 2, 200),
+            ]
+        );
+    }
+
+    #[test]
+    fn subtraction_saturates_when_the_tc_count_fell_in_the_previous_window() {
+        let k = key(DIR_INGRESS, 22);
+        let v = split(
+            &[(k, seen(1, 60))],
+            &[(RejectKey::new(k, NETFILTER_DROP), dropped(2, 120, 2, 120))],
+        );
+        assert_eq!(
+            summary(&v),
+            [(
+                DIR_INGRESS,
+                22,
+                Action::Reject,
+                Some(NETFILTER_DROP),
+                2,
+                120
+            )]
+        );
+    }
+
+    #[test]
+    fn per_cpu_reject_stats_sum() {
+        let a = RejectStats {
+            packets: 2,
+            bytes: 20,
+            tc_packets: 1,
+            tc_bytes: 10,
+            first_seen_ns: 50,
+            last_seen_ns: 60,
+            tcp_flags: 2,
+            _pad: [0; 7],
+        };
+        let b = RejectStats {
+            packets: 1,
+            bytes: 10,
+            tc_packets: 1,
+            tc_bytes: 10,
+            first_seen_ns: 40,
+            last_seen_ns: 45,
+            tcp_flags: 4,
+            _pad: [0; 7],
+        };
+        let t = RejectTotals::sum([a, RejectStats::default(), b].iter());
+        assert_eq!(
+            t,
+            RejectTotals {
+                packets: 3,
+                bytes: 30,
+                tc_packets: 2,
+                tc_bytes: 20,
+                first_seen_ns: 40,
+                last_seen_ns: 60,
+                tcp_flags: 6
+            }
+        );
+    }
+
+    #[test]
+    fn traffic_type_parses_and_rejects_bad_values() {
+        assert_eq!(
+            "ACCEPT".parse::<TrafficType>().unwrap(),
+            TrafficType::Accept
+        );
+        assert_eq!(
+            "reject".parse::<TrafficType>().unwrap(),
+            TrafficType::Reject
+        );
+        assert_eq!("All".parse::<TrafficType>().unwrap(), TrafficType::All);
+        assert_eq!(
+            "DENY".parse::<TrafficType>().unwrap_err().to_string(),
+            "invalid traffic type \"DENY\": use ACCEPT, REJECT or ALL"
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! Drain: the agent's end-of-window work on windows of 10k, 100k and 1M flows: flip the slot
+//! and drain and clear the idle flow map ([`Collector::cut`]), then turn the flows into
+//! records, format them and gzip them ([`FlowLog::on_window`] + `close_all`, as `flowlog run`
+//! does with its default file destination).
+//!
+//! Each size runs in a fresh child process (this binary, hidden `drain-child` subcommand) so
+//! its peak RSS (VmHWM) is its own. The flows are written into FLOWS_A from userspace first,
+//! one `BPF_MAP_UPDATE_ELEM` each (not timed).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use aya::{
+    maps::{PerCpuHashMap, PerCpuValues},
+    util::nr_cpus,
+};
+use clap::Parser as _;
+use flowlog_agent::{
+    attach::Capture,
+    cli::{Cli, Command as AgentCommand},
+    collect::{Collector, Window},
+    discover::Interface,
+    flowlog::FlowLog,
+    metadata::Metadata,
+    publish::Batch,
+};
+use flowlog_common::{
+    DIR_EGRESS, DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6, FLOW_MAPS, FiveTuple, FlowKey, FlowStats,
+    ipv4_mapped,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::OBJECT_ENV;
+
+/// Interface the drained flows were "seen" on.
+const IFINDEX: u32 = 7;
+
+pub fn sizes(quick: bool) -> Vec<u32> {
+    if quick { vec![10_000, 100_000] } else { vec![10_000, 100_000, 1_000_000] }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DrainResult {
+    pub flows: u32,
+    /// `Collector::cut`: flip, grace period, drain and clear.
+    pub cut_s: f64,
+    /// The grace period inside `cut_s` (a sleep; no work).
+    pub grace_s: f64,
+    /// Records, formatting (default v2 format) and gzip of every object.
+    pub format_s: f64,
+    pub total_s: f64,
+    /// Peak RSS of the child before the drain (after loading and filling) and at the end.
+    pub hwm_before_kib: u64,
+    pub hwm_after_kib: u64,
+    pub records: usize,
+    pub gzip_bytes: usize,
+}
+
+pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
+    let exe = std::env::current_exe().context("locating the benchmark binary")?;
+    let mut out = Vec::new();
+    for &n in sizes {
+        let child = Command::new(&exe)
+            .args(["drain-child", "--flows", &n.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the drain child")?;
+        if !child.status.success() {
+            bail!("drain of {n} flows failed ({})", child.status);
+        }
+        let line = String::from_utf8_lossy(&child.stdout);
+        let r: DrainResult = serde_json::from_str(line.trim())
+            .with_context(|| format!("drain child printed no result: {line}"))?;
+        eprintln!(
+            "  {n:>8} flows: cut {:.3} s, records+format+gzip {:.3} s, total {:.3} s, peak RSS {} MiB",
+            r.cut_s,
+            r.format_s,
+            r.total_s,
+            r.hwm_after_kib / 1024
+        );
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// A distinct flow per `i`: three in four IPv4, one in four IPv6; TCP and UDP; both directions.
+fn key(i: u32) -> FlowKey {
+    let b = i.to_be_bytes();
+    let v6 = i % 4 == 3;
+    let (src, dst) = if v6 {
+        let mut s = [0u8; 16];
+        s[0] = 0xfd;
+        s[12..].copy_from_slice(&b);
+        let mut d = [0u8; 16];
+        d[0] = 0xfd;
+        d[15] = 1;
+        (s, d)
+    } else {
+        (ipv4_mapped([10, b[1], b[2], b[3]]), ipv4_mapped([10, 255, 0, 1]))
+    };
+    let tuple = FiveTuple {
+        family: if v6 { FAMILY_IPV6 } else { FAMILY_IPV4 },
+        protocol: if i % 2 == 0 { 6 } else { 17 },
+        src_addr: src,
+        dst_addr: dst,
+        src_port: 1024 + (i % 60_000) as u16,
+        dst_port: 443,
+    };
+    FlowKey::new(IFINDEX, if i % 3 == 0 { DIR_EGRESS } else { DIR_INGRESS }, &tuple)
+}
+
+fn boot_ns() -> u64 {
+    // SAFETY: an all-zero timespec is valid; CLOCK_BOOTTIME exists on every supported kernel.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// VmHWM (peak resident set) of this process, KiB.
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The hidden `drain-child` subcommand: one size, result as one JSON line on stdout.
+pub fn child(n: u32) -> anyhow::Result<()> {
+    let object = crate::read_env_file(OBJECT_ENV)?;
+    let mut capture = Capture::load(&object, n + 1_024).context("loading the flowlog object")?;
+    let cpus = nr_cpus().map_err(|(_, e)| e).context("reading the possible CPUs")?;
+    let now = boot_ns();
+    {
+        let map = capture.ebpf_mut().map_mut(FLOW_MAPS[0]).context("FLOWS_A missing")?;
+        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+        for i in 0..n {
+            let mut v = vec![FlowStats::default(); cpus];
+            let packets = 1 + u64::from(i % 20);
+            v[(i as usize) % cpus] = FlowStats {
+                packets,
+                bytes: packets * 120,
+                first_seen_ns: now - 30_000_000_000,
+                last_seen_ns: now - 1_000_000_000,
+                tcp_flags: if i % 2 == 0 { 2 } else { 0 },
+                _pad: [0; 7],
+            };
+            flows
+                .insert(key(i), PerCpuValues::try_from(v)?, 0)
+                .with_context(|| format!("filling FLOWS_A (flow {i})"))?;
+        }
+    }
+    // The options `flowlog run` gets by default, parsed by the agent's own CLI.
+    #[allow(unreachable_patterns)] // `run` is the only subcommand today
+    let args = match Cli::try_parse_from(["flowlog", "run", "--output-dir", "/nonexistent-flowlog-bench"]) {
+        Ok(Cli { command: AgentCommand::Run(a) }) => a,
+        Ok(_) => bail!("`flowlog run` did not parse as the run command"),
+        Err(e) => bail!("parsing `flowlog run` options: {e}"),
+    };
+    let mut flow_log = FlowLog::from_args(&args.records, &args.output, Metadata::default())?;
+    let interfaces: BTreeMap<u32, Interface> = [(
+        IFINDEX,
+        Interface {
+            name: "eth0".into(),
+            ifindex: IFINDEX,
+            mac: None,
+            ipv4: Some(Ipv4Addr::new(10, 255, 0, 1)),
+            ipv6: None,
+        },
+    )]
+    .into();
+    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let window = Window { start: unix - unix % 60 - 60, end: unix - unix % 60 };
+    let hwm_before_kib = vm_hwm_kib();
+
+    let mut collector = Collector::new(capture.ebpf_mut())?;
+    let t0 = Instant::now();
+    let drained = collector.cut(window)?;
+    let cut_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut batches = flow_log.on_window(&drained, &interfaces);
+    batches.extend(flow_log.close_all());
+    let format_s = t1.elapsed().as_secs_f64();
+    let total_s = t0.elapsed().as_secs_f64();
+
+    if drained.flows.len() != n as usize {
+        bail!("the drain returned {} flows of the {n} in the map", drained.flows.len());
+    }
+    let records: usize = batches.iter().map(Batch::records).sum();
+    if records != n as usize {
+        bail!("{records} records for {n} flows");
+    }
+    let gzip_bytes = batches
+        .iter()
+        .map(|b| match b {
+            Batch::Object(o) => o.body.len(),
+            _ => 0,
+        })
+        .sum();
+    let result = DrainResult {
+        flows: n,
+        cut_s,
+        grace_s: flowlog_agent::collect::DEFAULT_GRACE.as_secs_f64(),
+        format_s,
+        total_s,
+        hwm_before_kib,
+        hwm_after_kib: vm_hwm_kib(),
+        records,
+        gzip_bytes,
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Two network namespaces joined by a veth pair: the test host. Created with `ip` (the tool
+//! this environment is about; a netlink crate would add nothing here), removed on drop even
+//! when the test panics. Deleting a namespace removes its veth end and any TCX links on it.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// Prefix of every kernel object these tests create.
+pub const PREFIX: &str = "flit";
+
+/// Process-wide counter so parallel tests of one run get distinct names.
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// One side of the pair.
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// Namespace name (`/run/netns/<name>`).
+    pub netns: String,
+    /// The veth end inside it.
+    pub iface: String,
+    pub v4: Ipv4Addr,
+    /// `::` (unspecified) when the setup has IPv6 off.
+    pub v6: Ipv6Addr,
+}
+
+impl Side {
+    pub fn addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => IpAddr::V4(self.v4),
+            Family::V6 => IpAddr::V6(self.v6),
+        }
+    }
+
+    /// The interface's MAC address, as `aa:bb:cc:dd:ee:ff`.
+    pub fn mac(&self) -> [u8; 6] {
+        let out =
+            run(in_netns(&self.netns, "cat").arg(format!("/sys/class/net/{}/address", self.iface)));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad MAC {text:?}")))
+            .collect();
+        bytes
+            .try_into()
+            .unwrap_or_else(|_| panic!("bad MAC {text:?}"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Whether the veth ends segment in software (the default) or send every segment as its own
+/// frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offloads {
+    /// veth defaults: TSO/GSO on, so the stack hands the devices 64 KB super-packets.
+    Default,
+    /// TSO, GSO and GRO off on both ends: every skb is one wire segment, so a capture of the
+    /// interface sees exactly the packets a NIC would put on the wire.
+    Off,
+}
+
+/// Namespaces `a` and `b` with veth ends `a.iface` and `b.iface`, addressed
+/// 10.213.x.1/24 + fd00:213:x::1/64 (a) and .2 / ::2 (b).
+#[derive(Debug)]
+pub struct Namespaces {
+    pub a: Side,
+    pub b: Side,
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    out
+}
+
+/// `ip netns exec <netns> <args...>` as a Command (not yet run).
+pub fn in_netns(netns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", netns, program]);
+    c
+}
+
+/// Names of the namespaces that exist now (`ip netns list`).
+pub fn list() -> Vec<String> {
+    let out = run(Command::new("ip").args(["netns", "list"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// What to build: the subnet number, offloads, and whether IPv6 is on.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// The x in 10.213.x.0/24 and fd00:213:x::/64. Give each test its own so a capture can
+    /// never mistake one test's traffic for another's.
+    pub subnet: u8,
+    pub offloads: Offloads,
+    /// With IPv6 off the interfaces send nothing on their own (no MLD reports at link-up),
+    /// so every IP packet in a window is the test's.
+    pub ipv6: bool,
+}
+
+impl Setup {
+    pub fn new(subnet: u8) -> Self {
+        Setup {
+            subnet,
+            offloads: Offloads::Default,
+            ipv6: true,
+        }
+    }
+
+    pub fn offloads(mut self, offloads: Offloads) -> Self {
+        self.offloads = offloads;
+        self
+    }
+
+    pub fn ipv4_only(mut self) -> Self {
+        self.ipv6 = false;
+        self
+    }
+}
+
+impl Namespaces {
+    /// Creates the pair.
+    pub fn new(setup: Setup) -> Self {
+        crate::agent::require_root();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // Interface names are at most 15 bytes: "flit" + pid in hex (<= 6, pid_max is 2^22)
+        // + "-" + counter + side.
+        assert!(n < 1000, "more than 1000 namespace pairs in one process");
+        let side = |tag: char, host: u16| Side {
+            netns: format!("{PREFIX}-{pid}-{n}-{tag}"),
+            iface: format!("{PREFIX}{pid:x}-{n}{tag}"),
+            v4: Ipv4Addr::new(10, 213, setup.subnet, host as u8),
+            v6: if setup.ipv6 {
+                Ipv6Addr::new(0xfd00, 0x213, setup.subnet as u16, 0, 0, 0, 0, host)
+            } else {
+                Ipv6Addr::UNSPECIFIED
+            },
+        };
+        // The guard exists before anything is created, so a failure half-way still cleans up.
+        let ns = Namespaces {
+            a: side('a', 1),
+            b: side('b', 2),
+        };
+        ns.create(setup);
+        ns
+    }
+
+    fn create(&self, setup: Setup) {
+        let (a, b) = (&self.a, &self.b);
+        for s in [a, b] {
+            run(Command::new("ip").args(["netns", "add", &s.netns]));
+            // No IPv6 chatter beyond what the test sends: no link-local address (so no DAD or
+            // router solicitation for it), no router advertisements accepted. Set on `default`
+            // before the veth end arrives, so the interface inherits it. Link-up still sends
+            // MLD reports for the global address's solicited-node group (within ~1 s).
+            let ipv6 = if setup.ipv6 {
+                vec![
+                    "net.ipv6.conf.default.addr_gen_mode=1",
+                    "net.ipv6.conf.default.accept_ra=0",
+                    "net.ipv6.conf.default.router_solicitations=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.all.accept_ra=0",
+                ]
+            } else {
+                vec![
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                ]
+            };
+            for kv in ipv6 {
+                run(in_netns(&s.netns, "sysctl").args(["-qw", kv]));
+            }
+        }
+        // Both ends are created directly inside their namespaces: nothing appears in the
+        // host namespace, even for a moment.
+        run(Command::new("ip").args([
+            "link", "add", &a.iface, "netns", &a.netns, "type", "veth", "peer", "name", &b.iface,
+            "netns", &b.netns,
+        ]));
+        for s in [a, b] {
+            let v4 = format!("{}/24", s.v4);
+            run(in_netns(&s.netns, "ip").args(["addr", "add", &v4, "dev", &s.iface]));
+            if setup.ipv6 {
+                let v6 = format!("{}/64", s.v6);
+                run(in_netns(&s.netns, "ip")
+                    .args(["-6", "addr", "add", &v6, "dev", &s.iface, "nodad"]));
+            }
+            if setup.offloads == Offloads::Off {
+                run(in_netns(&s.netns, "ethtool")
+                    .args(["-K", &s.iface, "tso", "off", "gso", "off", "gro", "off"]));
+            }
+            run(in_netns(&s.netns, "ip").args(["link", "set", "lo", "up"]));
+            run(in_netns(&s.netns, "ip").args(["link", "set", &s.iface, "up"]));
+        }
+    }
+
+    /// Every name this guard owns, for checking that they are gone.
+    pub fn names(&self) -> [String; 2] {
+        [self.a.netns.clone(), self.b.netns.clone()]
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for s in [&self.a, &self.b] {
+            // Ignore errors: the namespace may not have been created yet when setup failed.
+            let _ = Command::new("ip").args(["netns", "del", &s.netns]).output();
+        }
+    }
+}
+
+/// The `Tcp:` counters of `/proc/net/snmp` (InSegs, OutSegs, RetransSegs, ...) as seen inside
+/// `netns`: every namespace has its own.
+pub fn tcp_snmp(netns: &str) -> std::collections::BTreeMap<String, i64> {
+    let out = run(in_netns(netns, "cat").arg("/proc/net/snmp"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tcp: Vec<&str> = text.lines().filter(|l| l.starts_with("Tcp:")).collect();
+    assert_eq!(tcp.len(), 2, "no Tcp: lines in /proc/net/snmp:\n{text}");
+    let names = tcp[0].split_whitespace().skip(1);
+    let values = tcp[1]
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse::<i64>().expect("snmp counter"));
+    names.map(str::to_string).zip(values).collect()
+}

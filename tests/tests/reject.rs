@@ -1,0 +1,951 @@
+//! ACCEPT and REJECT from the kernel's own verdicts: the real `flowlog` binary (FLOWLOG_BIN) on
+//! one end of a veth pair, nftables rules in its namespace dropping some of the traffic the
+//! other end sends, and the records compared with exact numbers from an independent source:
+//! the nftables rule counters (and, for TCP, the client's own SYN retransmission counter).
+//! Root only. Namespaces and veths carry the prefix `flrj` and are removed on drop; addresses
+//! are 10.214.x.0/24, one x per test.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use flowlog_tests::{
+    agent::{Agent, AgentOptions, require_root},
+    netns::{Side, in_netns, run},
+    records::{self, Record},
+    traffic::in_ns,
+};
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+
+/// The records carry the v2 fields (the harness's reader needs them) plus the direction and
+/// the reject reason.
+const FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} \
+                      ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${tcp-flags} \
+                      ${flow-direction} ${reject-reason}";
+/// Long enough that each test's traffic fits in one window once [`settle_in_window`] ran.
+const INTERVAL: u64 = 60;
+
+// ---------------------------------------------------------------------------------------------
+// Test host: two namespaces joined by a veth pair.
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Namespaces `a` (the remote peer) and `b` (where the agent and the firewall run), IPv4 only
+/// so that the interfaces send nothing on their own. Removed on drop.
+struct Pair {
+    a: Side,
+    b: Side,
+}
+
+impl Pair {
+    fn new(subnet: u8) -> Self {
+        require_root();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let side = |tag: char, host: u8| Side {
+            netns: format!("flrj-{pid}-{n}-{tag}"),
+            // At most 15 bytes: "flrj" + pid in hex (<= 6) + counter + side.
+            iface: format!("flrj{pid:x}{n}{tag}"),
+            v4: Ipv4Addr::new(10, 214, subnet, host),
+            v6: std::net::Ipv6Addr::UNSPECIFIED,
+        };
+        let pair = Pair {
+            a: side('a', 1),
+            b: side('b', 2),
+        };
+        for s in [&pair.a, &pair.b] {
+            run(Command::new("ip").args(["netns", "add", &s.netns]));
+            run(in_netns(&s.netns, "sysctl").args(["-qw", "net.ipv6.conf.default.disable_ipv6=1"]));
+            run(in_netns(&s.netns, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]));
+        }
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &pair.a.iface,
+            "netns",
+            &pair.a.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.b.iface,
+            "netns",
+            &pair.b.netns,
+        ]));
+        for s in [&pair.a, &pair.b] {
+            run(in_netns(&s.netns, "ip").args([
+                "addr",
+                "add",
+                &format!("{}/24", s.v4),
+                "dev",
+                &s.iface,
+            ]));
+            run(in_netns(&s.netns, "ip").args(["link", "set", "lo", "up"]));
+            run(in_netns(&s.netns, "ip").args(["link", "set", &s.iface, "up"]));
+        }
+        pair
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for s in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", &s.netns]).output();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// nftables: rules with named counters, read back as the ground truth.
+
+/// Loads an nft script into `netns`.
+fn nft(netns: &str, script: &str) {
+    let mut child = in_netns(netns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write nft script");
+    let out = child.wait_with_output().expect("wait for nft");
+    assert!(
+        out.status.success(),
+        "nft -f failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// (packets, bytes) of every rule counter in `netns`, by the rule's comment.
+fn nft_counters(netns: &str) -> BTreeMap<String, (u64, u64)> {
+    let out = run(in_netns(netns, "nft").args(["-j", "list", "ruleset"]));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("nft -j output is JSON");
+    let mut counters = BTreeMap::new();
+    for item in json["nftables"].as_array().expect("nftables array") {
+        let rule = &item["rule"];
+        let Some(comment) = rule["comment"].as_str() else {
+            continue;
+        };
+        for expr in rule["expr"].as_array().into_iter().flatten() {
+            if let Some(c) = expr.get("counter") {
+                let n = |k: &str| c[k].as_u64().expect("counter value");
+                counters.insert(comment.to_string(), (n("packets"), n("bytes")));
+            }
+        }
+    }
+    counters
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent and records.
+
+fn start_agent(side: &Side, extra: &[&str]) -> Agent {
+    let mut opts = AgentOptions::interval(INTERVAL)
+        .arg("--log-format")
+        .arg(FORMAT)
+        .arg("--no-imds");
+    for a in extra {
+        opts = opts.arg(*a);
+    }
+    Agent::start(side, opts)
+}
+
+fn header() -> String {
+    FORMAT
+        .split_whitespace()
+        .map(|f| f.trim_start_matches("${").trim_end_matches('}'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Stops the agent (flushing the partial window) and reads everything it wrote.
+fn stop_and_read(agent: &mut Agent) -> Vec<Record> {
+    agent.stop();
+    records::read(&agent.output_dir(), &header())
+}
+
+/// One OK record reduced to what these tests check.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Flow {
+    direction: String,
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    protocol: u8,
+    action: String,
+    reject_reason: String,
+}
+
+/// OK records summed over windows per [`Flow`]: (packets, bytes, records, OR of tcp-flags).
+fn flows(records: &[Record]) -> BTreeMap<Flow, (u64, u64, usize, u8)> {
+    let mut out: BTreeMap<Flow, (u64, u64, usize, u8)> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.log_status == "OK") {
+        let t = r.tuple.expect("OK record has a tuple");
+        let f = Flow {
+            direction: r.field("flow-direction").to_string(),
+            src: t.src,
+            dst: t.dst,
+            src_port: t.src_port,
+            dst_port: t.dst_port,
+            protocol: t.protocol,
+            action: r.action.clone(),
+            reject_reason: r.field("reject-reason").to_string(),
+        };
+        let e = out.entry(f).or_default();
+        e.0 += r.packets.expect("packets");
+        e.1 += r.bytes.expect("bytes");
+        e.2 += 1;
+        e.3 |= r.field("tcp-flags").parse::<u8>().expect("tcp-flags");
+    }
+    out
+}
+
+fn flow(
+    direction: &str,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    protocol: u8,
+    action: &str,
+    reason: &str,
+) -> Flow {
+    Flow {
+        direction: direction.into(),
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        src_port: ports.0,
+        dst_port: ports.1,
+        protocol,
+        action: action.into(),
+        reject_reason: reason.into(),
+    }
+}
+
+fn dump(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| r.line.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// If less than `needed` is left of the current window, waits for the next one (plus a
+/// second), so traffic sent right after lands in one window.
+fn settle_in_window(needed: Duration) {
+    let now = flowlog_tests::agent::unix_now();
+    let left = INTERVAL as f64 - now % INTERVAL as f64;
+    if left < needed.as_secs_f64() {
+        std::thread::sleep(Duration::from_secs_f64(left + 1.0));
+    }
+}
+
+/// `count` pings of `size` data bytes from `from` to `to`, 0.1 s apart; returns how many were
+/// answered (pings that a rule drops are never answered).
+fn ping(from: &Side, to: Ipv4Addr, count: u32, size: u32) -> u32 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &from.netns,
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-s",
+            &size.to_string(),
+        ])
+        .args(["-i", "0.1", "-W", "1", &to.to_string()])
+        .output()
+        .expect("run ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping output:\n{text}"));
+    let transmitted: u32 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("transmitted count");
+    assert_eq!(
+        transmitted, count,
+        "ping sent a different number of requests:\n{text}"
+    );
+    line.split(", ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("received count")
+}
+
+/// A TCP SYN-only connection attempt from `from` to `to`:`port` with `syn_retries` SYN
+/// retransmissions allowed; returns the client's source port once connect() has failed.
+fn failed_connect(from: &Side, to: Ipv4Addr, port: u16, syn_retries: i32) -> u16 {
+    in_ns(&from.netns, || {
+        // std's TcpStream cannot set TCP_SYNCNT before connecting: a raw socket.
+        // SAFETY: plain socket syscalls on a descriptor this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let rc = libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                (&syn_retries as *const i32).cast(),
+                size_of::<i32>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(to).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let rc = libc::connect(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            assert_eq!(rc, -1, "connect to a port behind a drop rule succeeded");
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::ETIMEDOUT),
+                "connect failed otherwise: {err}"
+            );
+            let mut local: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::getsockname(fd, (&mut local as *mut libc::sockaddr_in).cast(), &mut len),
+                0
+            );
+            libc::close(fd);
+            u16::from_be(local.sin_port)
+        }
+    })
+}
+
+/// `TcpExt:` counter `name` of `/proc/net/netstat` inside `netns`.
+fn tcp_ext(netns: &str, name: &str) -> u64 {
+    let out = run(in_netns(netns, "cat").arg("/proc/net/netstat"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    assert_eq!(lines.len(), 2, "no TcpExt lines:\n{text}");
+    let names = lines[0].split_whitespace();
+    let values = lines[1].split_whitespace();
+    names
+        .zip(values)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.parse().expect("counter"))
+        .expect("counter present")
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// nftables INPUT drops every TCP packet to port 3389 of B. A client in A tries to connect
+/// with 2 SYN retransmissions allowed. Every SYN that reached B is one REJECT packet, reason
+/// NETFILTER_DROP, tcp-flags SYN; TC counted them on ingress too, and the agent subtracts them,
+/// so there is no ACCEPT record; B never answers, so there is nothing else.
+#[test]
+fn nft_input_drop_gives_reject_with_every_syn_and_netfilter_drop() {
+    let pair = Pair::new(1);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
+        tcp dport 3389 counter drop comment "rdp"
+    }
+    }"#,
+    );
+    let mut agent = start_agent(&pair.b, &[]);
+    let syn_retrans_before = tcp_ext(&pair.a.netns, "TCPSynRetrans");
+    let port = failed_connect(&pair.a, pair.b.v4, 3389, 2);
+    let syns_sent = 1 + tcp_ext(&pair.a.netns, "TCPSynRetrans") - syn_retrans_before;
+    let records = stop_and_read(&mut agent);
+    let (nft_packets, nft_bytes) = nft_counters(&pair.b.netns)["rdp"];
+
+    assert_eq!(
+        nft_packets, syns_sent,
+        "the rule saw every SYN the client sent"
+    );
+    let rdp = flow(
+        "ingress",
+        pair.a.v4,
+        pair.b.v4,
+        (port, 3389),
+        TCP,
+        "REJECT",
+        "NETFILTER_DROP",
+    );
+    let got = flows(&records);
+    assert_eq!(
+        got.iter()
+            .map(|(f, (p, b, _, flags))| (f.clone(), *p, *b, *flags))
+            .collect::<Vec<_>>(),
+        [(rdp, syns_sent, nft_bytes, 2)],
+        "records:\n{}",
+        dump(&records)
+    );
+    // SYNs with the options Linux sends are 60 IP bytes each.
+    assert_eq!(nft_bytes, 60 * syns_sent);
+}
+
+/// nftables OUTPUT in B drops UDP datagrams of IP length 128 to A:9999; the others pass. The
+/// dropped ones never reach TC egress, so they are an egress REJECT record and are not
+/// subtracted from the egress ACCEPT record of the same flow, which counts exactly the ones
+/// A received.
+#[test]
+fn nft_output_drop_gives_egress_reject_and_the_rest_stays_accept() {
+    let pair = Pair::new(2);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain output { type filter hook output priority 0; policy accept;
+        udp dport 9999 ip length 128 counter drop comment "big"
+    }
+    }"#,
+    );
+    let mut agent = start_agent(&pair.b, &[]);
+    let receiver = in_ns(&pair.a.netns, || {
+        UdpSocket::bind((pair.a.v4, 9999)).expect("bind receiver")
+    });
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    settle_in_window(Duration::from_secs(15));
+    // 100 payload bytes: 128 IP bytes (dropped); 10 bytes: 38 (passed).
+    let sizes = [100, 10, 100, 10, 10, 100, 10];
+    let src_port = in_ns(&pair.b.netns, || {
+        let s = UdpSocket::bind((pair.b.v4, 0)).expect("bind sender");
+        for n in sizes {
+            match s.send_to(&vec![7u8; n], SocketAddr::new(IpAddr::V4(pair.a.v4), 9999)) {
+                Ok(_) => assert_eq!(n, 10, "a 128-byte datagram was sent"),
+                // The OUTPUT drop is reported to the sender.
+                Err(e) => assert_eq!((n, e.raw_os_error()), (100, Some(libc::EPERM)), "{e}"),
+            }
+        }
+        s.local_addr().expect("local addr").port()
+    });
+    let mut received = 0;
+    let mut buf = [0u8; 200];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        assert_eq!(n, 10);
+        received += 1;
+    }
+    assert_eq!(received, 4);
+    let records = stop_and_read(&mut agent);
+    assert_eq!(nft_counters(&pair.b.netns)["big"], (3, 3 * 128));
+
+    let f = |action: &str, reason: &str| {
+        flow(
+            "egress",
+            pair.b.v4,
+            pair.a.v4,
+            (src_port, 9999),
+            UDP,
+            action,
+            reason,
+        )
+    };
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .map(|(f, (p, b, n, _))| (f, p, b, n))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (f("ACCEPT", "-"), 4, 4 * 38, 1),
+            (f("REJECT", "NETFILTER_DROP"), 3, 3 * 128, 1)
+        ],
+        "records:\n{}",
+        dump(&records)
+    );
+}
+
+/// ICMP echo requests from A to B: nftables INPUT drops those of IP length 128 and lets the
+/// others through. In one window the same flow (A → B, ICMP, ingress) has an ACCEPT record
+/// with exactly the passed requests and a REJECT record with exactly the dropped ones (both
+/// per the rule counters); B's replies are an egress ACCEPT record.
+#[test]
+fn icmp_echo_partly_dropped_gives_accept_and_reject_of_one_flow_in_one_window() {
+    let pair = Pair::new(3);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
+        icmp type echo-request counter comment "echo"
+        icmp type echo-request ip length 128 counter drop comment "big"
+    }
+    }"#,
+    );
+    let mut agent = start_agent(&pair.b, &[]);
+    settle_in_window(Duration::from_secs(20));
+    // -s 100: 128 IP bytes, dropped; -s 56: 84 bytes, answered.
+    assert_eq!(ping(&pair.a, pair.b.v4, 5, 100), 0);
+    assert_eq!(ping(&pair.a, pair.b.v4, 7, 56), 7);
+    let records = stop_and_read(&mut agent);
+    let nft = nft_counters(&pair.b.netns);
+    let (echo, big) = (nft["echo"], nft["big"]);
+    assert_eq!(big, (5, 5 * 128));
+    assert_eq!(echo, (12, 5 * 128 + 7 * 84));
+
+    let ingress = |action: &str, reason: &str| {
+        flow(
+            "ingress",
+            pair.a.v4,
+            pair.b.v4,
+            (0, 0),
+            ICMP,
+            action,
+            reason,
+        )
+    };
+    let egress = flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-");
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .map(|(f, (p, b, n, _))| (f, p, b, n))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (egress, 7, 7 * 84, 1),
+            (ingress("ACCEPT", "-"), echo.0 - big.0, echo.1 - big.1, 1),
+            (ingress("REJECT", "NETFILTER_DROP"), big.0, big.1, 1),
+        ],
+        "records:\n{}",
+        dump(&records)
+    );
+    // One record each: the same window.
+    let windows: Vec<u64> = records
+        .iter()
+        .filter(|r| r.log_status == "OK")
+        .map(|r| r.start / INTERVAL)
+        .collect();
+    assert!(
+        windows.iter().all(|w| *w == windows[0]),
+        "records in several windows:\n{}",
+        dump(&records)
+    );
+}
+
+/// Three agents on the same interface, one per `--traffic-type`, see the same traffic (the
+/// ICMP mix above): ALL emits the ACCEPT and REJECT records, ACCEPT exactly the ACCEPT ones,
+/// REJECT exactly the REJECT one, with the same counts.
+#[test]
+fn each_traffic_type_emits_exactly_its_records() {
+    let pair = Pair::new(4);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
+        icmp type echo-request ip length 128 counter drop comment "big"
+    }
+    }"#,
+    );
+    let mut all = start_agent(&pair.b, &["--traffic-type", "ALL"]);
+    let mut accept = start_agent(&pair.b, &["--traffic-type", "ACCEPT"]);
+    let mut reject = start_agent(&pair.b, &["--traffic-type", "REJECT"]);
+    settle_in_window(Duration::from_secs(20));
+    assert_eq!(ping(&pair.a, pair.b.v4, 3, 100), 0);
+    assert_eq!(ping(&pair.a, pair.b.v4, 4, 56), 4);
+    let ok = |agent: &mut Agent| {
+        let records = stop_and_read(agent);
+        for r in &records {
+            assert!(
+                r.log_status == "OK" || r.log_status == "NODATA",
+                "{}",
+                r.line
+            );
+        }
+        flows(&records)
+            .into_iter()
+            .map(|(f, (p, b, _, _))| (f, p, b))
+            .collect::<Vec<_>>()
+    };
+    let (all, accept, reject) = (ok(&mut all), ok(&mut accept), ok(&mut reject));
+    assert_eq!(nft_counters(&pair.b.netns)["big"], (3, 3 * 128));
+
+    let ingress = |action: &str, reason: &str| {
+        flow(
+            "ingress",
+            pair.a.v4,
+            pair.b.v4,
+            (0, 0),
+            ICMP,
+            action,
+            reason,
+        )
+    };
+    let egress = flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-");
+    let accepted = [(egress, 4, 4 * 84), (ingress("ACCEPT", "-"), 4, 4 * 84)];
+    let rejected = [(ingress("REJECT", "NETFILTER_DROP"), 3, 3 * 128)];
+    assert_eq!(
+        all,
+        [
+            accepted[0].clone(),
+            accepted[1].clone(),
+            rejected[0].clone()
+        ]
+    );
+    assert_eq!(accept, accepted);
+    assert_eq!(reject, rejected);
+}
+
+/// Without readable kernel BTF the agent still runs, says once why REJECT is unavailable, and
+/// emits ACCEPT records: the pings the rule dropped were seen by TC ingress and stay in ACCEPT.
+#[test]
+fn without_kernel_btf_the_agent_says_so_once_and_emits_accept_only() {
+    let pair = Pair::new(5);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
+        icmp type echo-request ip length 128 counter drop comment "big"
+    }
+    }"#,
+    );
+    let mut agent = start_agent(&pair.b, &["--kernel-btf", "/nonexistent/vmlinux"]);
+    settle_in_window(Duration::from_secs(20));
+    assert_eq!(ping(&pair.a, pair.b.v4, 2, 100), 0);
+    assert_eq!(ping(&pair.a, pair.b.v4, 3, 56), 3);
+    let records = stop_and_read(&mut agent);
+    let log = agent.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("REJECT records are unavailable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "log:\n{log}");
+    assert!(
+        warnings[0].contains(
+            "the kernel's BTF is not readable (/nonexistent/vmlinux: No such file or directory"
+        ),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(nft_counters(&pair.b.netns)["big"], (2, 2 * 128));
+
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .map(|(f, (p, b, _, _))| (f, p, b))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-"),
+                3,
+                3 * 84
+            ),
+            (
+                flow("ingress", pair.a.v4, pair.b.v4, (0, 0), ICMP, "ACCEPT", "-"),
+                5,
+                2 * 128 + 3 * 84
+            ),
+        ],
+        "records:\n{}",
+        dump(&records)
+    );
+}
+
+/// A drop in nftables' netdev egress hook happens after the MAC header reset of
+/// `__dev_queue_xmit` but before TC egress: the one case the kernel-side rule excludes by
+/// reason. The dropped datagrams are REJECT and not subtracted from the flow's ACCEPT.
+#[test]
+fn netdev_egress_drop_before_tc_is_not_subtracted() {
+    let pair = Pair::new(6);
+    nft(
+        &pair.b.netns,
+        &format!(
+            r#"table netdev flrj {{ chain egress {{ type filter hook egress device "{}" priority 0; policy accept;
+        udp dport 7777 ip length 128 counter drop comment "big"
+    }}
+    }}"#,
+            pair.b.iface
+        ),
+    );
+    let mut agent = start_agent(&pair.b, &[]);
+    let receiver = in_ns(&pair.a.netns, || {
+        UdpSocket::bind((pair.a.v4, 7777)).expect("bind receiver")
+    });
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    settle_in_window(Duration::from_secs(15));
+    let src_port = in_ns(&pair.b.netns, || {
+        let s = UdpSocket::bind((pair.b.v4, 0)).expect("bind sender");
+        for n in [100, 10, 100, 10, 10] {
+            // A netdev egress drop is not reported to the sender.
+            s.send_to(&vec![7u8; n], SocketAddr::new(IpAddr::V4(pair.a.v4), 7777))
+                .expect("send");
+        }
+        s.local_addr().expect("local addr").port()
+    });
+    let mut received = 0;
+    let mut buf = [0u8; 200];
+    while receiver.recv(&mut buf).is_ok() {
+        received += 1;
+    }
+    assert_eq!(received, 3);
+    let records = stop_and_read(&mut agent);
+    // netdev counters count Ethernet frames: 14 more bytes each.
+    assert_eq!(nft_counters(&pair.b.netns)["big"], (2, 2 * (128 + 14)));
+
+    let f = |action: &str, reason: &str| {
+        flow(
+            "egress",
+            pair.b.v4,
+            pair.a.v4,
+            (src_port, 7777),
+            UDP,
+            action,
+            reason,
+        )
+    };
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .map(|(f, (p, b, _, _))| (f, p, b))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (f("ACCEPT", "-"), 3, 3 * 38),
+            (f("REJECT", "NETFILTER_DROP"), 2, 2 * 128)
+        ],
+        "records:\n{}",
+        dump(&records)
+    );
+}
+
+/// (ifindex, MAC address) of a side's interface, asked in its namespace.
+fn link_info(side: &Side) -> (u32, String) {
+    let out = run(in_netns(&side.netns, "ip").args(["-j", "link", "show", "dev", &side.iface]));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("ip -j output is JSON");
+    let link = &json[0];
+    let ifindex = link["ifindex"].as_u64().expect("ifindex") as u32;
+    (
+        ifindex,
+        link["address"].as_str().expect("address").to_string(),
+    )
+}
+
+/// A TC egress program that drops every packet, attached as a TCX link after flowlog's (which
+/// the agent places first), in `netns` on `ifindex`. The returned fd holds the link: closing it
+/// detaches the program.
+///
+/// Hand-assembled with two bpf(2) calls because the tools that would do it are not here: this
+/// kernel has no `act_gact` (so no `tc ... action drop`), no bpftool, and aya loads only ELF
+/// objects. The program is `r0 = TC_ACT_SHOT; exit`.
+fn attach_tcx_egress_drop_all(netns: &str, ifindex: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const BPF_TCX_EGRESS: u32 = 47;
+    // BPF_ALU64|BPF_MOV|BPF_K r0 = 2 (TC_ACT_SHOT); BPF_JMP|BPF_EXIT.
+    let insns: [u64; 2] = [
+        u64::from_le_bytes([0xb7, 0, 0, 0, 2, 0, 0, 0]),
+        u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+    ];
+    let license = b"GPL\0";
+    in_ns(netns, || {
+        // union bpf_attr, prog load part: prog_type, insn_cnt, insns, license; the rest zero.
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
+        attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        // SAFETY: bpf(2) with a zero-padded attr whose pointers outlive the call.
+        let prog =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), attr.len()) };
+        assert!(
+            prog >= 0,
+            "BPF_PROG_LOAD: {}",
+            std::io::Error::last_os_error()
+        );
+        // link_create: prog_fd, target_ifindex, attach_type, flags (0: append, after ours).
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(prog as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        attr[8..12].copy_from_slice(&BPF_TCX_EGRESS.to_ne_bytes());
+        // SAFETY: as above.
+        let link =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_ptr(), attr.len()) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: `prog` is our fd; the link keeps the program alive.
+        unsafe { libc::close(prog as i32) };
+        assert!(link >= 0, "BPF_LINK_CREATE tcx egress: {err}");
+        // SAFETY: a fresh fd this function owns.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(link as i32) }
+    })
+}
+
+/// A TC egress program that runs after flowlog's drops every packet B sends. flowlog's TC
+/// program counted each one first, so the drops (reason TC_EGRESS) are subtracted: the flow
+/// has only a REJECT record, with every datagram sent and none received.
+#[test]
+fn tc_egress_drop_after_flowlog_is_subtracted_from_accept() {
+    let pair = Pair::new(7);
+    // Every egress frame is dropped, ARP included: resolve A statically.
+    let (_, mac) = link_info(&pair.a);
+    run(in_netns(&pair.b.netns, "ip").args([
+        "neigh",
+        "replace",
+        &pair.a.v4.to_string(),
+        "lladdr",
+        &mac,
+        "dev",
+        &pair.b.iface,
+        "nud",
+        "permanent",
+    ]));
+    let mut agent = start_agent(&pair.b, &[]);
+    let link = attach_tcx_egress_drop_all(&pair.b.netns, link_info(&pair.b).0);
+    let receiver = in_ns(&pair.a.netns, || {
+        UdpSocket::bind((pair.a.v4, 7777)).expect("bind receiver")
+    });
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let sent = 6;
+    let src_port = in_ns(&pair.b.netns, || {
+        let s = UdpSocket::bind((pair.b.v4, 0)).expect("bind sender");
+        for _ in 0..sent {
+            // The TC drop is not reported to a UDP sender without IP_RECVERR.
+            s.send_to(&[7u8; 10], SocketAddr::new(IpAddr::V4(pair.a.v4), 7777))
+                .expect("send");
+        }
+        s.local_addr().expect("local addr").port()
+    });
+    let mut buf = [0u8; 64];
+    assert!(
+        receiver.recv(&mut buf).is_err(),
+        "a datagram got past the drop-all program"
+    );
+    drop(link);
+    let records = stop_and_read(&mut agent);
+
+    let f = flow(
+        "egress",
+        pair.b.v4,
+        pair.a.v4,
+        (src_port, 7777),
+        UDP,
+        "REJECT",
+        "TC_EGRESS",
+    );
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .map(|(f, (p, b, _, _))| (f, p, b))
+        .collect();
+    assert_eq!(got, [(f, sent, sent * 38)], "records:\n{}", dump(&records));
+}
+
+/// `--reject-reasons NO_SOCKET`: datagrams to a closed port of B are REJECT (NO_SOCKET); the
+/// pings nftables drops are not REJECT any more, so they stay in ACCEPT (the TC hook saw them)
+/// and appear only in the kernel-drops metric, by reason.
+#[test]
+fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
+    let pair = Pair::new(8);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
+        icmp type echo-request ip length 128 counter drop comment "big"
+    }
+    }"#,
+    );
+    // Every port-unreachable B owes is sent (no per-peer ICMP rate limit).
+    run(in_netns(&pair.b.netns, "sysctl").args(["-qw", "net.ipv4.icmp_ratelimit=0"]));
+    let dir = tempfile::Builder::new()
+        .prefix("flrj-metrics-")
+        .tempdir()
+        .expect("temp dir");
+    let metrics = dir.path().join("flowlog.prom");
+    let metrics_arg = metrics.to_string_lossy().into_owned();
+    let mut agent = start_agent(
+        &pair.b,
+        &[
+            "--reject-reasons",
+            "NO_SOCKET",
+            "--metrics-file",
+            &metrics_arg,
+        ],
+    );
+    settle_in_window(Duration::from_secs(20));
+    assert_eq!(ping(&pair.a, pair.b.v4, 3, 100), 0);
+    assert_eq!(ping(&pair.a, pair.b.v4, 2, 56), 2);
+    let src_port = in_ns(&pair.a.netns, || {
+        let s = UdpSocket::bind((pair.a.v4, 0)).expect("bind sender");
+        for _ in 0..4 {
+            s.send_to(&[1u8; 10], SocketAddr::new(IpAddr::V4(pair.b.v4), 9))
+                .expect("send");
+            // One at a time: each port-unreachable arrives before the next datagram leaves.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s.local_addr().expect("local addr").port()
+    });
+    let records = stop_and_read(&mut agent);
+    assert_eq!(nft_counters(&pair.b.netns)["big"], (3, 3 * 128));
+
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .map(|(f, (p, b, _, _))| (f, p, b))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // 2 echo replies (84 bytes) and 4 port-unreachables (20 + 8 + the 38-byte datagram).
+            (
+                flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-"),
+                6,
+                2 * 84 + 4 * 66
+            ),
+            (
+                flow("ingress", pair.a.v4, pair.b.v4, (0, 0), ICMP, "ACCEPT", "-"),
+                5,
+                3 * 128 + 2 * 84
+            ),
+            (
+                flow(
+                    "ingress",
+                    pair.a.v4,
+                    pair.b.v4,
+                    (src_port, 9),
+                    UDP,
+                    "REJECT",
+                    "NO_SOCKET"
+                ),
+                4,
+                4 * 38
+            ),
+        ],
+        "records:\n{}",
+        dump(&records)
+    );
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    let sample = |name: &str, reason: &str| {
+        let prefix = format!(
+            "{name}{{interface=\"{}\",direction=\"ingress\",reason=\"{reason}\"}} ",
+            pair.b.iface
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(sample("flowlog_kernel_drops_total", "NETFILTER_DROP"), "3");
+    assert_eq!(sample("flowlog_rejected_packets_total", "NO_SOCKET"), "4");
+}

@@ -78,7 +78,8 @@ impl DropReasons {
         Ok(Self::from_members(members))
     }
 
-    fn from_members(members: Vec<(String, u32)>) -> Self {
+    /// From `enum skb_drop_reason`'s (name, value) members.
+    pub fn from_members(members: Vec<(String, u32)>) -> Self {
         let max = members
             .iter()
             .find(|(n, _)| n == "SKB_DROP_REASON_MAX")
@@ -155,6 +156,8 @@ pub enum RejectSupport {
 pub struct RejectSetup {
     config: DropConfig,
     reasons: Arc<DropReasons>,
+    /// Names of the REJECT set, for the start-up log line.
+    reject_names: Vec<String>,
     btf_path: PathBuf,
 }
 
@@ -203,9 +206,14 @@ pub fn prepare(requested: Option<&[String]>, btf_path: &Path) -> anyhow::Result<
             )));
         }
     };
-    config.netns_inum = std::fs::metadata("/proc/self/ns/net")
-        .context("cannot identify the agent's network namespace (/proc/self/ns/net)")?
-        .ino() as u32;
+    config.netns_inum = match std::fs::metadata("/proc/self/ns/net") {
+        Ok(m) => m.ino() as u32,
+        Err(e) => {
+            return Ok(RejectSupport::Unavailable(format!(
+                "cannot identify the agent's network namespace (/proc/self/ns/net: {e})"
+            )));
+        }
+    };
     let Some(nf) = reasons.code("NETFILTER_DROP") else {
         return Ok(RejectSupport::Unavailable(
             "this kernel has no NETFILTER_DROP drop reason".into(),
@@ -216,11 +224,11 @@ pub fn prepare(requested: Option<&[String]>, btf_path: &Path) -> anyhow::Result<
         config.set_reject(*r);
     }
     config.enabled = 1;
-    let names: Vec<String> = reject.iter().map(|r| reasons.name(*r)).collect();
-    info!(reject_reasons = %names.join(","), "drops with these kernel reasons are REJECT records");
+    let reject_names = reject.iter().map(|r| reasons.name(*r)).collect();
     Ok(RejectSupport::Ready(Box::new(RejectSetup {
         config,
         reasons: Arc::new(reasons),
+        reject_names,
         btf_path: btf_path.to_path_buf(),
     })))
 }
@@ -315,6 +323,7 @@ pub fn start(
         RejectSupport::Ready(setup) => match setup.attach(ebpf) {
             Ok(capture) => {
                 collector.set_drop_reasons(setup.reasons());
+                info!(reject_reasons = %setup.reject_names.join(","), "drops with these kernel reasons are REJECT records");
                 return Some(capture);
             }
             Err(e) => format!("{e:#}"),
@@ -523,6 +532,27 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn help_documents_the_default_reject_reasons() {
+        use clap::CommandFactory as _;
+        let cli = crate::cli::Cli::command();
+        let run = cli.find_subcommand("run").expect("run subcommand");
+        let arg = run
+            .get_arguments()
+            .find(|a| a.get_id() == "reject_reasons")
+            .expect("--reject-reasons");
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .expect("help text")
+            .to_string();
+        let squashed: String = help.chars().filter(|c| !c.is_whitespace()).collect();
+        assert!(
+            squashed.contains(&format!("[default:{}:", DEFAULT_REJECT_REASONS.join(","))),
+            "{help}"
+        );
     }
 
     #[test]

@@ -41,8 +41,6 @@ fn raise_memlock() {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cap = &args.capture;
-    let meta = Metadata::discover(&args.records).await?;
-    let mut flow_log = FlowLog::from_args(&args.records, &args.output, meta)?;
     let selector = Selector::new(&cap.ifaces)?;
     let initial = selector.select(true)?;
     if initial.is_empty() {
@@ -52,8 +50,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         warn!(patterns = ?cap.ifaces, "no interface matches yet; attaching when one appears");
     }
     privileges::check()?;
-    let reject_support = drops::prepare(args.records.reject_reasons.as_deref(), &cap.kernel_btf)?;
     let object = ebpf_object::load(cap.ebpf_object.as_deref())?;
+    // Local checks above fail before anything is logged or looked up over the network, so bad
+    // input gets exactly one line.
+    let reject_support = drops::prepare(args.records.reject_reasons.as_deref(), &cap.kernel_btf)?;
+    let meta = Metadata::discover(&args.records).await?;
+    let mut flow_log = FlowLog::from_args(&args.records, &args.output, meta)?;
     args.output.warn_deprecated();
     let spec = args.output.destination();
     let settings = AwsSettings {

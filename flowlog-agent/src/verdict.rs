@@ -441,4 +441,88 @@ mod tests {
             "invalid traffic type \"DENY\": use ACCEPT, REJECT or ALL"
         );
     }
+
+    /// Through `records::build`: an interface whose only traffic was rejected has a REJECT
+    /// record named by the kernel's reason and no NODATA record; ACCEPT is what is left.
+    #[test]
+    fn records_carry_the_reason_name_and_reject_only_interfaces_are_not_nodata() {
+        use std::{collections::BTreeMap, sync::Arc};
+
+        use flowlog_common::IfaceCounters;
+
+        use crate::{
+            clock::BootClock,
+            collect::{DrainedWindow, Window},
+            drops::DropReasons,
+            records::{self, LogStatus, WatchedInterface},
+        };
+
+        let egress = key(DIR_EGRESS, 9999);
+        let mut ingress = key(DIR_INGRESS, 3389);
+        ingress.ifindex = 8;
+        let drained = DrainedWindow {
+            window: Window {
+                start: 1_000,
+                end: 1_060,
+            },
+            flows: vec![(ingress, seen(4, 240))],
+            ifaces: BTreeMap::new(),
+            lost: IfaceCounters::default(),
+            clock: BootClock::with_offset(1_000_000_000_000),
+            rejects: vec![
+                (
+                    RejectKey::new(egress, NETFILTER_DROP),
+                    dropped(2, 200, 0, 0),
+                ),
+                (RejectKey::new(ingress, NO_SOCKET), dropped(1, 60, 1, 60)),
+            ],
+            other_drops: Vec::new(),
+            drop_reasons: Some(Arc::new(DropReasons::from_members(vec![
+                ("SKB_DROP_REASON_NO_SOCKET".into(), NO_SOCKET),
+                ("SKB_DROP_REASON_NETFILTER_DROP".into(), NETFILTER_DROP),
+            ]))),
+        };
+        let watched = BTreeMap::from([
+            (7, WatchedInterface::named("eth7")),
+            (8, WatchedInterface::named("eth8")),
+        ]);
+        // Sorted as records are: same start second, then by the traffic fields.
+        let recs = records::build(&drained, &watched, &|_| false);
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| {
+                let t = r.traffic.as_ref().expect("only OK records");
+                (
+                    r.interface_id.as_str(),
+                    r.log_status,
+                    t.action,
+                    t.reject_reason.as_deref(),
+                    t.packets,
+                    t.bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "eth7",
+                    LogStatus::Ok,
+                    Action::Reject,
+                    Some("NETFILTER_DROP"),
+                    2,
+                    200
+                ),
+                (
+                    "eth8",
+                    LogStatus::Ok,
+                    Action::Reject,
+                    Some("NO_SOCKET"),
+                    1,
+                    60
+                ),
+                ("eth8", LogStatus::Ok, Action::Accept, None, 3, 180),
+            ]
+        );
+    }
 }

@@ -34,7 +34,9 @@ fn stat(pid: i32) -> Option<(i32, f64, String)> {
 }
 
 fn all_processes() -> BTreeMap<i32, (i32, f64, String)> {
-    let Ok(dir) = fs::read_dir("/proc") else { return BTreeMap::new() };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return BTreeMap::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| Some((pid, stat(pid)?)))
         .collect()
@@ -49,7 +51,12 @@ pub fn tree_secs(root: i32) -> f64 {
         if let Some((_, secs, _)) = procs.get(&pid) {
             total += secs;
         }
-        frontier.extend(procs.iter().filter(|(_, (ppid, _, _))| *ppid == pid).map(|(p, _)| *p));
+        frontier.extend(
+            procs
+                .iter()
+                .filter(|(_, (ppid, _, _))| *ppid == pid)
+                .map(|(p, _)| *p),
+        );
     }
     total
 }
@@ -79,15 +86,26 @@ pub fn ksoftirqd_secs() -> f64 {
 
 /// Pids of running processes whose command is `comm`.
 pub fn pids_named(comm: &str) -> Vec<i32> {
-    all_processes().into_iter().filter(|(_, (_, _, c))| c == comm).map(|(p, _)| p).collect()
+    all_processes()
+        .into_iter()
+        .filter(|(_, (_, _, c))| c == comm)
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// Busy CPU seconds of the whole machine so far: user + nice + system + irq + softirq + steal
 /// over all CPUs (idle and iowait excluded), from /proc/stat.
 pub fn machine_busy_secs() -> anyhow::Result<f64> {
     let s = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let line = s.lines().find(|l| l.starts_with("cpu ")).context("/proc/stat has no cpu line")?;
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat has no cpu line")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 8 {
         bail!("unexpected /proc/stat cpu line: {line}");
     }
@@ -110,5 +128,8 @@ pub fn wait_with_cpu(child: Child) -> anyhow::Result<(std::process::ExitStatus, 
     // The child is reaped: forget the handle so std does not wait on it again.
     std::mem::forget(child);
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok((std::process::ExitStatus::from_raw(status), tv(ru.ru_utime) + tv(ru.ru_stime)))
+    Ok((
+        std::process::ExitStatus::from_raw(status),
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+    ))
 }

@@ -52,9 +52,19 @@ pub struct Config {
 impl Config {
     pub fn new(quick: bool) -> Self {
         if quick {
-            Config { repeat: 100_000, runs: 3, fills: vec![0, 1_000, 100_000], new_flows: 200 }
+            Config {
+                repeat: 100_000,
+                runs: 3,
+                fills: vec![0, 1_000, 100_000],
+                new_flows: 200,
+            }
         } else {
-            Config { repeat: 1_000_000, runs: 5, fills: vec![0, 1_000, 100_000, 1_000_000], new_flows: 1_000 }
+            Config {
+                repeat: 1_000_000,
+                runs: 5,
+                fills: vec![0, 1_000, 100_000, 1_000_000],
+                new_flows: 1_000,
+            }
         }
     }
 }
@@ -123,13 +133,24 @@ struct Case {
 fn cases() -> Vec<Case> {
     use std::net::{Ipv4Addr, Ipv6Addr};
     let v4 = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    let v6: (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap_or(Ipv6Addr::LOCALHOST), "fd00::2".parse().unwrap_or(Ipv6Addr::LOCALHOST));
+    let v6: (Ipv6Addr, Ipv6Addr) = (
+        "fd00::1".parse().unwrap_or(Ipv6Addr::LOCALHOST),
+        "fd00::2".parse().unwrap_or(Ipv6Addr::LOCALHOST),
+    );
     let mut out = Vec::new();
     for vlan in [false, true] {
         for family in ["IPv4", "IPv6"] {
             for proto in ["TCP", "UDP", "ICMP"] {
-                let b = if family == "IPv4" { frames::ipv4(v4.0, v4.1) } else { frames::ipv6(v6.0, v6.1) };
-                let b = if vlan { b.vlan(frames::TPID_8021Q, 100) } else { b };
+                let b = if family == "IPv4" {
+                    frames::ipv4(v4.0, v4.1)
+                } else {
+                    frames::ipv6(v6.0, v6.1)
+                };
+                let b = if vlan {
+                    b.vlan(frames::TPID_8021Q, 100)
+                } else {
+                    b
+                };
                 let b = match (proto, family) {
                     ("TCP", _) => b.tcp(40_000, 443, frames::tcp_flags::ACK).payload(64),
                     ("UDP", _) => b.udp(40_000, 53).payload(64),
@@ -137,7 +158,10 @@ fn cases() -> Vec<Case> {
                     _ => b.icmpv6(128, 0).payload(56),
                 };
                 let name = format!("{family} {proto}{}", if vlan { " VLAN" } else { "" });
-                out.push(Case { name, bytes: b.build().bytes });
+                out.push(Case {
+                    name,
+                    bytes: b.build().bytes,
+                });
             }
         }
     }
@@ -167,8 +191,14 @@ fn classifier<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a SchedClassif
 
 /// Mean ns per run of `repeat` runs of `prog` on `frame`.
 fn time(prog: &SchedClassifier, name: &str, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
-    let opts = TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::new() };
-    let r = prog.test_run(opts).with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::new()
+    };
+    let r = prog
+        .test_run(opts)
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
     ensure!(
         r.return_value == TC_ACT_UNSPEC,
         "{name} returned {} instead of TC_ACT_UNSPEC: it must stay a passive observer",
@@ -182,16 +212,21 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
     // Room for the fill, the frames' own flows and every new-flow frame.
     let capacity = max_fill + (cfg.new_flows * cfg.fills.len()) as u32 + 1_024;
     let mut capture = Capture::load(object, capacity).context("loading the flowlog programs")?;
-    let mut floor = EbpfLoader::new().load(floor_object).context("loading the floor object")?;
+    let mut floor = EbpfLoader::new()
+        .load(floor_object)
+        .context("loading the floor object")?;
     for (name, _) in FLOOR_PROGRAMS {
         let prog: &mut SchedClassifier = floor
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the floor object"))?
             .try_into()?;
-        prog.load().with_context(|| format!("the kernel rejected {name}"))?;
+        prog.load()
+            .with_context(|| format!("the kernel rejected {name}"))?;
     }
     let cases = cases();
-    let cpus = nr_cpus().map_err(|(_, e)| e).context("reading the possible CPUs")?;
+    let cpus = nr_cpus()
+        .map_err(|(_, e)| e)
+        .context("reading the possible CPUs")?;
     let mut cells: Vec<Cell> = Vec::new();
     let mut new_flow = Vec::new();
     let mut filled = 0u32;
@@ -201,18 +236,31 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
     for &fill in &cfg.fills {
         let t = std::time::Instant::now();
         {
-            let map = capture.ebpf_mut().map_mut(FLOW_MAPS[0]).context("FLOWS_A missing")?;
+            let map = capture
+                .ebpf_mut()
+                .map_mut(FLOW_MAPS[0])
+                .context("FLOWS_A missing")?;
             let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
             while filled < fill {
                 let mut v = vec![FlowStats::default(); cpus];
-                v[0] = FlowStats { packets: 1, bytes: 100, first_seen_ns: 1, last_seen_ns: 1, tcp_flags: 0, _pad: [0; 7] };
+                v[0] = FlowStats {
+                    packets: 1,
+                    bytes: 100,
+                    first_seen_ns: 1,
+                    last_seen_ns: 1,
+                    tcp_flags: 0,
+                    _pad: [0; 7],
+                };
                 flows
                     .insert(fill_key(filled), PerCpuValues::try_from(v)?, 0)
                     .with_context(|| format!("pre-filling FLOWS_A (flow {filled})"))?;
                 filled += 1;
             }
         }
-        eprintln!("  fill {fill}: pre-filled in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "  fill {fill}: pre-filled in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         let flowlog = classifier(capture.ebpf_mut(), PROG_TC_INGRESS)?;
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len() * (FLOOR_PROGRAMS.len() + 1)];
         for _ in 0..cfg.runs {
@@ -263,15 +311,36 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
         });
         eprintln!(
             "  fill {fill}: flowlog {:.0} ns, counter {:.0} ns, no-op {:.0} ns (median over frames); new flow {:.0} ns",
-            stats::median(&cells.iter().filter(|c| c.fill == fill && c.program == FLOWLOG).map(|c| c.median_ns).collect::<Vec<_>>()),
-            stats::median(&cells.iter().filter(|c| c.fill == fill && c.program == "counter").map(|c| c.median_ns).collect::<Vec<_>>()),
-            stats::median(&cells.iter().filter(|c| c.fill == fill && c.program == "no-op").map(|c| c.median_ns).collect::<Vec<_>>()),
+            stats::median(
+                &cells
+                    .iter()
+                    .filter(|c| c.fill == fill && c.program == FLOWLOG)
+                    .map(|c| c.median_ns)
+                    .collect::<Vec<_>>()
+            ),
+            stats::median(
+                &cells
+                    .iter()
+                    .filter(|c| c.fill == fill && c.program == "counter")
+                    .map(|c| c.median_ns)
+                    .collect::<Vec<_>>()
+            ),
+            stats::median(
+                &cells
+                    .iter()
+                    .filter(|c| c.fill == fill && c.program == "no-op")
+                    .map(|c| c.median_ns)
+                    .collect::<Vec<_>>()
+            ),
             stats::median(&ins),
         );
     }
 
     // Exact check: every packet fed to the flowlog program was counted in some flow.
-    let map = capture.ebpf_mut().map(FLOW_MAPS[0]).context("FLOWS_A missing")?;
+    let map = capture
+        .ebpf_mut()
+        .map(FLOW_MAPS[0])
+        .context("FLOWS_A missing")?;
     let flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
     let mut counted = 0u64;
     let mut filled_seen = 0u32;
@@ -294,7 +363,11 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
         runs: cfg.runs,
         fills: cfg.fills.clone(),
         frames: cases.iter().map(|c| c.name.clone()).collect(),
-        programs: FLOOR_PROGRAMS.iter().map(|(_, l)| (*l).to_owned()).chain([FLOWLOG.to_owned()]).collect(),
+        programs: FLOOR_PROGRAMS
+            .iter()
+            .map(|(_, l)| (*l).to_owned())
+            .chain([FLOWLOG.to_owned()])
+            .collect(),
         cells,
         new_flow,
         counted_packets: counted,

@@ -39,7 +39,11 @@ use crate::OBJECT_ENV;
 const IFINDEX: u32 = 7;
 
 pub fn sizes(quick: bool) -> Vec<u32> {
-    if quick { vec![10_000, 100_000] } else { vec![10_000, 100_000, 1_000_000] }
+    if quick {
+        vec![10_000, 100_000]
+    } else {
+        vec![10_000, 100_000, 1_000_000]
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,17 +104,28 @@ fn key(i: u32) -> FlowKey {
         d[15] = 1;
         (s, d)
     } else {
-        (ipv4_mapped([10, b[1], b[2], b[3]]), ipv4_mapped([10, 255, 0, 1]))
+        (
+            ipv4_mapped([10, b[1], b[2], b[3]]),
+            ipv4_mapped([10, 255, 0, 1]),
+        )
     };
     let tuple = FiveTuple {
         family: if v6 { FAMILY_IPV6 } else { FAMILY_IPV4 },
-        protocol: if i % 2 == 0 { 6 } else { 17 },
+        protocol: if i.is_multiple_of(2) { 6 } else { 17 },
         src_addr: src,
         dst_addr: dst,
         src_port: 1024 + (i % 60_000) as u16,
         dst_port: 443,
     };
-    FlowKey::new(IFINDEX, if i % 3 == 0 { DIR_EGRESS } else { DIR_INGRESS }, &tuple)
+    FlowKey::new(
+        IFINDEX,
+        if i.is_multiple_of(3) {
+            DIR_EGRESS
+        } else {
+            DIR_INGRESS
+        },
+        &tuple,
+    )
 }
 
 fn boot_ns() -> u64 {
@@ -137,10 +152,15 @@ fn vm_hwm_kib() -> u64 {
 pub fn child(n: u32) -> anyhow::Result<()> {
     let object = crate::read_env_file(OBJECT_ENV)?;
     let mut capture = Capture::load(&object, n + 1_024).context("loading the flowlog object")?;
-    let cpus = nr_cpus().map_err(|(_, e)| e).context("reading the possible CPUs")?;
+    let cpus = nr_cpus()
+        .map_err(|(_, e)| e)
+        .context("reading the possible CPUs")?;
     let now = boot_ns();
     {
-        let map = capture.ebpf_mut().map_mut(FLOW_MAPS[0]).context("FLOWS_A missing")?;
+        let map = capture
+            .ebpf_mut()
+            .map_mut(FLOW_MAPS[0])
+            .context("FLOWS_A missing")?;
         let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
         for i in 0..n {
             let mut v = vec![FlowStats::default(); cpus];
@@ -160,8 +180,15 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     }
     // The options `flowlog run` gets by default, parsed by the agent's own CLI.
     #[allow(unreachable_patterns)] // `run` is the only subcommand today
-    let args = match Cli::try_parse_from(["flowlog", "run", "--output-dir", "/nonexistent-flowlog-bench"]) {
-        Ok(Cli { command: AgentCommand::Run(a) }) => a,
+    let args = match Cli::try_parse_from([
+        "flowlog",
+        "run",
+        "--output-dir",
+        "/nonexistent-flowlog-bench",
+    ]) {
+        Ok(Cli {
+            command: AgentCommand::Run(a),
+        }) => a,
         Ok(_) => bail!("`flowlog run` did not parse as the run command"),
         Err(e) => bail!("parsing `flowlog run` options: {e}"),
     };
@@ -177,8 +204,13 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         },
     )]
     .into();
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let window = Window { start: unix - unix % 60 - 60, end: unix - unix % 60 };
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let window = Window {
+        start: unix - unix % 60 - 60,
+        end: unix - unix % 60,
+    };
     let hwm_before_kib = vm_hwm_kib();
 
     let mut collector = Collector::new(capture.ebpf_mut())?;
@@ -192,7 +224,10 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let total_s = t0.elapsed().as_secs_f64();
 
     if drained.flows.len() != n as usize {
-        bail!("the drain returned {} flows of the {n} in the map", drained.flows.len());
+        bail!(
+            "the drain returned {} flows of the {n} in the map",
+            drained.flows.len()
+        );
     }
     let records: usize = batches.iter().map(Batch::records).sum();
     if records != n as usize {

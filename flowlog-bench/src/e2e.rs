@@ -37,7 +37,11 @@ pub struct Config {
 
 impl Config {
     pub fn new(quick: bool) -> Self {
-        if quick { Config { secs: 2, reps: 1 } } else { Config { secs: 5, reps: 5 } }
+        if quick {
+            Config { secs: 2, reps: 1 }
+        } else {
+            Config { secs: 5, reps: 5 }
+        }
     }
 }
 
@@ -50,7 +54,12 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Baseline, Variant::Flowlog, Variant::Softflowd, Variant::Pmacctd];
+    pub const ALL: [Variant; 4] = [
+        Variant::Baseline,
+        Variant::Flowlog,
+        Variant::Softflowd,
+        Variant::Pmacctd,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -160,15 +169,24 @@ pub struct EndToEnd {
 }
 
 pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
-    for (tool, package) in [("iperf3", "iperf3"), ("softflowd", "softflowd"), ("pmacctd", "pmacct"), ("nsenter", "util-linux")] {
+    for (tool, package) in [
+        ("iperf3", "iperf3"),
+        ("softflowd", "softflowd"),
+        ("pmacctd", "pmacct"),
+        ("nsenter", "util-linux"),
+    ] {
         if which(tool).is_none() {
-            bail!("{tool} not found: install the Debian package {package} (`cargo xtask setup` does)");
+            bail!(
+                "{tool} not found: install the Debian package {package} (`cargo xtask setup` does)"
+            );
         }
     }
     for comm in ["softflowd", "pmacctd"] {
         let pids = cpu::pids_named(comm);
         if !pids.is_empty() {
-            eprintln!("  warning: {comm} is already running (pids {pids:?}); it adds CPU load to every variant");
+            eprintln!(
+                "  warning: {comm} is already running (pids {pids:?}); it adds CPU load to every variant"
+            );
         }
     }
     let tmp = TempDir::new()?;
@@ -176,15 +194,30 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
     let mut server_cmd = netns::in_netns(NS_B, "iperf3");
     server_cmd.args(["-s", "-B", ADDR_B, "-p", IPERF_PORT, "--forceflush"]);
     // iperf3 -s exits 1 on SIGTERM by design.
-    let server = Daemon::start("iperf3 server", server_cmd, tmp.path("iperf3-server.log"), None, "Server listening")?
-        .exits_nonzero_on_sigterm();
+    let server = Daemon::start(
+        "iperf3 server",
+        server_cmd,
+        tmp.path("iperf3-server.log"),
+        None,
+        "Server listening",
+    )?
+    .exits_nonzero_on_sigterm();
 
     let mut runs = Vec::new();
     for rep in 0..cfg.reps {
         for workload in Workload::ALL {
             for variant in Variant::ALL {
-                let r = one_run(&topo, &server, agent, &tmp, variant, workload, rep, cfg.secs)
-                    .with_context(|| format!("{} under {} (repetition {})", workload.label(), variant.label(), rep + 1))?;
+                let r = one_run(
+                    &topo, &server, agent, &tmp, variant, workload, rep, cfg.secs,
+                )
+                .with_context(|| {
+                    format!(
+                        "{} under {} (repetition {})",
+                        workload.label(),
+                        variant.label(),
+                        rep + 1
+                    )
+                })?;
                 eprintln!(
                     "  rep {} {:<20} {:<20} {:>7.3} Gbit/s  {:>9} pkts  work CPU {:.2} s  collector {:.2} s",
                     rep + 1,
@@ -201,12 +234,24 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
     }
     let mut bpf = Vec::new();
     for workload in Workload::ALL {
-        let v = bpf_view(&topo, agent, &tmp, workload, cfg.secs).with_context(|| format!("BPF run-time view of {}", workload.label()))?;
-        eprintln!("  bpf_stats {:<20} {:.1} ns per program run, {} runs", workload.label(), v.ns_per_run(), v.run_cnt);
+        let v = bpf_view(&topo, agent, &tmp, workload, cfg.secs)
+            .with_context(|| format!("BPF run-time view of {}", workload.label()))?;
+        eprintln!(
+            "  bpf_stats {:<20} {:.1} ns per program run, {} runs",
+            workload.label(),
+            v.ns_per_run(),
+            v.run_cnt
+        );
         bpf.push(v);
     }
     server.stop()?;
-    Ok(EndToEnd { secs: cfg.secs, reps: cfg.reps, runs, bpf, versions: versions() })
+    Ok(EndToEnd {
+        secs: cfg.secs,
+        reps: cfg.reps,
+        runs,
+        bpf,
+        versions: versions(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -258,7 +303,13 @@ fn one_run(
     })
 }
 
-fn bpf_view(topo: &Topology, agent: &Path, tmp: &TempDir, workload: Workload, secs: u32) -> anyhow::Result<BpfView> {
+fn bpf_view(
+    topo: &Topology,
+    agent: &Path,
+    tmp: &TempDir,
+    workload: Workload,
+    secs: u32,
+) -> anyhow::Result<BpfView> {
     let flowlog = start_collector(Variant::Flowlog, agent, tmp)?;
     let ids = prog_ids(flowlog.pid())?;
     let stats_fd: OwnedFd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -270,7 +321,13 @@ fn bpf_view(topo: &Topology, agent: &Path, tmp: &TempDir, workload: Workload, se
     let (t1, n1) = prog_stats(&ids)?;
     drop(stats_fd);
     flowlog.stop()?;
-    Ok(BpfView { workload, receiver_bps, iface_packets: p1 - p0, run_cnt: n1 - n0, run_time_ns: t1 - t0 })
+    Ok(BpfView {
+        workload,
+        receiver_bps,
+        iface_packets: p1 - p0,
+        run_cnt: n1 - n0,
+        run_time_ns: t1 - t0,
+    })
 }
 
 /// Ids of the BPF programs process `pid` holds (its `anon_inode:bpf-prog` fds).
@@ -278,34 +335,47 @@ fn prog_ids(pid: i32) -> anyhow::Result<Vec<u32>> {
     let mut ids = Vec::new();
     for entry in fs::read_dir(format!("/proc/{pid}/fd")).context("listing the agent's fds")? {
         let entry = entry?;
-        let Ok(target) = fs::read_link(entry.path()) else { continue };
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
         if target.to_string_lossy() != "anon_inode:bpf-prog" {
             continue;
         }
-        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy()))?;
-        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|v| v.trim().parse().ok()) {
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))?;
+        if let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .and_then(|v| v.trim().parse().ok())
+        {
             ids.push(id);
         }
-    }
-    if ids.len() != 2 {
-        bail!("expected the agent to hold 2 BPF programs (ingress, egress), found {ids:?}");
     }
     Ok(ids)
 }
 
-/// Summed run time (ns) and run count of the programs `ids`.
+/// Summed run time (ns) and run count of the TC programs (ingress, egress) among `ids`; the
+/// agent's other programs (the drop tracepoint) are left out.
 fn prog_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
     let (mut time, mut count, mut found) = (0u64, 0u64, 0usize);
     for info in aya::programs::loaded_programs() {
         let info = info.context("listing loaded BPF programs")?;
-        if ids.contains(&info.id()) {
+        // Kernel program names are cut at 15 bytes: "flowlog_tc_ingr", "flowlog_tc_egre".
+        let tc = info
+            .name_as_str()
+            .is_some_and(|n| n.starts_with("flowlog_tc"));
+        if ids.contains(&info.id()) && tc {
             time += info.run_time().as_nanos() as u64;
             count += info.run_count();
             found += 1;
         }
     }
-    if found != ids.len() {
-        bail!("only {found} of the agent's programs {ids:?} are loaded");
+    if found != 2 {
+        bail!(
+            "expected the agent's 2 TC programs (ingress, egress) among its programs {ids:?}, found {found}"
+        );
     }
     Ok((time, count))
 }
@@ -314,14 +384,26 @@ fn prog_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
 /// client's CPU seconds.
 fn iperf_client(workload: Workload, secs: u32) -> anyhow::Result<(f64, f64, f64)> {
     let mut cmd = netns::in_netns(NS_A, "iperf3");
-    cmd.args(["-c", ADDR_B, "-p", IPERF_PORT, "-t", &secs.to_string(), "-J"])
-        .args(workload.iperf_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-c",
+        ADDR_B,
+        "-p",
+        IPERF_PORT,
+        "-t",
+        &secs.to_string(),
+        "-J",
+    ])
+    .args(workload.iperf_args())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let mut child = cmd.spawn().context("starting the iperf3 client")?;
     let mut out = String::new();
-    child.stdout.take().context("iperf3 stdout")?.read_to_string(&mut out)?;
+    child
+        .stdout
+        .take()
+        .context("iperf3 stdout")?
+        .read_to_string(&mut out)?;
     let (status, cpu) = cpu::wait_with_cpu(child)?;
     let json: serde_json::Value = serde_json::from_str(&out)
         .with_context(|| format!("iperf3 printed no JSON (exit {status}): {}", out.trim()))?;
@@ -345,7 +427,9 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
         Variant::Flowlog => {
             let out = tmp.path("flowlog-out");
             let mut cmd = netns::in_netns(NS_A, agent);
-            cmd.args(["run", "--iface", IF_A, "--output-dir"]).arg(&out).env("RUST_LOG", "info");
+            cmd.args(["run", "--iface", IF_A, "--output-dir"])
+                .arg(&out)
+                .env("RUST_LOG", "info");
             Daemon::start("flowlog", cmd, tmp.path("flowlog.log"), None, "capturing")
         }
         Variant::Softflowd => {
@@ -354,7 +438,13 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
                 .arg(tmp.path("softflowd.pid"))
                 .arg("-c")
                 .arg(tmp.path("softflowd.ctl"));
-            Daemon::start("softflowd", cmd, tmp.path("softflowd.log"), None, "starting data collection")
+            Daemon::start(
+                "softflowd",
+                cmd,
+                tmp.path("softflowd.log"),
+                None,
+                "starting data collection",
+            )
         }
         Variant::Pmacctd => {
             // The same aggregation as a flow log: the 5-tuple, kept in memory by the print
@@ -376,7 +466,13 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
             )?;
             let mut cmd = netns::in_netns(NS_A, "pmacctd");
             cmd.arg("-f").arg(&conf);
-            Daemon::start("pmacctd", cmd, tmp.path("pmacctd.out"), Some(log), "link type is")
+            Daemon::start(
+                "pmacctd",
+                cmd,
+                tmp.path("pmacctd.out"),
+                Some(log),
+                "link type is",
+            )
         }
     }
 }
@@ -393,11 +489,24 @@ struct Daemon {
 impl Daemon {
     /// Starts `cmd` with stdout and stderr to `out`, and waits until `marker` appears in
     /// `ready_log` (default: `out`).
-    fn start(name: &'static str, mut cmd: Command, out: PathBuf, ready_log: Option<PathBuf>, marker: &str) -> anyhow::Result<Self> {
+    fn start(
+        name: &'static str,
+        mut cmd: Command,
+        out: PathBuf,
+        ready_log: Option<PathBuf>,
+        marker: &str,
+    ) -> anyhow::Result<Self> {
         let file = fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        let mut d = Daemon { name, child: Some(child), log: out, nonzero_exit_ok: false };
+        let mut d = Daemon {
+            name,
+            child: Some(child),
+            log: out,
+            nonzero_exit_ok: false,
+        };
         let ready_log = ready_log.unwrap_or_else(|| d.log.clone());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -408,7 +517,11 @@ impl Daemon {
                 bail!("{name} exited ({status}) before it was ready: {}", d.tail());
             }
             if Instant::now() > deadline {
-                bail!("{name} not ready after 20 s (no {marker:?} in {}): {}", ready_log.display(), d.tail());
+                bail!(
+                    "{name} not ready after 20 s (no {marker:?} in {}): {}",
+                    ready_log.display(),
+                    d.tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -435,7 +548,9 @@ impl Daemon {
     /// SIGTERM, then up to 10 s for a clean exit; errors (after killing it) if it does not
     /// exit, or exits with a failure.
     fn stop(mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         let pid = child.id() as i32;
         let tree = cpu::descendants(pid);
         // SAFETY: signalling our own child.
@@ -447,7 +562,11 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 kill_tree(&mut child, &tree);
-                bail!("{} did not exit within 10 s of SIGTERM; killed: {}", self.name, self.tail());
+                bail!(
+                    "{} did not exit within 10 s of SIGTERM; killed: {}",
+                    self.name,
+                    self.tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -455,7 +574,11 @@ impl Daemon {
         // Dying of the SIGTERM it was sent (softflowd does) is a clean stop too.
         let terminated = status.signal() == Some(libc::SIGTERM);
         if !status.success() && !terminated && !self.nonzero_exit_ok {
-            bail!("{} exited with {status} after SIGTERM: {}", self.name, self.tail());
+            bail!(
+                "{} exited with {status} after SIGTERM: {}",
+                self.name,
+                self.tail()
+            );
         }
         Ok(())
     }

@@ -17,8 +17,12 @@ mod cpu;
 mod datapath;
 mod drain;
 mod e2e;
+// The crafted-frame builder of the tests crate (std only, made to be included like this), so
+// the benchmark feeds the programs the same frames the datapath tests do. Skipped by rustfmt:
+// that file belongs to the tests crate.
 #[path = "../../tests/src/frames.rs"]
 #[allow(dead_code)]
+#[rustfmt::skip]
 mod frames;
 mod machine;
 mod netns;
@@ -97,7 +101,9 @@ fn main() -> std::process::ExitCode {
 fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmarks load BPF programs and create network namespaces: run as root (`cargo xtask bench`)");
+        bail!(
+            "the benchmarks load BPF programs and create network namespaces: run as root (`cargo xtask bench`)"
+        );
     }
     let started = Instant::now();
     let out = out.unwrap_or_else(|| workspace_root().join("docs").join("bench"));
@@ -152,12 +158,17 @@ pub fn workspace_root() -> PathBuf {
 /// Bytes of the file an environment variable names.
 pub fn read_env_file(var: &str) -> anyhow::Result<Vec<u8>> {
     let Some(path) = std::env::var_os(var) else {
-        bail!("{var} is not set: run the benchmarks through `cargo xtask bench`, which builds the eBPF objects and sets it");
+        bail!(
+            "{var} is not set: run the benchmarks through `cargo xtask bench`, which builds the eBPF objects and sets it"
+        );
     };
     let bytes = std::fs::read(&path)
         .with_context(|| format!("cannot read {var}={}", Path::new(&path).display()))?;
     if bytes.is_empty() {
-        bail!("{var}={} is empty: rebuild with `cargo xtask bench`", Path::new(&path).display());
+        bail!(
+            "{var}={} is empty: rebuild with `cargo xtask bench`",
+            Path::new(&path).display()
+        );
     }
     Ok(bytes)
 }
@@ -166,7 +177,12 @@ pub fn read_env_file(var: &str) -> anyhow::Result<Vec<u8>> {
 fn agent_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os(BIN_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target").join("release").join("flowlog"));
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("target")
+                .join("release")
+                .join("flowlog")
+        });
     if !path.is_file() {
         bail!(
             "flowlog agent binary {} not found: set {BIN_ENV} or run `cargo xtask bench`",

@@ -20,7 +20,11 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -34,7 +38,9 @@ fn ip(args: &[&str]) -> anyhow::Result<String> {
 /// visible, and it execs, so the child's pid is the program's pid.
 pub fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(program);
     cmd
 }
 
@@ -48,9 +54,19 @@ impl Topology {
         let t = Topology { _private: () };
         ip(&["netns", "add", NS_A])?;
         ip(&["netns", "add", NS_B])?;
-        ip(&["link", "add", IF_A, "netns", NS_A, "type", "veth", "peer", "name", IF_B, "netns", NS_B])?;
+        ip(&[
+            "link", "add", IF_A, "netns", NS_A, "type", "veth", "peer", "name", IF_B, "netns", NS_B,
+        ])?;
         for (ns, ifname, addr) in [(NS_A, IF_A, ADDR_A), (NS_B, IF_B, ADDR_B)] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", ifname])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                ifname,
+            ])?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
@@ -60,10 +76,16 @@ impl Topology {
     /// Bytes and packets the interface in namespace A sent plus received so far.
     pub fn counters_a(&self) -> anyhow::Result<(u64, u64)> {
         let json = ip(&["-n", NS_A, "-s", "-j", "link", "show", "dev", IF_A])?;
-        let v: serde_json::Value = serde_json::from_str(&json).context("parsing `ip -j -s link`")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&json).context("parsing `ip -j -s link`")?;
         let s = &v[0]["stats64"];
         let get = |dir: &str, what: &str| s[dir][what].as_u64();
-        match (get("rx", "bytes"), get("tx", "bytes"), get("rx", "packets"), get("tx", "packets")) {
+        match (
+            get("rx", "bytes"),
+            get("tx", "bytes"),
+            get("rx", "packets"),
+            get("tx", "packets"),
+        ) {
             (Some(rb), Some(tb), Some(rp), Some(tp)) => Ok((rb + tb, rp + tp)),
             _ => bail!("`ip -j -s link show dev {IF_A}` has no stats64 counters: {json}"),
         }
@@ -80,7 +102,10 @@ impl Drop for Topology {
 fn remove_stale() {
     for ns in [NS_A, NS_B] {
         if PathBuf::from("/run/netns").join(ns).exists() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stdin(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stdin(Stdio::null())
+                .status();
         }
     }
 }

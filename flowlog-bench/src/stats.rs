@@ -8,7 +8,11 @@ pub fn median(values: &[f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
 }
 
 /// Smallest and largest value (NaN, NaN for none).
@@ -22,7 +26,11 @@ pub fn range(values: &[f64]) -> (f64, f64) {
 
 /// `a / b`, NaN when `b` is zero or either is NaN.
 pub fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 || a.is_nan() || b.is_nan() { f64::NAN } else { a / b }
+    if b == 0.0 || a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a / b
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,15 @@ pub struct Series {
     pub values: Vec<f64>,
 }
 
-const COLORS: [&str; 6] = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1"];
+const COLORS: [&str; 6] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1",
+];
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A tick step of 1, 2 or 5 times a power of ten giving about five ticks up to `max`.
@@ -22,7 +27,11 @@ fn tick_step(max: f64) -> f64 {
     }
     let raw = max / 5.0;
     let pow = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * pow).find(|s| *s >= raw).unwrap_or(10.0 * pow)
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * pow)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * pow)
 }
 
 fn fmt_value(v: f64) -> String {
@@ -35,14 +44,37 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
+/// A tick value with as many decimals as the step needs.
+fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10() - 1e-9).ceil() as usize
+    };
+    format!("{v:.decimals$}")
+}
+
 /// Bars of every series side by side per group; an optional dashed horizontal reference line
 /// (value, label), e.g. a target. NaN values are left out.
-pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Series], reference: Option<(f64, &str)>) -> String {
+pub fn grouped_bars(
+    title: &str,
+    y_label: &str,
+    groups: &[String],
+    series: &[Series],
+    reference: Option<(f64, &str)>,
+) -> String {
     let bar = 14.0;
-    let gap = 18.0;
-    let group_w = series.len().max(1) as f64 * bar + gap;
     let (left, right, top, bottom) = (70.0, 20.0, 60.0, 110.0);
-    let plot_w = (groups.len().max(1) as f64 * group_w).max(420.0);
+    let legend_w: f64 = series
+        .iter()
+        .map(|s| 24.0 + 6.5 * s.name.len() as f64)
+        .sum();
+    let title_w = 8.0 * title.len() as f64;
+    let natural = groups.len().max(1) as f64 * (series.len().max(1) as f64 * bar + 18.0);
+    let plot_w = natural.max(420.0).max(legend_w).max(title_w);
+    // Groups spread over the plot; bars keep their width.
+    let group_w = plot_w / groups.len().max(1) as f64;
+    let gap = group_w - series.len() as f64 * bar;
     let plot_h = 260.0;
     let width = left + plot_w + right;
     let height = top + plot_h + bottom;
@@ -62,13 +94,28 @@ pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Ser
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{:.0}" y="22" font-size="14" font-weight="bold">{}</text>"#, left, escape(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.0}" y="22" font-size="14" font-weight="bold">{}</text>"#,
+        left,
+        escape(title)
+    );
     // Axes, ticks and grid.
     let mut t = 0.0;
     while t <= y_max + step / 2.0 {
         let yy = y(t);
-        let _ = writeln!(s, r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##, left + plot_w);
-        let _ = writeln!(s, r#"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"#, left - 6.0, yy + 4.0, fmt_value(t));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
+            left + plot_w
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            yy + 4.0,
+            tick_label(t, step)
+        );
         t += step;
     }
     let _ = writeln!(
@@ -77,12 +124,20 @@ pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Ser
         top + plot_h / 2.0,
         escape(y_label)
     );
-    let _ = writeln!(s, r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##, top + plot_h, left + plot_w, top + plot_h);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
+        top + plot_h,
+        left + plot_w,
+        top + plot_h
+    );
     // Bars.
     for (gi, g) in groups.iter().enumerate() {
         let gx = left + gi as f64 * group_w + gap / 2.0;
         for (si, ser) in series.iter().enumerate() {
-            let Some(&v) = ser.values.get(gi) else { continue };
+            let Some(&v) = ser.values.get(gi) else {
+                continue;
+            };
             if !v.is_finite() {
                 continue;
             }
@@ -113,13 +168,28 @@ pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Ser
             r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#c00" stroke-dasharray="6,4"/>"##,
             left + plot_w
         );
-        let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#c00">{}</text>"##, left + plot_w, yy - 4.0, escape(label));
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#c00">{}</text>"##,
+            left + plot_w,
+            yy - 4.0,
+            escape(label)
+        );
     }
     // Legend.
     let mut lx = left;
     for (si, ser) in series.iter().enumerate() {
-        let _ = writeln!(s, r#"<rect x="{lx:.1}" y="34" width="10" height="10" fill="{}"/>"#, COLORS[si % COLORS.len()]);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="43">{}</text>"#, lx + 14.0, escape(&ser.name));
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.1}" y="34" width="10" height="10" fill="{}"/>"#,
+            COLORS[si % COLORS.len()]
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="43">{}</text>"#,
+            lx + 14.0,
+            escape(&ser.name)
+        );
         lx += 24.0 + 6.5 * ser.name.len() as f64;
     }
     s.push_str("</svg>\n");
@@ -135,6 +205,8 @@ mod tests {
         assert_eq!(tick_step(100.0), 20.0);
         assert_eq!(tick_step(7.0), 2.0);
         assert_eq!(tick_step(0.0), 1.0);
+        assert_eq!(tick_label(40.0, 20.0), "40");
+        assert_eq!(tick_label(0.25, 0.05), "0.25");
     }
 
     #[test]
@@ -143,10 +215,23 @@ mod tests {
             "a <b>",
             "ns",
             &["g1".into(), "g2".into()],
-            &[Series { name: "x&y".into(), values: vec![1.0, f64::NAN] }, Series { name: "z".into(), values: vec![2.0, 3.0] }],
+            &[
+                Series {
+                    name: "x&y".into(),
+                    values: vec![1.0, f64::NAN],
+                },
+                Series {
+                    name: "z".into(),
+                    values: vec![2.0, 3.0],
+                },
+            ],
             Some((2.5, "target")),
         );
-        assert_eq!(svg.matches("<rect x=").count(), 3 + 2, "3 bars + 2 legend swatches");
+        assert_eq!(
+            svg.matches("<rect x=").count(),
+            3 + 2,
+            "3 bars + 2 legend swatches"
+        );
         assert!(svg.contains("a &lt;b&gt;") && svg.contains("x&amp;y"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
     }

@@ -163,30 +163,31 @@ pub fn read_pcap(path: &std::path::Path, local_mac: [u8; 6]) -> Vec<WirePacket> 
         assert_eq!(pkt.orig_len as usize, pkt.data.len(), "truncated capture");
         let sliced = SlicedPacket::from_ethernet(&pkt.data)
             .unwrap_or_else(|e| panic!("cannot parse captured frame {:02x?}: {e}", &pkt.data));
-        let (src, dst, ip_len, protocol, l4_len): (IpAddr, IpAddr, u64, u8, usize) = match &sliced.net {
-            Some(NetSlice::Ipv4(ip)) => {
-                let h = ip.header();
-                (
-                    h.source_addr().into(),
-                    h.destination_addr().into(),
-                    h.total_len().into(),
-                    ip.payload().ip_number.0,
-                    ip.payload().payload.len(),
-                )
-            }
-            Some(NetSlice::Ipv6(ip)) => {
-                let h = ip.header();
-                let len = u64::from(h.payload_length()) + 40;
-                (
-                    h.source_addr().into(),
-                    h.destination_addr().into(),
-                    len,
-                    ip.payload().ip_number.0,
-                    ip.payload().payload.len(),
-                )
-            }
-            _ => continue,
-        };
+        let (src, dst, ip_len, protocol, l4_len): (IpAddr, IpAddr, u64, u8, usize) =
+            match &sliced.net {
+                Some(NetSlice::Ipv4(ip)) => {
+                    let h = ip.header();
+                    (
+                        h.source_addr().into(),
+                        h.destination_addr().into(),
+                        h.total_len().into(),
+                        ip.payload().ip_number.0,
+                        ip.payload().payload.len(),
+                    )
+                }
+                Some(NetSlice::Ipv6(ip)) => {
+                    let h = ip.header();
+                    let len = u64::from(h.payload_length()) + 40;
+                    (
+                        h.source_addr().into(),
+                        h.destination_addr().into(),
+                        len,
+                        ip.payload().ip_number.0,
+                        ip.payload().payload.len(),
+                    )
+                }
+                _ => continue,
+            };
         let (src_port, dst_port, aws_tcp_flags, tcp_payload_len) = match &sliced.transport {
             Some(TransportSlice::Tcp(t)) => (
                 t.source_port(),

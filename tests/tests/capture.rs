@@ -78,7 +78,7 @@ fn records_match_sent_traffic_and_capture_exactly() {
     let mut agent = Agent::start(a, AgentOptions::interval(interval));
     let capture = Tcpdump::start(a, agent.work_dir());
 
-    let v4 = |ip: IpAddr, port| SocketAddr::new(ip, port);
+    let at = |ip: IpAddr, port| SocketAddr::new(ip, port);
     let (a4, b4) = (a.addr(Family::V4), b.addr(Family::V4));
     let (a6, b6) = (a.addr(Family::V6), b.addr(Family::V6));
     let tcp4 = [
@@ -95,11 +95,11 @@ fn records_match_sent_traffic_and_capture_exactly() {
             response: 100,
         },
     ];
-    let tcp4_ports = tcp_exchanges(&a.netns, &b.netns, v4(a4, 8080), &tcp4);
+    let tcp4_ports = tcp_exchanges(&a.netns, &b.netns, at(a4, 8080), &tcp4);
     let tcp6_ports = tcp_exchanges(
         &a.netns,
         &b.netns,
-        v4(a6, 8081),
+        at(a6, 8081),
         &[TcpExchange {
             request: 3_000,
             response: 1_500,
@@ -111,9 +111,9 @@ fn records_match_sent_traffic_and_capture_exactly() {
         payload,
         gap: Duration::ZERO,
     };
-    let udp_small = udp_send(&b.netns, &a.netns, v4(a4, 5001), plan(5, 100))[0];
-    let udp_big = udp_send(&b.netns, &a.netns, v4(a4, 5002), plan(3, 1_000))[0];
-    let udp6 = udp_send(&b.netns, &a.netns, v4(a6, 5003), plan(4, 500))[0];
+    let udp_small = udp_send(&b.netns, &a.netns, at(a4, 5001), plan(5, 100))[0];
+    let udp_big = udp_send(&b.netns, &a.netns, at(a4, 5002), plan(3, 1_000))[0];
+    let udp6 = udp_send(&b.netns, &a.netns, at(a6, 5003), plan(4, 500))[0];
     ping(&b.netns, a4, 4, 56);
     ping(&b.netns, a6, 3, 56);
     let traffic_end = unix_now();

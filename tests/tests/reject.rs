@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     io::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
@@ -38,8 +38,8 @@ const INTERVAL: u64 = 60;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Namespaces `a` (the remote peer) and `b` (where the agent and the firewall run), IPv4 only
-/// so that the interfaces send nothing on their own. Removed on drop.
+/// Namespaces `a` (the remote peer) and `b` (where the agent and the firewall run). IPv4 only
+/// unless asked, so that the interfaces send nothing on their own. Removed on drop.
 struct Pair {
     a: Side,
     b: Side,
@@ -47,6 +47,16 @@ struct Pair {
 
 impl Pair {
     fn new(subnet: u8) -> Self {
+        Self::build(subnet, false)
+    }
+
+    /// Also IPv6 (fd00:214:x::1 and ::2), without link-local addresses, DAD or router
+    /// solicitations; neighbour discovery still runs.
+    fn dual_stack(subnet: u8) -> Self {
+        Self::build(subnet, true)
+    }
+
+    fn build(subnet: u8, ipv6: bool) -> Self {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -55,7 +65,7 @@ impl Pair {
             // At most 15 bytes: "flrj" + pid in hex (<= 6) + counter + side.
             iface: format!("flrj{pid:x}{n}{tag}"),
             v4: Ipv4Addr::new(10, 214, subnet, host),
-            v6: std::net::Ipv6Addr::UNSPECIFIED,
+            v6: Ipv6Addr::new(0xfd00, 0x214, subnet as u16, 0, 0, 0, 0, host as u16),
         };
         let pair = Pair {
             a: side('a', 1),
@@ -63,8 +73,22 @@ impl Pair {
         };
         for s in [&pair.a, &pair.b] {
             run(Command::new("ip").args(["netns", "add", &s.netns]));
-            run(in_netns(&s.netns, "sysctl").args(["-qw", "net.ipv6.conf.default.disable_ipv6=1"]));
-            run(in_netns(&s.netns, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]));
+            let sysctls: &[&str] = if ipv6 {
+                &[
+                    "net.ipv6.conf.default.addr_gen_mode=1",
+                    "net.ipv6.conf.default.accept_ra=0",
+                    "net.ipv6.conf.default.router_solicitations=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ]
+            } else {
+                &[
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                ]
+            };
+            for kv in sysctls {
+                run(in_netns(&s.netns, "sysctl").args(["-qw", kv]));
+            }
         }
         run(Command::new("ip").args([
             "link",
@@ -88,6 +112,11 @@ impl Pair {
                 "dev",
                 &s.iface,
             ]));
+            if ipv6 {
+                let v6 = format!("{}/64", s.v6);
+                run(in_netns(&s.netns, "ip")
+                    .args(["-6", "addr", "add", &v6, "dev", &s.iface, "nodad"]));
+            }
             run(in_netns(&s.netns, "ip").args(["link", "set", "lo", "up"]));
             run(in_netns(&s.netns, "ip").args(["link", "set", &s.iface, "up"]));
         }
@@ -217,8 +246,8 @@ fn flows(records: &[Record]) -> BTreeMap<Flow, (u64, u64, usize, u8)> {
 
 fn flow(
     direction: &str,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
     ports: (u16, u16),
     protocol: u8,
     action: &str,
@@ -226,8 +255,8 @@ fn flow(
 ) -> Flow {
     Flow {
         direction: direction.into(),
-        src: IpAddr::V4(src),
-        dst: IpAddr::V4(dst),
+        src: src.into(),
+        dst: dst.into(),
         src_port: ports.0,
         dst_port: ports.1,
         protocol,
@@ -294,14 +323,34 @@ fn ping(from: &Side, to: Ipv4Addr, count: u32, size: u32) -> u32 {
         .expect("received count")
 }
 
-/// A TCP SYN-only connection attempt from `from` to `to`:`port` with `syn_retries` SYN
+/// A TCP SYN-only connection attempt from `from` to `to` with `syn_retries` SYN
 /// retransmissions allowed; returns the client's source port once connect() has failed.
-fn failed_connect(from: &Side, to: Ipv4Addr, port: u16, syn_retries: i32) -> u16 {
+fn failed_connect(from: &Side, to: SocketAddr, syn_retries: i32) -> u16 {
     in_ns(&from.netns, || {
         // std's TcpStream cannot set TCP_SYNCNT before connecting: a raw socket.
-        // SAFETY: plain socket syscalls on a descriptor this closure owns and closes.
+        // SAFETY: plain socket syscalls on a descriptor this closure owns and closes, with
+        // sockaddr buffers of the size passed.
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let len = match to {
+                SocketAddr::V4(a) => {
+                    let sin = &mut *(&mut addr as *mut libc::sockaddr_storage)
+                        .cast::<libc::sockaddr_in>();
+                    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                    sin.sin_port = a.port().to_be();
+                    sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                    size_of::<libc::sockaddr_in>()
+                }
+                SocketAddr::V6(a) => {
+                    let sin6 = &mut *(&mut addr as *mut libc::sockaddr_storage)
+                        .cast::<libc::sockaddr_in6>();
+                    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                    sin6.sin6_port = a.port().to_be();
+                    sin6.sin6_addr.s6_addr = a.ip().octets();
+                    size_of::<libc::sockaddr_in6>()
+                }
+            } as libc::socklen_t;
+            let fd = libc::socket(addr.ss_family as i32, libc::SOCK_STREAM, 0);
             assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
             let rc = libc::setsockopt(
                 fd,
@@ -311,19 +360,7 @@ fn failed_connect(from: &Side, to: Ipv4Addr, port: u16, syn_retries: i32) -> u16
                 size_of::<i32>() as libc::socklen_t,
             );
             assert_eq!(rc, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(to).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let rc = libc::connect(
-                fd,
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            );
+            let rc = libc::connect(fd, (&addr as *const libc::sockaddr_storage).cast(), len);
             let err = std::io::Error::last_os_error();
             assert_eq!(rc, -1, "connect to a port behind a drop rule succeeded");
             assert_eq!(
@@ -331,14 +368,19 @@ fn failed_connect(from: &Side, to: Ipv4Addr, port: u16, syn_retries: i32) -> u16
                 Some(libc::ETIMEDOUT),
                 "connect failed otherwise: {err}"
             );
-            let mut local: libc::sockaddr_in = std::mem::zeroed();
-            let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            assert_eq!(
-                libc::getsockname(fd, (&mut local as *mut libc::sockaddr_in).cast(), &mut len),
-                0
+            let mut local: libc::sockaddr_storage = std::mem::zeroed();
+            let mut local_len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let rc = libc::getsockname(
+                fd,
+                (&mut local as *mut libc::sockaddr_storage).cast(),
+                &mut local_len,
             );
+            assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
             libc::close(fd);
-            u16::from_be(local.sin_port)
+            // The port sits at the same offset in sockaddr_in and sockaddr_in6.
+            u16::from_be(
+                (*(&local as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()).sin_port,
+            )
         }
     })
 }
@@ -376,7 +418,7 @@ fn nft_input_drop_gives_reject_with_every_syn_and_netfilter_drop() {
     );
     let mut agent = start_agent(&pair.b, &[]);
     let syn_retrans_before = tcp_ext(&pair.a.netns, "TCPSynRetrans");
-    let port = failed_connect(&pair.a, pair.b.v4, 3389, 2);
+    let port = failed_connect(&pair.a, SocketAddr::new(IpAddr::V4(pair.b.v4), 3389), 2);
     let syns_sent = 1 + tcp_ext(&pair.a.netns, "TCPSynRetrans") - syn_retrans_before;
     let records = stop_and_read(&mut agent);
     let (nft_packets, nft_bytes) = nft_counters(&pair.b.netns)["rdp"];
@@ -948,4 +990,51 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
     };
     assert_eq!(sample("flowlog_kernel_drops_total", "NETFILTER_DROP"), "3");
     assert_eq!(sample("flowlog_rejected_packets_total", "NO_SOCKET"), "4");
+}
+
+/// The SYN case over IPv6: the drop program reads the IPv6 header of the dropped skb the same
+/// way. Neighbour discovery also runs on this pair; only the TCP records are compared.
+#[test]
+fn nft_input_drop_of_ipv6_syns_is_reject_with_every_syn() {
+    let pair = Pair::dual_stack(9);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
+        tcp dport 3389 counter drop comment "rdp"
+    }
+    }"#,
+    );
+    let mut agent = start_agent(&pair.b, &[]);
+    let syn_retrans_before = tcp_ext(&pair.a.netns, "TCPSynRetrans");
+    let port = failed_connect(&pair.a, SocketAddr::new(IpAddr::V6(pair.b.v6), 3389), 2);
+    let syns_sent = 1 + tcp_ext(&pair.a.netns, "TCPSynRetrans") - syn_retrans_before;
+    let records = stop_and_read(&mut agent);
+    let (nft_packets, nft_bytes) = nft_counters(&pair.b.netns)["rdp"];
+
+    assert_eq!(
+        nft_packets, syns_sent,
+        "the rule saw every SYN the client sent"
+    );
+    let rdp = flow(
+        "ingress",
+        pair.a.v6,
+        pair.b.v6,
+        (port, 3389),
+        TCP,
+        "REJECT",
+        "NETFILTER_DROP",
+    );
+    let tcp: Vec<_> = flows(&records)
+        .into_iter()
+        .filter(|(f, _)| f.protocol == TCP)
+        .map(|(f, (p, b, _, flags))| (f, p, b, flags))
+        .collect();
+    assert_eq!(
+        tcp,
+        [(rdp, syns_sent, nft_bytes, 2)],
+        "records:\n{}",
+        dump(&records)
+    );
+    // 40-byte IPv6 header and a 40-byte TCP header with options.
+    assert_eq!(nft_bytes, 80 * syns_sent);
 }

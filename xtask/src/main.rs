@@ -201,10 +201,16 @@ mod tests {
         assert!(matches!(parse(&["build"]), Cmd::Build { debug: false }));
         assert!(matches!(
             parse(&["bench", "--quick"]),
-            Cmd::Bench { quick: true, out: None }
+            Cmd::Bench {
+                quick: true,
+                out: None
+            }
         ));
         match parse(&["bench", "--quick", "--out", "target/bench-quick"]) {
-            Cmd::Bench { quick: true, out: Some(out) } => {
+            Cmd::Bench {
+                quick: true,
+                out: Some(out),
+            } => {
                 assert_eq!(out, std::path::Path::new("target/bench-quick"))
             }
             _ => panic!("not bench --quick --out"),

@@ -27,6 +27,9 @@ const IPERF_PORT: &str = "5201";
 /// NetFlow export target of softflowd: a closed port on A's loopback (the export datagrams
 /// are refused; the capture side is what is measured).
 const NETFLOW_TARGET: &str = "127.0.0.1:9995";
+/// Where flowlog and pmacctd write what they captured (in the scratch directory).
+const FLOWLOG_OUT: &str = "flowlog-out";
+const PMACCTD_CSV: &str = "pmacctd.csv";
 /// Payload of the small-packet UDP workload.
 const UDP_PAYLOAD: &str = "64";
 
@@ -121,6 +124,13 @@ pub struct Run {
     pub cpu_collector: f64,
     /// Busy CPU seconds of the whole machine (includes everything else running on it).
     pub cpu_machine: f64,
+    /// Packets the collector accounted for (flowlog: its records' packets; softflowd: its
+    /// "packets processed"; pmacctd: its 5-tuple table's packets), and the packets A's veth
+    /// carried over the collector's lifetime: a collector that fell behind shows less.
+    /// flowlog counts a GSO super-packet as the segments the wire carries, the interface
+    /// counters and libpcap count it once.
+    pub collector_packets: Option<u64>,
+    pub iface_packets_lifetime: u64,
 }
 
 impl Run {
@@ -133,6 +143,12 @@ impl Run {
             Workload::Tcp => self.receiver_bps,
             Workload::Udp64 => self.sender_bps,
         }
+    }
+
+    /// Packets the collector accounted for, in % of the interface's packets over its lifetime.
+    pub fn captured_percent(&self) -> Option<f64> {
+        let counted = self.collector_packets?;
+        Some(100.0 * counted as f64 / self.iface_packets_lifetime.max(1) as f64)
     }
 
     /// CPU seconds of everything the traffic and the capture cost (client, server,
@@ -219,14 +235,16 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
                     )
                 })?;
                 eprintln!(
-                    "  rep {} {:<20} {:<20} {:>7.3} Gbit/s  {:>9} pkts  work CPU {:.2} s  collector {:.2} s",
+                    "  rep {} {:<20} {:<20} {:>7.3} Gbit/s  {:>9} pkts  work CPU {:.2} s  collector {:.2} s  captured {}",
                     rep + 1,
                     workload.label(),
                     variant.label(),
                     r.throughput_bps() / 1e9,
                     r.iface_packets,
                     r.work_cpu(),
-                    r.cpu_collector
+                    r.cpu_collector,
+                    r.captured_percent()
+                        .map_or("-".to_owned(), |p| format!("{p:.1}%")),
                 );
                 runs.push(r);
             }
@@ -283,9 +301,20 @@ fn one_run(
     let s1 = cpu::tree_secs(server.pid());
     let m1 = cpu::machine_busy_secs()?;
     let (b1, p1) = topo.counters_a()?;
+    let counted_live = match variant {
+        Variant::Softflowd => Some(softflowd_packets(tmp)?),
+        _ => None,
+    };
     if let Some(c) = collector {
         c.stop()?;
     }
+    let (_, p2) = topo.counters_a()?;
+    let collector_packets = match variant {
+        Variant::Baseline => None,
+        Variant::Flowlog => Some(flowlog_packets(&tmp.path(FLOWLOG_OUT))?),
+        Variant::Softflowd => counted_live,
+        Variant::Pmacctd => Some(pmacctd_packets(&tmp.path(PMACCTD_CSV))?),
+    };
     Ok(Run {
         variant,
         workload,
@@ -300,7 +329,70 @@ fn one_run(
         cpu_ksoftirqd: k1 - k0,
         cpu_collector: c1 - c0,
         cpu_machine: m1 - m0,
+        collector_packets,
+        iface_packets_lifetime: p2 - p0,
     })
+}
+
+/// softflowd's "Packets processed" so far, from its control socket.
+fn softflowd_packets(tmp: &TempDir) -> anyhow::Result<u64> {
+    let out = netns::run(
+        Command::new("softflowctl")
+            .arg("-c")
+            .arg(tmp.path("softflowd.ctl"))
+            .arg("statistics"),
+    )?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Packets processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no \"Packets processed\" in softflowctl statistics: {out}"))
+}
+
+/// Packets in the records flowlog wrote (gzip text objects under `dir`, default v2 format:
+/// `packets` is the 9th field; NODATA/SKIPDATA records have `-`).
+fn flowlog_packets(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0u64;
+    let mut objects = 0usize;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "gz") {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(fs::File::open(&path)?)
+                    .read_to_string(&mut text)
+                    .with_context(|| format!("gunzip {}", path.display()))?;
+                total += text
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().nth(8)?.parse::<u64>().ok())
+                    .sum::<u64>();
+                objects += 1;
+            }
+        }
+    }
+    if objects == 0 {
+        bail!(
+            "flowlog wrote no object under {} after SIGTERM",
+            dir.display()
+        );
+    }
+    Ok(total)
+}
+
+/// Packets in pmacctd's print-plugin CSV (every purge appended; header lines skipped).
+fn pmacctd_packets(csv: &Path) -> anyhow::Result<u64> {
+    let text = fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let header = text.lines().next().context("pmacctd wrote an empty CSV")?;
+    let col = header
+        .split(',')
+        .position(|c| c.trim() == "PACKETS")
+        .with_context(|| format!("no PACKETS column in pmacctd's CSV header {header:?}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(',').nth(col)?.trim().parse::<u64>().ok())
+        .sum())
 }
 
 fn bpf_view(
@@ -425,7 +517,10 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
     match variant {
         Variant::Baseline => bail!("the baseline has no collector"),
         Variant::Flowlog => {
-            let out = tmp.path("flowlog-out");
+            let out = tmp.path(FLOWLOG_OUT);
+            if out.exists() {
+                fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+            }
             let mut cmd = netns::in_netns(NS_A, agent);
             cmd.args(["run", "--iface", IF_A, "--output-dir"])
                 .arg(&out)
@@ -452,14 +547,15 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
             let log = tmp.path("pmacctd.log");
             let conf = tmp.path("pmacctd.conf");
             let _ = fs::remove_file(&log);
+            let _ = fs::remove_file(tmp.path(PMACCTD_CSV));
             fs::write(
                 &conf,
                 format!(
                     "daemonize: false\npcap_interface: {IF_A}\n\
                      aggregate: src_host, dst_host, src_port, dst_port, proto\n\
                      plugins: print\nprint_output: csv\nprint_output_file: {}\n\
-                     print_refresh_time: 60\nlogfile: {}\npidfile: {}\n",
-                    tmp.path("pmacctd.csv").display(),
+                     print_output_file_append: true\nprint_refresh_time: 60\nlogfile: {}\npidfile: {}\n",
+                    tmp.path(PMACCTD_CSV).display(),
                     log.display(),
                     tmp.path("pmacctd.pid").display()
                 ),

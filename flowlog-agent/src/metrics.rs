@@ -131,10 +131,8 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
 
 /// Writes the metrics file if one is configured, logging (not failing) on error.
 pub fn flush_to(path: Option<&Path>) {
-    if let Some(p) = path {
-        if let Err(e) = write_file(p) {
-            warn!(error = %format!("{e:#}"), "cannot write metrics file");
-        }
+    if let Some(Err(e)) = path.map(write_file) {
+        warn!(error = %format!("{e:#}"), "cannot write metrics file");
     }
 }
 

@@ -89,8 +89,11 @@ impl Agent {
             .arg(opts.aggregation_interval.to_string())
             .arg("--file-rollover-seconds")
             .arg(opts.file_rollover_seconds.to_string())
-            .arg("--output-dir")
-            .arg(dir.path().join("out"))
+            .arg("--destination")
+            .arg(format!("file:{}", dir.path().join("out").display()))
+            // Keep the spool with the test, not under /var/lib/flowlog.
+            .arg("--spool-dir")
+            .arg(dir.path().join("spool"))
             .args(&opts.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

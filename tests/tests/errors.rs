@@ -42,8 +42,8 @@ fn unknown_interface_names_it_and_lists_the_existing_ones() {
     let out = output(
         in_netns(&ns.a.netns, &flowlog_bin().to_string_lossy())
             .env_remove("RUST_LOG")
-            .args(["run", "--iface", "nosuch0", "--output-dir"])
-            .arg(dir.path()),
+            .args(["run", "--iface", "nosuch0", "--destination"])
+            .arg(format!("file:{}", dir.path().display())),
     );
     assert_eq!(out.status.code(), Some(1), "exit status");
     let line = one_line(&out);
@@ -80,8 +80,8 @@ fn not_root_says_what_is_needed() {
                 "--inh-caps=-all",
             ])
             .arg(flowlog_bin())
-            .args(["run", "--iface", "lo", "--output-dir"])
-            .arg(dir.path())
+            .args(["run", "--iface", "lo", "--destination"])
+            .arg(format!("file:{}", dir.path().display()))
             .env_remove("RUST_LOG"),
     );
     assert_eq!(out.status.code(), Some(1), "exit status");
@@ -105,9 +105,9 @@ fn missing_ebpf_object_names_the_file() {
                 "lo",
                 "--ebpf-object",
                 "/nonexistent/flowlog.bpf.o",
-                "--output-dir",
+                "--destination",
             ])
-            .arg(dir.path()),
+            .arg(format!("file:{}", dir.path().display())),
     );
     assert_eq!(out.status.code(), Some(1), "exit status");
     let line = one_line(&out);

@@ -9,10 +9,12 @@ use flowlog_agent::{
     metadata::Metadata,
     records::{Action, FlowRecord},
 };
-use support::{Flow, build, drained, fixture, iface, metadata};
+use support::{Flow, build, drained, fixture, format_string, iface, metadata};
 
 const TCP: u8 = 6;
 const ICMP: u8 = 1;
+/// The ENI id in AWS's examples.
+const AWS_ENI: &str = "eni-1235b8ca123456789";
 
 fn render(format: &str, meta: &Metadata, records: &[FlowRecord]) -> Vec<String> {
     let format: LogFormat = format.parse().expect("format parses");
@@ -20,17 +22,21 @@ fn render(format: &str, meta: &Metadata, records: &[FlowRecord]) -> Vec<String> 
 }
 
 fn default_format() -> String {
-    LogFormat::default()
-        .fields()
-        .iter()
-        .map(|f| format!("${{{}}}", f.name()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    format_string(LogFormat::default().fields())
 }
 
 fn reject(mut rec: FlowRecord) -> FlowRecord {
     rec.traffic.as_mut().expect("an OK record").action = Action::Reject;
     rec
+}
+
+/// Records of one window of `flows`, all on interface 2 (`flow`'s), an ENI with primary IPv4
+/// address `ipv4` and no IPv6 address.
+fn build_on_eni(eni: &str, ipv4: &str, window: (u64, u64), flows: &[Flow<'_>]) -> Vec<FlowRecord> {
+    build(
+        &drained(window, flows, &[]),
+        &[(2, iface(eni, Some(ipv4), None))],
+    )
 }
 
 fn flow<'a>(
@@ -68,13 +74,7 @@ fn v2_accepted_ssh() {
         tcp_flags: 2,
         ..flow(false, "172.31.16.139", "172.31.16.21", 20641, 22, TCP)
     };
-    let recs = build(
-        &drained((1418530000, 1418530080), &[f], &[]),
-        &[(
-            2,
-            iface("eni-1235b8ca123456789", Some("172.31.16.21"), None),
-        )],
-    );
+    let recs = build_on_eni(AWS_ENI, "172.31.16.21", (1418530000, 1418530080), &[f]);
     assert_eq!(
         render(&default_format(), &meta, &recs),
         [
@@ -93,10 +93,7 @@ fn v2_rejected_rdp() {
         end: 1418530070,
         ..flow(false, "172.31.9.69", "172.31.9.12", 49761, 3389, TCP)
     };
-    let recs = build(
-        &drained((1418530000, 1418530080), &[f], &[]),
-        &[(2, iface("eni-1235b8ca123456789", Some("172.31.9.12"), None))],
-    );
+    let recs = build_on_eni(AWS_ENI, "172.31.9.12", (1418530000, 1418530080), &[f]);
     let recs: Vec<FlowRecord> = recs.into_iter().map(reject).collect();
     assert_eq!(
         render(&default_format(), &meta, &recs),
@@ -172,12 +169,11 @@ fn v2_icmp_ping_accepted_and_reply_rejected() {
         end: 1432917142,
         ..flow(true, "172.31.16.139", "203.0.113.12", 0, 0, ICMP)
     };
-    let recs = build(
-        &drained((1432917000, 1432917200), &[ping, reply], &[]),
-        &[(
-            2,
-            iface("eni-1235b8ca123456789", Some("172.31.16.139"), None),
-        )],
+    let recs = build_on_eni(
+        AWS_ENI,
+        "172.31.16.139",
+        (1432917000, 1432917200),
+        &[ping, reply],
     );
     assert_eq!(recs.len(), 2);
     let recs = vec![recs[0].clone(), reject(recs[1].clone())];
@@ -219,9 +215,11 @@ fn v3_custom_format_with_tcp_flags() {
         tcp_flags: 18,
         ..flow(true, "10.0.0.62", "52.213.180.42", 5001, 43416, TCP)
     };
-    let recs = build(
-        &drained((1566848860, 1566848940), &[inbound, outbound], &[]),
-        &[(2, iface("eni-1235b8ca123456789", Some("10.0.0.62"), None))],
+    let recs = build_on_eni(
+        AWS_ENI,
+        "10.0.0.62",
+        (1566848860, 1566848940),
+        &[inbound, outbound],
     );
     assert_eq!(
         render(format, &meta, &recs),
@@ -272,9 +270,11 @@ fn v5_custom_format_with_aws_service_and_traffic_path() {
         tcp_flags: 3,
         ..flow(true, "10.0.0.71", "52.95.128.179", 34210, 80, TCP)
     };
-    let recs = build(
-        &drained((1616729280, 1616729400), &[inbound, outbound], &[]),
-        &[(2, iface("eni-1235b8ca123456789", Some("10.0.0.71"), None))],
+    let recs = build_on_eni(
+        AWS_ENI,
+        "10.0.0.71",
+        (1616729280, 1616729400),
+        &[inbound, outbound],
     );
     assert_eq!(
         render(format, &meta, &recs),
@@ -295,10 +295,7 @@ fn nat_gateway_interface_shows_its_own_address_in_dstaddr_and_the_header_in_pkt_
         end: 1,
         ..flow(false, "10.0.1.5", "203.0.113.5", 40000, 443, TCP)
     };
-    let recs = build(
-        &drained((0, 60), &[f], &[]),
-        &[(2, iface("eni-1235b8ca123456789", Some("10.0.0.220"), None))],
-    );
+    let recs = build_on_eni(AWS_ENI, "10.0.0.220", (0, 60), &[f]);
     assert_eq!(
         render(
             "${instance-id} ${interface-id} ${srcaddr} ${dstaddr} ${pkt-srcaddr} ${pkt-dstaddr}",
@@ -330,10 +327,7 @@ fn v10_encryption_example_with_local_traffic_path() {
         end: 11,
         ..flow(true, "10.0.128.55", "10.0.133.8", 80, 43236, TCP)
     };
-    let recs = build(
-        &drained((0, 60), &[inbound, outbound], &[]),
-        &[(2, iface("eni-1", Some("10.0.128.55"), None))],
-    );
+    let recs = build_on_eni("eni-1", "10.0.128.55", (0, 60), &[inbound, outbound]);
     let aws = [
         "ingress - 10.0.133.8 10.0.128.55 43236 80 1",
         "egress 1 10.0.128.55 10.0.133.8 80 43236 1",
@@ -421,11 +415,7 @@ fn local_side_is_the_primary_address_of_the_packets_family() {
 #[test]
 fn all_fields_render_one_token_each() {
     let meta = metadata(&["--account-id", "123456789012", "--region", "us-east-1"]);
-    let all: String = flowlog_agent::format::Field::ALL
-        .iter()
-        .map(|f| format!("${{{}}}", f.name()))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let all = format_string(flowlog_agent::format::Field::ALL);
     let f = Flow {
         packets: 3,
         bytes: 252,
@@ -433,10 +423,7 @@ fn all_fields_render_one_token_each() {
         end: 102,
         ..flow(false, "10.9.0.1", "10.9.0.2", 0, 0, ICMP)
     };
-    let recs = build(
-        &drained((60, 120), &[f], &[]),
-        &[(2, iface("eni-x", Some("10.9.0.2"), None))],
-    );
+    let recs = build_on_eni("eni-x", "10.9.0.2", (60, 120), &[f]);
     let line = &render(&all, &meta, &recs)[0];
     assert_eq!(
         line,

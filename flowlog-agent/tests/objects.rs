@@ -18,7 +18,7 @@ use parquet::{
     file::reader::{FileReader, SerializedFileReader},
     record::Field as PqField,
 };
-use support::{Flow, build, drained, fixture, iface, metadata};
+use support::{Flow, build, drained, fixture, format_string, iface, metadata};
 
 /// 2018-06-20T16:20:00Z and a record ending in that 5-minute slot.
 const SLOT: u64 = 1_529_511_600;
@@ -289,11 +289,7 @@ fn gzip_text_reads_like_athenas_table_definition() {
 #[test]
 fn parquet_files_have_aws_column_names_types_and_gzip() {
     let (meta, recs) = sample_records();
-    let all: LogFormat = flowlog_agent::format::Field::ALL
-        .iter()
-        .map(|f| format!("${{{}}}", f.name()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let all: LogFormat = format_string(flowlog_agent::format::Field::ALL)
         .parse()
         .unwrap();
     let obj = one_object(&all, &meta, &recs, FileFormat::Parquet, false);

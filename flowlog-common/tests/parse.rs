@@ -65,6 +65,24 @@ fn flow(outcome: Outcome) -> Parsed {
     }
 }
 
+/// A later fragment (non-zero offset) of a TCP packet: counted as a flow of protocol 6 with
+/// ports and tcp-flags 0, with `header_len` and `ip_len`. `case` names the frame in messages.
+fn assert_later_tcp_fragment(f: &Frame, header_len: u32, ip_len: u32, case: &str) {
+    let p = flow(parse(&f.bytes));
+    assert_eq!(Outcome::Flow(p), flow_of(f, 0), "{case}");
+    assert_eq!(
+        (
+            p.tuple.protocol,
+            p.tuple.src_port,
+            p.tuple.dst_port,
+            p.tcp_flags
+        ),
+        (6, 0, 0, 0),
+        "{case}"
+    );
+    assert_eq!((p.header_len, p.ip_len), (header_len, ip_len), "{case}");
+}
+
 fn mapped(a: Ipv4Addr) -> [u8; 16] {
     [
         0,
@@ -376,18 +394,7 @@ fn ipv6_non_first_fragment_has_ports_zero_and_no_flags() {
             .tcp(5000, 443, SYN)
             .payload(100)
             .build();
-        let p = flow(parse(&f.bytes));
-        assert_eq!(Outcome::Flow(p), flow_of(&f, 0));
-        assert_eq!(
-            (
-                p.tuple.protocol,
-                p.tuple.src_port,
-                p.tuple.dst_port,
-                p.tcp_flags
-            ),
-            (6, 0, 0, 0)
-        );
-        assert_eq!((p.header_len, p.ip_len), (48, 168));
+        assert_later_tcp_fragment(&f, 48, 168, &format!("MF {more}"));
     }
 }
 
@@ -417,36 +424,16 @@ fn ipv6_non_first_fragment_payload_is_not_walked_as_headers() {
     assert_eq!((p.header_len, p.ip_len), (56, 40 + 8 + 8 + 8 + 40));
 }
 
-/// The six extension headers RFC 8200 section 4.1 allows in one packet (destination options
-/// twice), in its recommended order.
-fn rfc8200_chain() -> Vec<Ipv6Ext> {
-    vec![
-        Ipv6Ext::HopByHop { ext_len: 0 },
-        Ipv6Ext::DestOpts { ext_len: 1 },
-        Ipv6Ext::Routing { ext_len: 2 },
-        Ipv6Ext::Fragment {
-            offset: 0,
-            more: true,
-        },
-        Ipv6Ext::Ah { payload_len: 4 },
-        Ipv6Ext::DestOpts { ext_len: 0 },
-    ]
-}
-
 #[test]
 fn ipv6_chain_of_the_maximum_extension_headers_reaches_the_ports() {
     assert_eq!(
         MAX_IPV6_EXT_HEADERS, 6,
         "this test builds exactly the bound"
     );
-    let chain = rfc8200_chain();
+    let chain = Ipv6Ext::rfc8200_chain();
     let ext_bytes: usize = chain.iter().map(Ipv6Ext::byte_len).sum();
     assert_eq!(ext_bytes, 8 + 16 + 24 + 8 + 24 + 8);
-    let mut b = v6();
-    for e in chain {
-        b = b.ext(e);
-    }
-    let f = b.tcp(33000, 443, SYN).payload(7).build();
+    let f = v6().exts(chain).tcp(33000, 443, SYN).payload(7).build();
     let p = flow(parse(&f.bytes));
     assert_eq!(Outcome::Flow(p), flow_of(&f, 2));
     assert_eq!(
@@ -460,11 +447,8 @@ fn ipv6_more_extension_headers_than_the_bound_stop_at_the_seventh() {
     // After MAX_IPV6_EXT_HEADERS headers the walk stops: the next header value found there
     // (here a second routing header) becomes the protocol, ports are 0, and the packet is
     // still counted with its full length.
-    let mut b = v6();
-    for e in rfc8200_chain() {
-        b = b.ext(e);
-    }
-    let f = b
+    let f = v6()
+        .exts(Ipv6Ext::rfc8200_chain())
         .ext(Ipv6Ext::Routing { ext_len: 0 })
         .tcp(33000, 443, SYN)
         .payload(7)
@@ -580,22 +564,7 @@ fn ipv4_later_fragments_have_ports_zero() {
             .tcp(40000, 80, SYN)
             .payload(500)
             .build();
-        let p = flow(parse(&f.bytes));
-        assert_eq!(
-            Outcome::Flow(p),
-            flow_of(&f, 0),
-            "offset {offset} MF {more}"
-        );
-        assert_eq!(
-            (
-                p.tuple.protocol,
-                p.tuple.src_port,
-                p.tuple.dst_port,
-                p.tcp_flags
-            ),
-            (6, 0, 0, 0)
-        );
-        assert_eq!((p.header_len, p.ip_len), (20, 540));
+        assert_later_tcp_fragment(&f, 20, 540, &format!("offset {offset} MF {more}"));
     }
 }
 

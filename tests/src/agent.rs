@@ -130,34 +130,14 @@ impl Agent {
     }
 
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        read_log(&self.dir.path().join("agent.log"))
     }
 
     /// Waits until the agent's log contains `needle`; panics with the log if the agent exits
     /// or the deadline passes first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "flowlog exited ({status}) before logging {needle:?}; its log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "flowlog did not log {needle:?} within {timeout:?}; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log_path = self.dir.path().join("agent.log");
+        wait_for_log_line(&mut self.child, &log_path, 0, needle, timeout);
     }
 
     /// SIGTERM, then waits for exit (the agent flushes the partial window and publishes first).
@@ -172,24 +152,67 @@ impl Agent {
     }
 
     fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("agent already stopped");
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for flowlog") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "flowlog did not exit within {timeout:?} of SIGTERM; its log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = self.child.take().expect("agent already stopped");
+        sigterm_and_wait(child, &self.dir.path().join("agent.log"), timeout)
+    }
+}
+
+/// An agent's log file so far (empty before it exists).
+pub(crate) fn read_log(log_path: &Path) -> String {
+    fs::read_to_string(log_path).unwrap_or_default()
+}
+
+/// Waits until the agent `child`'s log at `log_path`, from byte `offset` on, contains `needle`;
+/// panics with the log if the agent exits or `timeout` passes first.
+pub(crate) fn wait_for_log_line(
+    child: &mut Option<Child>,
+    log_path: &Path,
+    offset: usize,
+    needle: &str,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if read_log(log_path)
+            .get(offset..)
+            .is_some_and(|l| l.contains(needle))
+        {
+            return;
         }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!(
+                "flowlog exited ({status}) before logging {needle:?}; its log:\n{}",
+                read_log(log_path)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flowlog did not log {needle:?} within {timeout:?}; its log:\n{}",
+            read_log(log_path)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to the agent `child`, then waits up to `timeout` for it to exit; if it does not,
+/// kills it and panics with its log at `log_path`.
+pub(crate) fn sigterm_and_wait(mut child: Child, log_path: &Path, timeout: Duration) -> ExitStatus {
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for flowlog") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "flowlog did not exit within {timeout:?} of SIGTERM; its log:\n{}",
+                read_log(log_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

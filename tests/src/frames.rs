@@ -208,6 +208,22 @@ pub enum Ipv6Ext {
 }
 
 impl Ipv6Ext {
+    /// The six extension headers RFC 8200 section 4.1 allows in one packet (destination options
+    /// twice), in its recommended order.
+    pub fn rfc8200_chain() -> Vec<Ipv6Ext> {
+        vec![
+            Ipv6Ext::HopByHop { ext_len: 0 },
+            Ipv6Ext::DestOpts { ext_len: 1 },
+            Ipv6Ext::Routing { ext_len: 2 },
+            Ipv6Ext::Fragment {
+                offset: 0,
+                more: true,
+            },
+            Ipv6Ext::Ah { payload_len: 4 },
+            Ipv6Ext::DestOpts { ext_len: 0 },
+        ]
+    }
+
     /// The next-header value that announces this header.
     pub fn protocol(&self) -> u8 {
         match self {
@@ -377,6 +393,11 @@ impl FrameBuilder {
             Network::V4 { .. } => panic!("IPv6 extension header on an IPv4 frame"),
         }
         self
+    }
+
+    /// IPv6 only: appends each extension header of `chain`, in order.
+    pub fn exts(self, chain: impl IntoIterator<Item = Ipv6Ext>) -> Self {
+        chain.into_iter().fold(self, FrameBuilder::ext)
     }
 
     /// Sets the transport header.

@@ -3,19 +3,22 @@
 //! CloudWatch events, parsed with the same reader as the file destination's.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Read as _,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use flate2::read::MultiGzDecoder;
 
 use crate::{
-    agent::flowlog_bin,
-    netns::Side,
-    records::{DEFAULT_HEADER, Record, parse_line},
+    agent::{flowlog_bin, read_log, sigterm_and_wait, wait_for_log_line, wait_for_window_start},
+    netns::{Family, Side},
+    records::{DEFAULT_HEADER, Record, Tuple, parse_line},
+    traffic::{UdpPlan, udp_send},
 };
 
 /// `flowlog run` on one side's interface with the given options, in the AWS environment of
@@ -69,7 +72,7 @@ impl AgentProcess {
     }
 
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        read_log(&self.path("agent.log"))
     }
 
     /// Waits until the log contains `needle`; panics with the log if the agent exits or time
@@ -79,21 +82,8 @@ impl AgentProcess {
     }
 
     fn wait_for_log_after(&mut self, offset: usize, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log().get(offset..).is_some_and(|l| l.contains(needle)) {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("flowlog exited ({status}) before logging {needle:?}; its log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "flowlog did not log {needle:?} within {timeout:?}; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log_path = self.path("agent.log");
+        wait_for_log_line(&mut self.child, &log_path, offset, needle, timeout);
     }
 
     /// How often the log contains `needle`.
@@ -103,21 +93,8 @@ impl AgentProcess {
 
     /// SIGTERM and wait (the agent flushes its window and drains the spool for a bounded time).
     pub fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("agent not running");
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for flowlog") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("flowlog did not exit within 60 s of SIGTERM; its log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.child.take().expect("agent not running");
+        sigterm_and_wait(child, &self.path("agent.log"), Duration::from_secs(60))
     }
 
     /// SIGKILL: a crash. Nothing is flushed.
@@ -153,8 +130,13 @@ pub fn event_record(message: &str) -> Record {
     parse_line(message, &names)
 }
 
+/// The records of every object of `objects` (key → gzip text body).
+pub fn records_of_objects(objects: &BTreeMap<String, Vec<u8>>) -> Vec<Record> {
+    objects.iter().flat_map(|(k, body)| object_records(k, body)).collect()
+}
+
 /// Every `*.log.gz` under `dir` as key (path relative to `dir`) → body.
-pub fn file_objects(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub fn file_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     crate::records::files(dir)
         .into_iter()
         .map(|p| {
@@ -163,4 +145,72 @@ pub fn file_objects(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
             (key, body)
         })
         .collect()
+}
+
+/// One window's traffic: `flows` UDP flows from `a` to `b`'s IPv4 address, port `dst_port`,
+/// `per_flow` datagrams of `payload` bytes each. Returns the tuples sent and, per tuple,
+/// (packets, bytes).
+pub fn send_udp_flows(
+    a: &Side,
+    b: &Side,
+    dst_port: u16,
+    flows: usize,
+    per_flow: usize,
+    payload: usize,
+) -> BTreeMap<Tuple, (u64, u64)> {
+    const UDP: u8 = 17;
+    let to = SocketAddr::new(b.addr(Family::V4), dst_port);
+    let plan = UdpPlan { flows, per_flow, payload, gap: Duration::ZERO };
+    udp_send(&a.netns, &b.netns, to, plan)
+        .into_iter()
+        .map(|src_port| {
+            let t = Tuple { src: a.addr(Family::V4), dst: to.ip(), src_port, dst_port, protocol: UDP };
+            (t, (per_flow as u64, (per_flow * (payload + 28)) as u64))
+        })
+        .collect()
+}
+
+/// One [`send_udp_flows`] per window of `interval` seconds, each 300 ms after the window's
+/// start: `windows` lists them as (dst_port, flows, per_flow, payload). Returns the first
+/// window's start and every tuple sent with its (packets, bytes).
+pub fn send_in_consecutive_windows(
+    a: &Side,
+    b: &Side,
+    interval: u64,
+    windows: &[(u16, usize, usize, usize)],
+) -> (u64, BTreeMap<Tuple, (u64, u64)>) {
+    let mut first = None;
+    let mut sent = BTreeMap::new();
+    for &(dst_port, flows, per_flow, payload) in windows {
+        let start = wait_for_window_start(interval, Duration::from_millis(300));
+        first.get_or_insert(start);
+        sent.extend(send_udp_flows(a, b, dst_port, flows, per_flow, payload));
+    }
+    (first.expect("at least one window"), sent)
+}
+
+/// The records' lines, sorted.
+pub fn sorted_lines(records: &[&Record]) -> Vec<String> {
+    let mut l: Vec<String> = records.iter().map(|r| r.line.clone()).collect();
+    l.sort();
+    l
+}
+
+/// (packets, bytes) per tuple, summed over `records` (OK records only).
+pub fn summed_per_tuple(records: &[&Record]) -> BTreeMap<Tuple, (u64, u64)> {
+    let mut sums: BTreeMap<Tuple, (u64, u64)> = BTreeMap::new();
+    for r in records {
+        let e = sums.entry(r.tuple.unwrap()).or_default();
+        e.0 += r.packets.unwrap();
+        e.1 += r.bytes.unwrap();
+    }
+    sums
+}
+
+/// How many batches (`*.batch` files) the spool directory `spool` holds.
+pub fn spooled_batches(spool: &Path) -> usize {
+    fs::read_dir(spool)
+        .expect("spool dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".batch")))
+        .count()
 }

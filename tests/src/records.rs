@@ -197,6 +197,15 @@ pub fn totals(records: &[Record]) -> BTreeMap<Tuple, Totals> {
     out
 }
 
+/// The records' lines, one per line: for failure messages.
+pub fn dump(records: &[Record]) -> String {
+    records
+        .iter()
+        .map(|r| r.line.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Reads `dir` (default header) until `done` holds for the records, for at most `timeout`.
 /// Panics with what was read if it never does.
 pub fn wait_for(
@@ -205,17 +214,27 @@ pub fn wait_for(
     what: &str,
     done: impl Fn(&[Record]) -> bool,
 ) -> Vec<Record> {
+    wait_for_with_header(dir, DEFAULT_HEADER, timeout, what, done)
+}
+
+/// [`wait_for`] for records written with `header`.
+pub fn wait_for_with_header(
+    dir: &Path,
+    header: &str,
+    timeout: std::time::Duration,
+    what: &str,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let records = read_default(dir);
+        let records = read(dir, header);
         if done(&records) {
             return records;
         }
         if std::time::Instant::now() >= deadline {
-            let lines: Vec<&str> = records.iter().map(|r| r.line.as_str()).collect();
             panic!(
                 "no {what} within {timeout:?}; records so far:\n{}",
-                lines.join("\n")
+                dump(&records)
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));

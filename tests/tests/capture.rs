@@ -14,7 +14,7 @@ use std::{
 use flowlog_tests::{
     agent::{Agent, AgentOptions, unix_now, wait_for_window_start},
     netns::{self, Family, Namespaces, Offloads, Setup, tcp_snmp},
-    records::{self, Record, Totals, Tuple},
+    records::{self, Record, Totals, Tuple, dump},
     traffic::{TcpExchange, UdpPlan, ping, tcp_exchanges, udp_send},
     wire::{self, Tcpdump, WirePacket},
 };
@@ -40,14 +40,6 @@ fn got(totals: &BTreeMap<Tuple, Totals>, t: &Tuple) -> (u64, u64) {
         .get(t)
         .map(|x| (x.packets, x.bytes))
         .unwrap_or((0, 0))
-}
-
-fn dump(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(|r| r.line.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Every OK record is on the watched interface, in the default v2 shape, accepted.

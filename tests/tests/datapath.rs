@@ -190,20 +190,7 @@ fn catalogue() -> Vec<(&'static str, Frame, u8)> {
     let b6 = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9);
     let v4 = |i| ipv4(a4(i), b4);
     let v6 = |i| ipv6(a6(i), b6);
-    let mut chain = v6(13);
-    for e in [
-        Ipv6Ext::HopByHop { ext_len: 0 },
-        Ipv6Ext::DestOpts { ext_len: 1 },
-        Ipv6Ext::Routing { ext_len: 2 },
-        Ipv6Ext::Fragment {
-            offset: 0,
-            more: true,
-        },
-        Ipv6Ext::Ah { payload_len: 4 },
-        Ipv6Ext::DestOpts { ext_len: 0 },
-    ] {
-        chain = chain.ext(e);
-    }
+    let chain = v6(13).exts(Ipv6Ext::rfc8200_chain());
     let b: Vec<(&'static str, FrameBuilder, u8)> = vec![
         ("ipv4 tcp", v4(1).tcp(40000, 443, SYN).payload(20), 2),
         ("ipv4 udp", v4(2).udp(5353, 53).payload(30), 0),

@@ -9,14 +9,13 @@ use std::{
     collections::BTreeMap,
     fs,
     net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},
-    path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, unix_now, wait_for_window_start},
-    netns::{Family, Namespaces, Setup, in_netns, run},
-    records::{self, Record},
+    netns::{Family, Namespaces, Setup, Side, in_netns, run},
+    records::{self, Record, dump},
     traffic::{TcpExchange, UdpPlan, enter, ping, tcp_exchanges, udp_send},
 };
 
@@ -41,36 +40,6 @@ fn ip_cmd(netns: &str, args: &[&str]) {
 fn mac(netns: &str, iface: &str) -> String {
     let out = run(in_netns(netns, "cat").arg(format!("/sys/class/net/{iface}/address")));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Records under `dir` with `header`, re-read until `done` holds (at most `timeout`).
-fn wait_records(
-    dir: &Path,
-    header: &str,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&[Record]) -> bool,
-) -> Vec<Record> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let recs = records::read(dir, header);
-        if done(&recs) {
-            return recs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {timeout:?}; records:\n{}",
-            dump(&recs)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn dump(recs: &[Record]) -> String {
-    recs.iter()
-        .map(|r| r.line.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// `count` datagrams of `payload` bytes from `from` (in `from_ns`, a fixed source port) to
@@ -111,6 +80,45 @@ fn udp_from_port(
         .unwrap();
         rx.join().unwrap();
     });
+}
+
+/// An instance metadata stand-in: its address on B, and A's route to it over the link.
+fn imds_stand_in(a: &Side, b: &Side) {
+    ip_cmd(
+        &b.netns,
+        &["addr", "add", "169.254.169.254/32", "dev", &b.iface],
+    );
+    ip_cmd(
+        &a.netns,
+        &["route", "add", "169.254.169.254/32", "dev", &a.iface],
+    );
+}
+
+/// Traffic AWS does not log, from A: 4 datagrams of 50 bytes to instance metadata
+/// (169.254.169.254:80, see [`imds_stand_in`]) and 2 DHCP datagrams of 300 bytes (A:68 to
+/// B:67). Returns the source port of the instance metadata flow.
+fn send_aws_internal_traffic(a: &Side, b: &Side) -> u16 {
+    let imds = SocketAddr::new("169.254.169.254".parse().unwrap(), 80);
+    let port = udp_send(
+        &a.netns,
+        &b.netns,
+        imds,
+        UdpPlan {
+            flows: 1,
+            per_flow: 4,
+            payload: 50,
+            gap: Duration::ZERO,
+        },
+    )[0];
+    udp_from_port(
+        &a.netns,
+        SocketAddr::new(a.addr(Family::V4), 68),
+        &b.netns,
+        SocketAddr::new(b.addr(Family::V4), 67),
+        2,
+        300,
+    );
+    port
 }
 
 /// The OK records of one header tuple (pkt-* addresses), over all windows.
@@ -219,15 +227,7 @@ fn every_field_on_real_traffic() {
             ],
         );
     }
-    // Instance metadata stand-in on B; A routes to it over the link.
-    ip_cmd(
-        &b.netns,
-        &["addr", "add", "169.254.169.254/32", "dev", &b.iface],
-    );
-    ip_cmd(
-        &a.netns,
-        &["route", "add", "169.254.169.254/32", "dev", &a.iface],
-    );
+    imds_stand_in(a, b);
 
     let work = tempfile::Builder::new()
         .prefix("flit-fidelity-")
@@ -301,31 +301,11 @@ fn every_field_on_real_traffic() {
     let udp_port = udp_send(&b.netns, &a.netns, SocketAddr::new(a4_2, 9000), plan)[0];
     ping(&b.netns, a4_2, 3, 56);
     ping(&b.netns, a6_2, 3, 56);
-    // AWS does not log these: instance metadata and DHCP.
-    let imds = SocketAddr::new("169.254.169.254".parse().unwrap(), 80);
-    udp_send(
-        &a.netns,
-        &b.netns,
-        imds,
-        UdpPlan {
-            flows: 1,
-            per_flow: 4,
-            payload: 50,
-            gap: Duration::ZERO,
-        },
-    );
-    udp_from_port(
-        &a.netns,
-        SocketAddr::new(a4, 68),
-        &b.netns,
-        SocketAddr::new(b4, 67),
-        2,
-        300,
-    );
+    send_aws_internal_traffic(a, b);
     let traffic_done = unix_now();
 
     let header = ALL_FIELDS;
-    wait_records(
+    records::wait_for_with_header(
         &agent.output_dir(),
         header,
         Duration::from_secs(20),
@@ -525,14 +505,7 @@ fn aws_internal_traffic_is_kept_with_the_flag() {
     let ns = Namespaces::new(Setup::new(61).ipv4_only());
     let (a, b) = (&ns.a, &ns.b);
     let (a4, b4) = (a.addr(Family::V4), b.addr(Family::V4));
-    ip_cmd(
-        &b.netns,
-        &["addr", "add", "169.254.169.254/32", "dev", &b.iface],
-    );
-    ip_cmd(
-        &a.netns,
-        &["route", "add", "169.254.169.254/32", "dev", &a.iface],
-    );
+    imds_stand_in(a, b);
     let interval = 2;
     let mut agent = Agent::start(
         a,
@@ -542,25 +515,7 @@ fn aws_internal_traffic_is_kept_with_the_flag() {
     );
     wait_for_window_start(interval, Duration::from_millis(200));
     let imds: IpAddr = "169.254.169.254".parse().unwrap();
-    let port = udp_send(
-        &a.netns,
-        &b.netns,
-        SocketAddr::new(imds, 80),
-        UdpPlan {
-            flows: 1,
-            per_flow: 4,
-            payload: 50,
-            gap: Duration::ZERO,
-        },
-    )[0];
-    udp_from_port(
-        &a.netns,
-        SocketAddr::new(a4, 68),
-        &b.netns,
-        SocketAddr::new(b4, 67),
-        2,
-        300,
-    );
+    let port = send_aws_internal_traffic(a, b);
     let recs = records::wait_for(
         &agent.output_dir(),
         Duration::from_secs(20),

@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{Ipv4Addr, UdpSocket},
     time::Duration,
 };
 
@@ -16,15 +16,17 @@ use flowlog_agent::publish::{
 use flowlog_tests::{
     agent::{unix_now, wait_for_window_start},
     moto::Moto,
-    netns::{Family, Namespaces, Setup, Side, in_netns, run},
-    publish::{AgentProcess, event_record, file_objects, object_records},
+    netns::{Namespaces, Setup, in_netns, run},
+    publish::{
+        AgentProcess, event_record, file_objects, records_of_objects, send_in_consecutive_windows, send_udp_flows,
+        sorted_lines, spooled_batches, summed_per_tuple,
+    },
     records::{Record, Tuple},
-    traffic::{UdpPlan, in_ns, udp_send},
+    traffic::in_ns,
 };
 
 const GROUP: &str = "/flowlog/test";
 const ACCOUNT: &str = "123456789012";
-const UDP: u8 = 17;
 
 fn args(agent_dir: &std::path::Path, interval: u64, destination: String, moto: Option<&Moto>) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -52,25 +54,6 @@ fn args(agent_dir: &std::path::Path, interval: u64, destination: String, moto: O
     args
 }
 
-fn send(
-    a: &Side,
-    b: &Side,
-    dst_port: u16,
-    flows: usize,
-    per_flow: usize,
-    payload: usize,
-) -> BTreeMap<Tuple, (u64, u64)> {
-    let to = SocketAddr::new(b.addr(Family::V4), dst_port);
-    let plan = UdpPlan { flows, per_flow, payload, gap: Duration::ZERO };
-    udp_send(&a.netns, &b.netns, to, plan)
-        .into_iter()
-        .map(|src_port| {
-            let t = Tuple { src: a.addr(Family::V4), dst: to.ip(), src_port, dst_port, protocol: UDP };
-            (t, (per_flow as u64, (per_flow * (payload + 28)) as u64))
-        })
-        .collect()
-}
-
 /// Every event as a record, checking that each event's timestamp is its record's `start` in
 /// ms, that a stream carries only its interface's records, and that events are chronological.
 fn event_records(streams: &BTreeMap<String, Vec<(i64, String)>>) -> Vec<Record> {
@@ -85,12 +68,6 @@ fn event_records(streams: &BTreeMap<String, Vec<(i64, String)>>) -> Vec<Record> 
         }
     }
     out
-}
-
-fn lines(records: &[&Record]) -> Vec<String> {
-    let mut l: Vec<String> = records.iter().map(|r| r.line.clone()).collect();
-    l.sort();
-    l
 }
 
 /// Two agents on the same veth at once, one writing files and one publishing to CloudWatch
@@ -108,12 +85,8 @@ fn cloudwatch_streams_hold_exactly_the_records_of_the_file_destination() {
     let mut cw_agent =
         AgentProcess::start(a, &args(&dir.path().join("c"), 2, format!("cloud-watch-logs:{GROUP}"), Some(&moto)));
 
-    let w0 = wait_for_window_start(2, Duration::from_millis(300));
-    let mut expected = send(a, b, 8001, 3, 4, 100);
-    wait_for_window_start(2, Duration::from_millis(300));
-    expected.extend(send(a, b, 8002, 2, 6, 200));
-    wait_for_window_start(2, Duration::from_millis(300));
-    expected.extend(send(a, b, 8003, 1, 9, 50));
+    let (w0, expected) =
+        send_in_consecutive_windows(a, b, 2, &[(8001, 3, 4, 100), (8002, 2, 6, 200), (8003, 1, 9, 50)]);
     let w3 = w0 + 6;
     assert!(unix_now() < w3 as f64, "traffic overran its windows");
     std::thread::sleep(Duration::from_secs_f64(w3 as f64 + 1.0 - unix_now()));
@@ -125,11 +98,11 @@ fn cloudwatch_streams_hold_exactly_the_records_of_the_file_destination() {
     let streams = moto.with_clients(async |c| c.log_events(GROUP).await);
     assert_eq!(streams.keys().collect::<Vec<_>>(), [&format!("{}-all", a.iface)]);
     let cw_records = event_records(&streams);
-    let file_records: Vec<Record> = file_objects(&out).iter().flat_map(|(k, b)| object_records(k, b)).collect();
+    let file_records = records_of_objects(&file_objects(&out));
     let in_windows = |r: &&Record| r.start >= w0 && r.end < w3;
     let cw_in: Vec<&Record> = cw_records.iter().filter(in_windows).collect();
     let file_in: Vec<&Record> = file_records.iter().filter(in_windows).collect();
-    assert_eq!(lines(&cw_in), lines(&file_in), "CloudWatch and file records of windows [{w0}, {w3})");
+    assert_eq!(sorted_lines(&cw_in), sorted_lines(&file_in), "CloudWatch and file records of windows [{w0}, {w3})");
     assert_eq!(cw_in.len(), 6);
     let got: BTreeMap<Tuple, (u64, u64)> =
         cw_in.iter().map(|r| (r.tuple.expect("OK record"), (r.packets.unwrap(), r.bytes.unwrap()))).collect();
@@ -155,7 +128,7 @@ fn cloudwatch_outage_of_two_windows_loses_and_duplicates_nothing() {
     let mut port = 8100;
     let mut window = |expected: &mut BTreeMap<Tuple, (u64, u64)>| {
         port += 1;
-        expected.extend(send(a, b, port, 2, 3, 64));
+        expected.extend(send_udp_flows(a, b, port, 2, 3, 64));
     };
     window(&mut expected); // w0
     wait_for_window_start(2, Duration::from_millis(300));
@@ -180,23 +153,15 @@ fn cloudwatch_outage_of_two_windows_loses_and_duplicates_nothing() {
     let status = agent.stop();
     let log = agent.log();
     assert!(status.success(), "exit {status}; log:\n{log}");
-    let left = std::fs::read_dir(dir.path().join("spool"))
-        .expect("spool")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".batch")))
-        .count();
+    let left = spooled_batches(&dir.path().join("spool"));
     assert_eq!(left, 0, "everything delivered before exit; log:\n{log}");
 
     let after = moto.with_clients(async |c| c.log_events(GROUP).await);
     let mut records = event_records(&before);
     records.extend(event_records(&after));
     let ok: Vec<&Record> = records.iter().filter(|r| r.tuple.is_some() && r.start >= w0).collect();
-    let mut got: BTreeMap<Tuple, (u64, u64)> = BTreeMap::new();
-    for r in &ok {
-        let e = got.entry(r.tuple.unwrap()).or_default();
-        e.0 += r.packets.unwrap();
-        e.1 += r.bytes.unwrap();
-    }
-    assert_eq!(ok.len(), expected.len(), "one record per flow, none twice:\n{}", lines(&ok).join("\n"));
+    let got = summed_per_tuple(&ok);
+    assert_eq!(ok.len(), expected.len(), "one record per flow, none twice:\n{}", sorted_lines(&ok).join("\n"));
     assert_eq!(got, expected, "every packet sent, counted once");
     let all: BTreeSet<&str> = records.iter().map(|r| r.line.as_str()).collect();
     assert_eq!(all.len(), records.len(), "duplicate events across the outage");

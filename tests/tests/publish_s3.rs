@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
     process::Command,
     time::Duration,
 };
@@ -14,10 +13,12 @@ use flowlog_agent::publish::{Batch, spool};
 use flowlog_tests::{
     agent::{flowlog_bin, unix_now, wait_for_window_start},
     moto::Moto,
-    netns::{Family, Namespaces, Setup, Side},
-    publish::{AgentProcess, file_objects, object_records},
+    netns::{Namespaces, Setup},
+    publish::{
+        AgentProcess, file_objects, object_records, records_of_objects, send_in_consecutive_windows, send_udp_flows,
+        sorted_lines, spooled_batches, summed_per_tuple,
+    },
     records::{Record, Tuple},
-    traffic::{UdpPlan, udp_send},
 };
 
 const BUCKET: &str = "flowlog-test";
@@ -26,7 +27,6 @@ const FLOW_LOG_ID: &str = "fl-0123456789abcdef0";
 const ACCOUNT: &str = "123456789012";
 /// Seconds per window, and per file (so every window's object is published when it closes).
 const INTERVAL: u64 = 2;
-const UDP: u8 = 17;
 
 fn common_args(agent_dir: &std::path::Path) -> Vec<String> {
     [
@@ -54,36 +54,19 @@ fn s3_args(agent_dir: &std::path::Path, moto: &Moto) -> Vec<String> {
     args
 }
 
-/// One window's traffic: `flows` UDP flows from `a` to `b`, `per_flow` datagrams of `payload`
-/// bytes each. Returns the tuples sent and, per tuple, (packets, bytes).
-fn send(
-    a: &Side,
-    b: &Side,
-    dst_port: u16,
-    flows: usize,
-    per_flow: usize,
-    payload: usize,
-) -> BTreeMap<Tuple, (u64, u64)> {
-    let to = SocketAddr::new(b.addr(Family::V4), dst_port);
-    let plan = UdpPlan { flows, per_flow, payload, gap: Duration::ZERO };
-    let ports = udp_send(&a.netns, &b.netns, to, plan);
-    ports
-        .into_iter()
-        .map(|src_port| {
-            let t = Tuple { src: a.addr(Family::V4), dst: to.ip(), src_port, dst_port, protocol: UDP };
-            (t, (per_flow as u64, (per_flow * (payload + 28)) as u64))
-        })
-        .collect()
-}
-
-fn records_of(objects: &BTreeMap<String, Vec<u8>>) -> Vec<Record> {
-    objects.iter().flat_map(|(k, body)| object_records(k, body)).collect()
-}
-
-fn lines(records: &[&Record]) -> Vec<String> {
-    let mut l: Vec<String> = records.iter().map(|r| r.line.clone()).collect();
-    l.sort();
-    l
+/// Every batch in the spool directory `spool`, as object key → body (each must be an object).
+fn spooled_objects(spool: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut objects = BTreeMap::new();
+    for e in std::fs::read_dir(spool).expect("spool dir") {
+        let path = e.expect("spool entry").path();
+        if path.extension().is_some_and(|x| x == "batch") {
+            match spool::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display())) {
+                Batch::Object(o) => objects.insert(o.key, o.body.to_vec()),
+                other => panic!("unexpected batch {other:?}"),
+            };
+        }
+    }
+    objects
 }
 
 /// Two agents on the same veth at once, one writing files and one publishing to S3: over the
@@ -105,12 +88,8 @@ fn s3_objects_hold_exactly_what_the_file_destination_writes() {
     let mut s3_agent = AgentProcess::start(a, &s3_args(&dir.path().join("s3"), &moto));
 
     // Three windows of traffic, all seen whole by both agents.
-    let w0 = wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    let mut expected = send(a, b, 7001, 3, 4, 100);
-    wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    expected.extend(send(a, b, 7002, 2, 6, 200));
-    wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    expected.extend(send(a, b, 7003, 1, 9, 50));
+    let (w0, expected) =
+        send_in_consecutive_windows(a, b, INTERVAL, &[(7001, 3, 4, 100), (7002, 2, 6, 200), (7003, 1, 9, 50)]);
     let w3 = w0 + 3 * INTERVAL;
     assert!(unix_now() < w3 as f64, "traffic overran its windows");
     // The window w2 closes at w3; its object is published right after.
@@ -121,16 +100,16 @@ fn s3_objects_hold_exactly_what_the_file_destination_writes() {
     let files = file_objects(&out);
     let s3 = moto.with_clients(async |c| c.objects(BUCKET).await);
     let in_windows = |r: &&Record| r.start >= w0 && r.end < w3;
-    let file_records = records_of(&files);
-    let s3_records = records_of(&s3);
+    let file_records = records_of_objects(&files);
+    let s3_records = records_of_objects(&s3);
     let file_in: Vec<&Record> = file_records.iter().filter(in_windows).collect();
     let s3_in: Vec<&Record> = s3_records.iter().filter(in_windows).collect();
-    assert_eq!(lines(&s3_in), lines(&file_in), "S3 and file records of windows [{w0}, {w3})");
+    assert_eq!(sorted_lines(&s3_in), sorted_lines(&file_in), "S3 and file records of windows [{w0}, {w3})");
 
     // Exactly the traffic: one record per flow, egress on a's veth.
     let got: BTreeMap<Tuple, (u64, u64)> =
         s3_in.iter().map(|r| (r.tuple.expect("OK record"), (r.packets.unwrap(), r.bytes.unwrap()))).collect();
-    assert_eq!(s3_in.len(), 6, "records:\n{}", lines(&s3_in).join("\n"));
+    assert_eq!(s3_in.len(), 6, "records:\n{}", sorted_lines(&s3_in).join("\n"));
     assert_eq!(got, expected);
     for r in &s3_in {
         assert_eq!(
@@ -179,7 +158,7 @@ fn s3_outage_of_two_windows_loses_and_duplicates_nothing() {
     let mut port = 7100;
     let mut window = |expected: &mut BTreeMap<Tuple, (u64, u64)>| {
         port += 1;
-        expected.extend(send(a, b, port, 2, 3, 64));
+        expected.extend(send_udp_flows(a, b, port, 2, 3, 64));
     };
     window(&mut expected); // w0
     wait_for_window_start(INTERVAL, Duration::from_millis(300));
@@ -191,7 +170,7 @@ fn s3_outage_of_two_windows_loses_and_duplicates_nothing() {
     // w2..w4.
     std::thread::sleep(Duration::from_millis(500));
     let before = moto.with_clients(async |c| c.objects(BUCKET).await);
-    let before_ok: BTreeMap<Tuple, (u64, u64)> = records_of(&before)
+    let before_ok: BTreeMap<Tuple, (u64, u64)> = records_of_objects(&before)
         .iter()
         .filter(|r| r.tuple.is_some())
         .map(|r| (r.tuple.unwrap(), (r.packets.unwrap(), r.bytes.unwrap())))
@@ -215,10 +194,7 @@ fn s3_outage_of_two_windows_loses_and_duplicates_nothing() {
     let status = agent.stop();
     assert!(status.success(), "agent exit {status}; log:\n{}", agent.log());
     let log = agent.log();
-    let spooled_left = std::fs::read_dir(dir.path().join("spool"))
-        .expect("spool dir")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".batch")))
-        .count();
+    let spooled_left = spooled_batches(&dir.path().join("spool"));
     assert_eq!(spooled_left, 0, "everything delivered before exit; log:\n{log}");
 
     let after = moto.with_clients(async |c| c.objects(BUCKET).await);
@@ -229,15 +205,10 @@ fn s3_outage_of_two_windows_loses_and_duplicates_nothing() {
         }
         all.insert(k.clone(), body.clone());
     }
-    let records = records_of(&all);
+    let records = records_of_objects(&all);
     let ok: Vec<&Record> = records.iter().filter(|r| r.tuple.is_some() && r.start >= w0).collect();
-    let mut got: BTreeMap<Tuple, (u64, u64)> = BTreeMap::new();
-    for r in &ok {
-        let e = got.entry(r.tuple.unwrap()).or_default();
-        e.0 += r.packets.unwrap();
-        e.1 += r.bytes.unwrap();
-    }
-    assert_eq!(ok.len(), expected.len(), "one record per flow, none twice:\n{}", lines(&ok).join("\n"));
+    let got = summed_per_tuple(&ok);
+    assert_eq!(ok.len(), expected.len(), "one record per flow, none twice:\n{}", sorted_lines(&ok).join("\n"));
     assert_eq!(got, expected, "every packet sent, counted once");
     // One error line per cause: the endpoint gone, then the missing bucket.
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("cannot publish")).collect();
@@ -260,12 +231,8 @@ fn spooled_batches_survive_sigkill_and_the_next_agent_delivers_them() {
     let mut agent = AgentProcess::start(a, &args);
     agent.wait_for_log("startup check of the destination failed", Duration::from_secs(20));
 
-    let w0 = wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    let mut expected = send(a, b, 7201, 2, 5, 80);
-    wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    expected.extend(send(a, b, 7202, 3, 2, 80));
-    wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    expected.extend(send(a, b, 7203, 1, 7, 80));
+    let (w0, expected) =
+        send_in_consecutive_windows(a, b, INTERVAL, &[(7201, 2, 5, 80), (7202, 3, 2, 80), (7203, 1, 7, 80)]);
     // w2's object is spooled when w2 closes, at w0 + 3 intervals.
     std::thread::sleep(Duration::from_secs_f64((w0 + 3 * INTERVAL) as f64 + 0.8 - unix_now()));
     agent.kill();
@@ -274,22 +241,16 @@ fn spooled_batches_survive_sigkill_and_the_next_agent_delivers_them() {
     assert_eq!(errors.len(), 1, "one error line for the missing bucket:\n{log}");
     assert!(errors[0].contains("NoSuchBucket"), "{}", errors[0]);
 
-    let spool_dir = dir.path().join("spool");
-    let mut spooled: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for e in std::fs::read_dir(&spool_dir).expect("spool dir") {
-        let path = e.expect("spool entry").path();
-        if path.extension().is_some_and(|x| x == "batch") {
-            match spool::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display())) {
-                Batch::Object(o) => spooled.insert(format!("{PREFIX}/{}", o.key), o.body.to_vec()),
-                other => panic!("unexpected batch {other:?}"),
-            };
-        }
-    }
+    // Keyed as in the bucket: prefix included.
+    let spooled: BTreeMap<String, Vec<u8>> = spooled_objects(&dir.path().join("spool"))
+        .into_iter()
+        .map(|(k, body)| (format!("{PREFIX}/{k}"), body))
+        .collect();
     // One object per 5-minute slot (here: per window) that had records.
-    let slots: BTreeSet<u64> = records_of(&spooled).iter().map(|r| r.end - r.end % INTERVAL).collect();
+    let slots: BTreeSet<u64> = records_of_objects(&spooled).iter().map(|r| r.end - r.end % INTERVAL).collect();
     assert_eq!(spooled.len(), slots.len(), "one spooled object per slot: {:?}", spooled.keys());
     assert!(slots.is_superset(&[w0, w0 + INTERVAL, w0 + 2 * INTERVAL].into()), "slots {slots:?}");
-    let spooled_ok: Vec<Record> = records_of(&spooled).into_iter().filter(|r| r.tuple.is_some()).collect();
+    let spooled_ok: Vec<Record> = records_of_objects(&spooled).into_iter().filter(|r| r.tuple.is_some()).collect();
     let got: BTreeMap<Tuple, (u64, u64)> =
         spooled_ok.iter().map(|r| (r.tuple.unwrap(), (r.packets.unwrap(), r.bytes.unwrap()))).collect();
     assert_eq!(got, expected, "the spool holds every record sent");
@@ -338,21 +299,14 @@ fn undelivered_batches_stay_in_the_spool_at_shutdown_and_exit_is_0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut agent = AgentProcess::start(a, &s3_args(dir.path(), &moto));
     wait_for_window_start(INTERVAL, Duration::from_millis(300));
-    let expected = send(a, b, 7301, 4, 3, 120);
+    let expected = send_udp_flows(a, b, 7301, 4, 3, 120);
     wait_for_window_start(INTERVAL, Duration::from_millis(300));
     let status = agent.stop();
     let log = agent.log();
     assert!(status.success(), "exit {status}; log:\n{log}");
 
-    let mut spooled = BTreeMap::new();
-    for e in std::fs::read_dir(dir.path().join("spool")).expect("spool dir") {
-        let path = e.expect("entry").path();
-        if path.extension().is_some_and(|x| x == "batch") {
-            let Batch::Object(o) = spool::load(&path).expect("spool file") else { panic!("not an object") };
-            spooled.insert(o.key.clone(), o.body.to_vec());
-        }
-    }
-    let records = records_of(&spooled);
+    let spooled = spooled_objects(&dir.path().join("spool"));
+    let records = records_of_objects(&spooled);
     let got: BTreeMap<Tuple, (u64, u64)> = records
         .iter()
         .filter(|r| r.tuple.is_some())

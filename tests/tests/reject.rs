@@ -17,7 +17,7 @@ use std::{
 use flowlog_tests::{
     agent::{Agent, AgentOptions, require_root},
     netns::{Side, in_netns, run},
-    records::{self, Record},
+    records::{self, Record, dump},
     traffic::in_ns,
 };
 
@@ -244,6 +244,14 @@ fn flows(records: &[Record]) -> BTreeMap<Flow, (u64, u64, usize, u8)> {
     out
 }
 
+/// [`flows`] as (flow, packets, bytes).
+fn packets_and_bytes(records: &[Record]) -> Vec<(Flow, u64, u64)> {
+    flows(records)
+        .into_iter()
+        .map(|(f, (p, b, _, _))| (f, p, b))
+        .collect()
+}
+
 fn flow(
     direction: &str,
     src: impl Into<IpAddr>,
@@ -265,12 +273,22 @@ fn flow(
     }
 }
 
-fn dump(records: &[Record]) -> String {
-    records
-        .iter()
-        .map(|r| r.line.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
+/// ICMP from A to B, ingress on B's interface, with `action` and `reason`.
+fn icmp_a_to_b(pair: &Pair, action: &str, reason: &str) -> Flow {
+    flow(
+        "ingress",
+        pair.a.v4,
+        pair.b.v4,
+        (0, 0),
+        ICMP,
+        action,
+        reason,
+    )
+}
+
+/// ICMP from B to A, egress on B's interface, accepted.
+fn icmp_b_to_a(pair: &Pair) -> Flow {
+    flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-")
 }
 
 /// If less than `needed` is left of the current window, waits for the next one (plus a
@@ -400,15 +418,18 @@ fn tcp_ext(netns: &str, name: &str) -> u64 {
         .expect("counter present")
 }
 
-// ---------------------------------------------------------------------------------------------
-
-/// nftables INPUT drops every TCP packet to port 3389 of B. A client in A tries to connect
-/// with 2 SYN retransmissions allowed. Every SYN that reached B is one REJECT packet, reason
-/// NETFILTER_DROP, tcp-flags SYN; TC counted them on ingress too, and the agent subtracts them,
-/// so there is no ACCEPT record; B never answers, so there is nothing else.
-#[test]
-fn nft_input_drop_gives_reject_with_every_syn_and_netfilter_drop() {
-    let pair = Pair::new(1);
+/// The SYN case on `pair`, from A's address `client` to B's address `server` (one family):
+/// nftables INPUT in B drops every TCP packet to port 3389, and a client in A tries to connect
+/// with 2 SYN retransmissions allowed. Checks that the rule saw every SYN the client sent and
+/// that the records of the flows `compared` keeps are exactly one ingress REJECT flow, reason
+/// NETFILTER_DROP, with every SYN, the rule's bytes and tcp-flags SYN. Returns (SYNs sent,
+/// the rule's bytes).
+fn nft_input_drops_syns(
+    pair: &Pair,
+    client: IpAddr,
+    server: IpAddr,
+    compared: fn(&Flow) -> bool,
+) -> (u64, u64) {
     nft(
         &pair.b.netns,
         r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
@@ -418,7 +439,7 @@ fn nft_input_drop_gives_reject_with_every_syn_and_netfilter_drop() {
     );
     let mut agent = start_agent(&pair.b, &[]);
     let syn_retrans_before = tcp_ext(&pair.a.netns, "TCPSynRetrans");
-    let port = failed_connect(&pair.a, SocketAddr::new(IpAddr::V4(pair.b.v4), 3389), 2);
+    let port = failed_connect(&pair.a, SocketAddr::new(server, 3389), 2);
     let syns_sent = 1 + tcp_ext(&pair.a.netns, "TCPSynRetrans") - syn_retrans_before;
     let records = stop_and_read(&mut agent);
     let (nft_packets, nft_bytes) = nft_counters(&pair.b.netns)["rdp"];
@@ -429,22 +450,39 @@ fn nft_input_drop_gives_reject_with_every_syn_and_netfilter_drop() {
     );
     let rdp = flow(
         "ingress",
-        pair.a.v4,
-        pair.b.v4,
+        client,
+        server,
         (port, 3389),
         TCP,
         "REJECT",
         "NETFILTER_DROP",
     );
-    let got = flows(&records);
+    let got: Vec<_> = flows(&records)
+        .into_iter()
+        .filter(|(f, _)| compared(f))
+        .map(|(f, (p, b, _, flags))| (f, p, b, flags))
+        .collect();
     assert_eq!(
-        got.iter()
-            .map(|(f, (p, b, _, flags))| (f.clone(), *p, *b, *flags))
-            .collect::<Vec<_>>(),
+        got,
         [(rdp, syns_sent, nft_bytes, 2)],
         "records:\n{}",
         dump(&records)
     );
+    (syns_sent, nft_bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// nftables INPUT drops every TCP packet to port 3389 of B. A client in A tries to connect
+/// with 2 SYN retransmissions allowed. Every SYN that reached B is one REJECT packet, reason
+/// NETFILTER_DROP, tcp-flags SYN; TC counted them on ingress too, and the agent subtracts them,
+/// so there is no ACCEPT record; B never answers, so there is nothing else.
+#[test]
+fn nft_input_drop_gives_reject_with_every_syn_and_netfilter_drop() {
+    let pair = Pair::new(1);
+    // Every record is compared: nothing else may appear.
+    let (syns_sent, nft_bytes) =
+        nft_input_drops_syns(&pair, pair.a.v4.into(), pair.b.v4.into(), |_| true);
     // SYNs with the options Linux sends are 60 IP bytes each.
     assert_eq!(nft_bytes, 60 * syns_sent);
 }
@@ -546,18 +584,6 @@ fn icmp_echo_partly_dropped_gives_accept_and_reject_of_one_flow_in_one_window() 
     assert_eq!(big, (5, 5 * 128));
     assert_eq!(echo, (12, 5 * 128 + 7 * 84));
 
-    let ingress = |action: &str, reason: &str| {
-        flow(
-            "ingress",
-            pair.a.v4,
-            pair.b.v4,
-            (0, 0),
-            ICMP,
-            action,
-            reason,
-        )
-    };
-    let egress = flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-");
     let got: Vec<_> = flows(&records)
         .into_iter()
         .map(|(f, (p, b, n, _))| (f, p, b, n))
@@ -565,9 +591,19 @@ fn icmp_echo_partly_dropped_gives_accept_and_reject_of_one_flow_in_one_window() 
     assert_eq!(
         got,
         [
-            (egress, 7, 7 * 84, 1),
-            (ingress("ACCEPT", "-"), echo.0 - big.0, echo.1 - big.1, 1),
-            (ingress("REJECT", "NETFILTER_DROP"), big.0, big.1, 1),
+            (icmp_b_to_a(&pair), 7, 7 * 84, 1),
+            (
+                icmp_a_to_b(&pair, "ACCEPT", "-"),
+                echo.0 - big.0,
+                echo.1 - big.1,
+                1
+            ),
+            (
+                icmp_a_to_b(&pair, "REJECT", "NETFILTER_DROP"),
+                big.0,
+                big.1,
+                1
+            ),
         ],
         "records:\n{}",
         dump(&records)
@@ -613,28 +649,16 @@ fn each_traffic_type_emits_exactly_its_records() {
                 r.line
             );
         }
-        flows(&records)
-            .into_iter()
-            .map(|(f, (p, b, _, _))| (f, p, b))
-            .collect::<Vec<_>>()
+        packets_and_bytes(&records)
     };
     let (all, accept, reject) = (ok(&mut all), ok(&mut accept), ok(&mut reject));
     assert_eq!(nft_counters(&pair.b.netns)["big"], (3, 3 * 128));
 
-    let ingress = |action: &str, reason: &str| {
-        flow(
-            "ingress",
-            pair.a.v4,
-            pair.b.v4,
-            (0, 0),
-            ICMP,
-            action,
-            reason,
-        )
-    };
-    let egress = flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-");
-    let accepted = [(egress, 4, 4 * 84), (ingress("ACCEPT", "-"), 4, 4 * 84)];
-    let rejected = [(ingress("REJECT", "NETFILTER_DROP"), 3, 3 * 128)];
+    let accepted = [
+        (icmp_b_to_a(&pair), 4, 4 * 84),
+        (icmp_a_to_b(&pair, "ACCEPT", "-"), 4, 4 * 84),
+    ];
+    let rejected = [(icmp_a_to_b(&pair, "REJECT", "NETFILTER_DROP"), 3, 3 * 128)];
     assert_eq!(
         all,
         [
@@ -679,23 +703,12 @@ fn without_kernel_btf_the_agent_says_so_once_and_emits_accept_only() {
     );
     assert_eq!(nft_counters(&pair.b.netns)["big"], (2, 2 * 128));
 
-    let got: Vec<_> = flows(&records)
-        .into_iter()
-        .map(|(f, (p, b, _, _))| (f, p, b))
-        .collect();
+    let got = packets_and_bytes(&records);
     assert_eq!(
         got,
         [
-            (
-                flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-"),
-                3,
-                3 * 84
-            ),
-            (
-                flow("ingress", pair.a.v4, pair.b.v4, (0, 0), ICMP, "ACCEPT", "-"),
-                5,
-                2 * 128 + 3 * 84
-            ),
+            (icmp_b_to_a(&pair), 3, 3 * 84),
+            (icmp_a_to_b(&pair, "ACCEPT", "-"), 5, 2 * 128 + 3 * 84),
         ],
         "records:\n{}",
         dump(&records)
@@ -756,10 +769,7 @@ fn netdev_egress_drop_before_tc_is_not_subtracted() {
             reason,
         )
     };
-    let got: Vec<_> = flows(&records)
-        .into_iter()
-        .map(|(f, (p, b, _, _))| (f, p, b))
-        .collect();
+    let got = packets_and_bytes(&records);
     assert_eq!(
         got,
         [
@@ -889,10 +899,7 @@ fn tc_egress_drop_after_flowlog_is_subtracted_from_accept() {
         "REJECT",
         "TC_EGRESS",
     );
-    let got: Vec<_> = flows(&records)
-        .into_iter()
-        .map(|(f, (p, b, _, _))| (f, p, b))
-        .collect();
+    let got = packets_and_bytes(&records);
     assert_eq!(got, [(f, sent, sent * 38)], "records:\n{}", dump(&records));
 }
 
@@ -942,24 +949,13 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
     let records = stop_and_read(&mut agent);
     assert_eq!(nft_counters(&pair.b.netns)["big"], (3, 3 * 128));
 
-    let got: Vec<_> = flows(&records)
-        .into_iter()
-        .map(|(f, (p, b, _, _))| (f, p, b))
-        .collect();
+    let got = packets_and_bytes(&records);
     assert_eq!(
         got,
         [
             // 2 echo replies (84 bytes) and 4 port-unreachables (20 + 8 + the 38-byte datagram).
-            (
-                flow("egress", pair.b.v4, pair.a.v4, (0, 0), ICMP, "ACCEPT", "-"),
-                6,
-                2 * 84 + 4 * 66
-            ),
-            (
-                flow("ingress", pair.a.v4, pair.b.v4, (0, 0), ICMP, "ACCEPT", "-"),
-                5,
-                3 * 128 + 2 * 84
-            ),
+            (icmp_b_to_a(&pair), 6, 2 * 84 + 4 * 66),
+            (icmp_a_to_b(&pair, "ACCEPT", "-"), 5, 3 * 128 + 2 * 84),
             (
                 flow(
                     "ingress",
@@ -997,44 +993,10 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
 #[test]
 fn nft_input_drop_of_ipv6_syns_is_reject_with_every_syn() {
     let pair = Pair::dual_stack(9);
-    nft(
-        &pair.b.netns,
-        r#"table inet flrj { chain input { type filter hook input priority 0; policy accept;
-        tcp dport 3389 counter drop comment "rdp"
-    }
-    }"#,
-    );
-    let mut agent = start_agent(&pair.b, &[]);
-    let syn_retrans_before = tcp_ext(&pair.a.netns, "TCPSynRetrans");
-    let port = failed_connect(&pair.a, SocketAddr::new(IpAddr::V6(pair.b.v6), 3389), 2);
-    let syns_sent = 1 + tcp_ext(&pair.a.netns, "TCPSynRetrans") - syn_retrans_before;
-    let records = stop_and_read(&mut agent);
-    let (nft_packets, nft_bytes) = nft_counters(&pair.b.netns)["rdp"];
-
-    assert_eq!(
-        nft_packets, syns_sent,
-        "the rule saw every SYN the client sent"
-    );
-    let rdp = flow(
-        "ingress",
-        pair.a.v6,
-        pair.b.v6,
-        (port, 3389),
-        TCP,
-        "REJECT",
-        "NETFILTER_DROP",
-    );
-    let tcp: Vec<_> = flows(&records)
-        .into_iter()
-        .filter(|(f, _)| f.protocol == TCP)
-        .map(|(f, (p, b, _, flags))| (f, p, b, flags))
-        .collect();
-    assert_eq!(
-        tcp,
-        [(rdp, syns_sent, nft_bytes, 2)],
-        "records:\n{}",
-        dump(&records)
-    );
+    let (syns_sent, nft_bytes) =
+        nft_input_drops_syns(&pair, pair.a.v6.into(), pair.b.v6.into(), |f| {
+            f.protocol == TCP
+        });
     // 40-byte IPv6 header and a 40-byte TCP header with options.
     assert_eq!(nft_bytes, 80 * syns_sent);
 }

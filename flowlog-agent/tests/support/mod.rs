@@ -11,6 +11,7 @@ use flowlog_agent::{
     cli::RecordArgs,
     clock::BootClock,
     collect::{DrainedWindow, FlowTotals, Window},
+    format::Field,
     metadata::Metadata,
     records::{self, FlowRecord, WatchedInterface},
 };
@@ -35,6 +36,15 @@ pub fn record_args(flags: &[&str]) -> RecordArgs {
 /// Metadata resolved from flags (no instance metadata).
 pub fn metadata(flags: &[&str]) -> Metadata {
     Metadata::resolve(&record_args(flags), None).expect("metadata resolves")
+}
+
+/// A `--log-format` string of `fields` in order: `${version} ${account-id} ...`.
+pub fn format_string(fields: &[Field]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("${{{}}}", f.name()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn fixture(name: &str) -> PathBuf {

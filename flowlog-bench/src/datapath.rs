@@ -22,7 +22,7 @@ use flowlog_common::{
     DIR_INGRESS, FAMILY_IPV4, FLOW_MAPS, FiveTuple, FlowKey, FlowStats, PROG_TC_INGRESS,
     ipv4_mapped,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{frames, stats};
 
@@ -70,7 +70,7 @@ impl Config {
 }
 
 /// The median of one (fill, frame, program) combination and its samples, ns per packet.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Cell {
     pub fill: u32,
     pub frame: String,
@@ -81,7 +81,7 @@ pub struct Cell {
 
 /// The first packet of a flow (the insert path) at one fill level: single runs of distinct
 /// IPv4/UDP frames; the no-op's single runs show the timer overhead included in each.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct NewFlow {
     pub fill: u32,
     pub flows: usize,
@@ -89,7 +89,7 @@ pub struct NewFlow {
     pub noop_median_ns: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Datapath {
     pub repeat: u32,
     pub runs: usize,

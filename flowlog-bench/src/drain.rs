@@ -61,6 +61,12 @@ pub struct DrainResult {
     pub hwm_after_kib: u64,
     pub records: usize,
     pub gzip_bytes: usize,
+    /// The objects' text, uncompressed, and the time to gzip it alone (flate2, default level,
+    /// as the batcher does): the gzip share of `format_s`. Absent in older results.
+    #[serde(default)]
+    pub text_bytes: Option<u64>,
+    #[serde(default)]
+    pub gzip_s: Option<f64>,
 }
 
 pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
@@ -148,6 +154,32 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Uncompresses the objects (not timed), then times gzipping their text again the way the
+/// batcher does: how much of the format step is compression.
+fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
+    use std::io::{Read as _, Write as _};
+    let mut texts = Vec::new();
+    for b in batches {
+        if let Batch::Object(o) = b {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(&o.body[..])
+                .read_to_end(&mut text)
+                .context("gunzip of a finished object")?;
+            texts.push(text);
+        }
+    }
+    let t = Instant::now();
+    for text in &texts {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text)?;
+        std::hint::black_box(gz.finish()?);
+    }
+    Ok((
+        texts.iter().map(|t| t.len() as u64).sum(),
+        t.elapsed().as_secs_f64(),
+    ))
+}
+
 /// The hidden `drain-child` subcommand: one size, result as one JSON line on stdout.
 pub fn child(n: u32) -> anyhow::Result<()> {
     let object = crate::read_env_file(OBJECT_ENV)?;
@@ -183,8 +215,9 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let args = match Cli::try_parse_from([
         "flowlog",
         "run",
-        "--output-dir",
-        "/nonexistent-flowlog-bench",
+        "--no-imds",
+        "--destination",
+        "file:/nonexistent-flowlog-bench",
     ]) {
         Ok(Cli {
             command: AgentCommand::Run(a),
@@ -240,6 +273,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
             _ => 0,
         })
         .sum();
+    let (text_bytes, gzip_s) = gzip_alone(&batches)?;
     let result = DrainResult {
         flows: n,
         cut_s,
@@ -250,6 +284,8 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         hwm_after_kib: vm_hwm_kib(),
         records,
         gzip_bytes,
+        text_bytes: Some(text_bytes),
+        gzip_s: Some(gzip_s),
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpu;
 use crate::netns::{self, ADDR_B, IF_A, NS_A, NS_B, Topology};
@@ -48,7 +48,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Variant {
     Baseline,
     Flowlog,
@@ -74,7 +74,7 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Workload {
     Tcp,
     Udp64,
@@ -99,7 +99,7 @@ impl Workload {
 }
 
 /// One iperf3 run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     pub variant: Variant,
     pub workload: Workload,
@@ -159,7 +159,7 @@ impl Run {
 }
 
 /// The programs' own run time under real traffic (`BPF_ENABLE_STATS`), one run per workload.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BpfView {
     pub workload: Workload,
     pub receiver_bps: f64,
@@ -175,7 +175,7 @@ impl BpfView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct EndToEnd {
     pub secs: u32,
     pub reps: usize,
@@ -311,7 +311,11 @@ fn one_run(
     let (_, p2) = topo.counters_a()?;
     let collector_packets = match variant {
         Variant::Baseline => None,
-        Variant::Flowlog => Some(flowlog_packets(&tmp.path(FLOWLOG_OUT))?),
+        Variant::Flowlog => {
+            Some(flowlog_packets(&tmp.path(FLOWLOG_OUT)).with_context(|| {
+                format!("flowlog's log: {}", log_tail(&tmp.path("flowlog.log")))
+            })?)
+        }
         Variant::Softflowd => counted_live,
         Variant::Pmacctd => Some(pmacctd_packets(&tmp.path(PMACCTD_CSV))?),
     };
@@ -517,13 +521,21 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
     match variant {
         Variant::Baseline => bail!("the baseline has no collector"),
         Variant::Flowlog => {
+            // A fresh destination and spool per run: nothing a previous run left behind is
+            // delivered (and counted) in this one.
             let out = tmp.path(FLOWLOG_OUT);
-            if out.exists() {
-                fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+            let spool = tmp.path("flowlog-spool");
+            for dir in [&out, &spool] {
+                if dir.exists() {
+                    fs::remove_dir_all(dir)
+                        .with_context(|| format!("clearing {}", dir.display()))?;
+                }
             }
             let mut cmd = netns::in_netns(NS_A, agent);
-            cmd.args(["run", "--iface", IF_A, "--output-dir"])
-                .arg(&out)
+            cmd.args(["run", "--iface", IF_A, "--no-imds", "--destination"])
+                .arg(format!("file:{}", out.display()))
+                .arg("--spool-dir")
+                .arg(&spool)
                 .env("RUST_LOG", "info");
             Daemon::start("flowlog", cmd, tmp.path("flowlog.log"), None, "capturing")
         }
@@ -636,9 +648,7 @@ impl Daemon {
     }
 
     fn tail(&self) -> String {
-        let s = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
+        log_tail(&self.log)
     }
 
     /// SIGTERM, then up to 10 s for a clean exit; errors (after killing it) if it does not
@@ -703,6 +713,28 @@ fn kill_leftovers(tree: &[i32]) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// The last lines of a log file, on one line, without terminal colour codes.
+fn log_tail(path: &Path) -> String {
+    let s = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    let tail = lines[lines.len().saturating_sub(6)..].join(" | ");
+    let mut out = String::with_capacity(tail.len());
+    let mut chars = tail.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip an ANSI escape sequence up to its final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A scratch directory under /tmp, removed on drop.

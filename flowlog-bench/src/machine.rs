@@ -3,9 +3,9 @@
 
 use std::fs;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu_model: String,
     /// Logical CPUs online (`processor` entries in /proc/cpuinfo).

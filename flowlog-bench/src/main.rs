@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Environment variables `cargo xtask bench` sets.
 pub const OBJECT_ENV: &str = "FLOWLOG_EBPF_OBJECT";
@@ -59,11 +59,18 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     #[command(subcommand)]
-    child: Option<Child>,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
-enum Child {
+enum Command {
+    /// Rewrite BENCHMARKS.md and the SVG plots from a results.json (no measuring): for a
+    /// changed report layout, the numbers of the run that wrote the file.
+    Report {
+        /// results.json of a run; the report is written next to it.
+        #[arg(value_name = "RESULTS_JSON")]
+        results: PathBuf,
+    },
     /// Internal: one drain measurement in a fresh process (for its peak RSS).
     #[command(hide = true)]
     DrainChild {
@@ -73,7 +80,7 @@ enum Child {
 }
 
 /// Everything one run measured; written as results.json and rendered as BENCHMARKS.md.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Results {
     pub quick: bool,
     pub machine: machine::Machine,
@@ -85,8 +92,9 @@ pub struct Results {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.child {
-        Some(Child::DrainChild { flows }) => drain::child(flows),
+    let result = match cli.command {
+        Some(Command::DrainChild { flows }) => drain::child(flows),
+        Some(Command::Report { results }) => rewrite_report(&results),
         None => run(cli.quick, cli.out),
     };
     match result {
@@ -134,13 +142,36 @@ fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let json = serde_json::to_string_pretty(&results)?;
     write(&out.join("results.json"), &json)?;
-    for (name, body) in report::plots(&results) {
-        write(&out.join(name), &body)?;
-    }
-    write(&out.join("BENCHMARKS.md"), &report::markdown(&results))?;
+    write_report(&results, &out)?;
     eprintln!(
         "flowlog-bench: done in {:.0} s: {}",
         results.wall_seconds,
+        out.join("BENCHMARKS.md").display()
+    );
+    Ok(())
+}
+
+/// BENCHMARKS.md and the SVG plots of `results` into `out`.
+fn write_report(results: &Results, out: &Path) -> anyhow::Result<()> {
+    for (name, body) in report::plots(results) {
+        write(&out.join(name), &body)?;
+    }
+    write(&out.join("BENCHMARKS.md"), &report::markdown(results))
+}
+
+fn rewrite_report(results_json: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(results_json)
+        .with_context(|| format!("cannot read {}", results_json.display()))?;
+    let results: Results = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a results.json this version can read: run `cargo xtask bench` again",
+            results_json.display()
+        )
+    })?;
+    let out = results_json.parent().unwrap_or(Path::new("."));
+    write_report(&results, out)?;
+    eprintln!(
+        "flowlog-bench: rewrote {}",
         out.join("BENCHMARKS.md").display()
     );
     Ok(())

@@ -63,17 +63,18 @@ pub fn grouped_bars(
     series: &[Series],
     reference: Option<(f64, &str)>,
 ) -> String {
-    let bar = 14.0;
+    let min_bar = 14.0;
     let (left, right, top, bottom) = (70.0, 20.0, 60.0, 110.0);
     let legend_w: f64 = series
         .iter()
         .map(|s| 24.0 + 6.5 * s.name.len() as f64)
         .sum();
     let title_w = 8.0 * title.len() as f64;
-    let natural = groups.len().max(1) as f64 * (series.len().max(1) as f64 * bar + 18.0);
+    let natural = groups.len().max(1) as f64 * (series.len().max(1) as f64 * min_bar + 18.0);
     let plot_w = natural.max(420.0).max(legend_w).max(title_w);
-    // Groups spread over the plot; bars keep their width.
+    // Groups spread over the plot; bars widen with them, up to 36 px.
     let group_w = plot_w / groups.len().max(1) as f64;
+    let bar = ((group_w - 18.0) / series.len().max(1) as f64).clamp(min_bar, 36.0);
     let gap = group_w - series.len() as f64 * bar;
     let plot_h = 260.0;
     let width = left + plot_w + right;

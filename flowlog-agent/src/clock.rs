@@ -1,5 +1,6 @@
-//! Time: window arithmetic on wall-clock seconds, and conversion of the kernel's boot-time
-//! clock (what the datapath stamps packets with) to Unix seconds.
+//! Time: window arithmetic on wall-clock seconds, and conversion of the kernel's monotonic
+//! clock (what the datapath stamps packets with: CLOCK_MONOTONIC_COARSE in the TC programs,
+//! CLOCK_MONOTONIC in the drop program) to Unix seconds.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,10 +23,10 @@ pub fn slot_start(t: u64, slot_seconds: u64) -> u64 {
     t - t % slot_seconds.max(1)
 }
 
-/// Converts `bpf_ktime_get_boot_ns()` stamps to Unix time, sampled once per drain.
+/// Converts the datapath's CLOCK_MONOTONIC stamps to Unix time, sampled once per drain.
 #[derive(Debug, Clone, Copy)]
 pub struct BootClock {
-    /// Unix ns minus boot ns at the moment of sampling.
+    /// Unix ns minus monotonic ns at the moment of sampling.
     offset_ns: i128,
 }
 
@@ -34,17 +35,17 @@ impl BootClock {
         let ns = |c| {
             clock_gettime(c).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
         };
-        let boot = ns(ClockId::CLOCK_BOOTTIME).unwrap_or(0);
+        let mono = ns(ClockId::CLOCK_MONOTONIC).unwrap_or(0);
         let real = ns(ClockId::CLOCK_REALTIME).unwrap_or(0);
-        BootClock { offset_ns: real - boot }
+        BootClock { offset_ns: real - mono }
     }
 
-    /// For tests: a clock whose boot time 0 is Unix time `offset_ns`.
+    /// For tests: a clock whose monotonic time 0 is Unix time `offset_ns`.
     pub fn with_offset(offset_ns: i128) -> Self {
         BootClock { offset_ns }
     }
 
-    /// Unix seconds (floored) of a boot-clock stamp.
+    /// Unix seconds (floored) of a monotonic stamp.
     pub fn unix_secs(&self, boot_ns: u64) -> u64 {
         let unix = boot_ns as i128 + self.offset_ns;
         (unix.max(0) / 1_000_000_000) as u64

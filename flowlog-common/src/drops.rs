@@ -65,7 +65,7 @@ pub struct RejectStats {
     /// had already counted before the drop: the agent subtracts it from that flow's ACCEPT.
     pub tc_packets: u64,
     pub tc_bytes: u64,
-    /// `bpf_ktime_get_boot_ns()` of the first and last drop on this CPU (0 = none yet).
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the first and last drop on this CPU (0 = none).
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// OR of the AWS `tcp-flags` bits of the dropped packets.

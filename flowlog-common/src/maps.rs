@@ -81,7 +81,8 @@ pub struct FlowStats {
     pub packets: u64,
     /// Sum of IP datagram lengths (IP header included, link layer excluded).
     pub bytes: u64,
-    /// `bpf_ktime_get_boot_ns()` of the first and last packet on this CPU (0 = none yet).
+    /// CLOCK_MONOTONIC_COARSE ns (`bpf_ktime_get_coarse_ns()`) of the first and last packet on
+    /// this CPU (0 = none yet).
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     /// OR of [`aws_tcp_flags`] over the packets.

@@ -10,16 +10,17 @@ mod drops;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_boot_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, map},
     maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
+use flowlog_ebpf::SkbBytes;
 use flowlog_common::{
     DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, IfaceKey,
     MAX_IFACES,
-    parse::{Outcome, PacketBytes, Parsed, parse_ethernet},
+    parse::{Outcome, Parsed, parse_ethernet},
 };
 
 /// Flow maps of the two window slots. The agent resizes them at load time (`--max-flows`).
@@ -64,18 +65,6 @@ pub fn flowlog_tc_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Reads packet bytes with `bpf_skb_load_bytes`: it accepts any run-time offset (IHL, IPv6
-/// extension headers, VLAN tags) and reaches non-linear skb data, where direct packet access
-/// would need a bounds proof per variable offset and a pull of the paged data.
-struct Skb<'a>(&'a TcContext);
-
-impl PacketBytes for Skb<'_> {
-    #[inline(always)]
-    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        self.0.load::<[u8; N]>(offset).ok()
-    }
-}
-
 #[inline(always)]
 fn count_packet(ctx: &TcContext, direction: u8) {
     // SAFETY: `skb` is the context pointer the kernel passed in; the fields read are readable
@@ -86,7 +75,7 @@ fn count_packet(ctx: &TcContext, direction: u8) {
         None => 0,
     };
     let iface = IfaceKey::new(ifindex, direction);
-    let parsed = match parse_ethernet(&Skb(ctx)) {
+    let parsed = match parse_ethernet(&SkbBytes::new(ctx)) {
         Outcome::Flow(p) => p,
         Outcome::NotIp => {
             bump_iface(ctx, slot, &iface, |c| c.non_ip_packets += 1);
@@ -100,8 +89,10 @@ fn count_packet(ctx: &TcContext, direction: u8) {
     let (packets, bytes) = wire_size(ctx, &parsed, gso_segs);
     let key = FlowKey::new(ifindex, direction, &parsed.tuple);
     let flows = if slot == 0 { &FLOWS_A } else { &FLOWS_B };
-    // SAFETY: boot-time clock helper, no arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // CLOCK_MONOTONIC_COARSE: a plain read of the last tick's time, much cheaper per packet than
+    // the fine clocks (which read the clock source), and records only need whole seconds.
+    // SAFETY: clock helper, no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(stats) = flows.get_ptr_mut(&key) {
         add(stats, packets, bytes, now, parsed.tcp_flags);

@@ -111,15 +111,17 @@ fn run_program(program: &SchedClassifier, frame: &[u8], repeat: u32, ctx: Option
     );
 }
 
-/// CLOCK_BOOTTIME in ns: the clock `bpf_ktime_get_boot_ns` stamps flows with.
-fn boot_ns() -> u64 {
+/// CLOCK_MONOTONIC_COARSE in ns: the clock `bpf_ktime_get_coarse_ns` stamps flows with (the
+/// same tick-updated value, so a stamp is never before a reading taken earlier nor after one
+/// taken later).
+fn stamp_clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid clock id and a valid pointer to a timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME)");
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -143,9 +145,9 @@ fn key_of(f: &Frame, direction: u8) -> FlowKey {
 type Counts = BTreeMap<FlowKey, (u64, u64, u8)>;
 
 /// A window's flows as [`Counts`]; each flow must appear once, with stamps inside
-/// `[since, boot_ns()]` and first <= last.
+/// `[since, stamp_clock_ns()]` and first <= last.
 fn counts(w: &DrainedWindow, since: u64) -> Counts {
-    let until = boot_ns();
+    let until = stamp_clock_ns();
     let mut out = Counts::new();
     for (key, t) in &w.flows {
         assert!(
@@ -282,7 +284,7 @@ fn catalogue() -> Vec<(&'static str, Frame, u8)> {
 fn every_frame_kind_is_counted_with_its_exact_key() {
     let mut dp = Datapath::load(1024);
     let cat = catalogue();
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     let mut want = Counts::new();
     for (i, (name, f, flags)) in cat.iter().enumerate() {
         // A different packet count per kind, so a swapped flow cannot pass.
@@ -339,7 +341,7 @@ fn truncated_frames_at_every_byte_are_malformed_or_the_whole_flow() {
                 ),
             }
         }
-        let since = boot_ns();
+        let since = stamp_clock_ns();
         let need = f.key_bytes();
         for cut in min..=f.len() {
             dp.ingress(&f.bytes[..cut], 1);
@@ -454,7 +456,7 @@ fn tcp_flags_are_ored_over_a_flow_with_aws_rule() {
         (7, &[SYN, ACK, PSH | ACK, FIN | ACK, ACK], 3),
         (8, &[SYN | ACK, ACK, RST | ACK], 22),
     ];
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     let mut want = Counts::new();
     for (port, seq, aws) in flows {
         for f in [
@@ -485,7 +487,7 @@ fn egress_program_counts_direction_egress() {
     .udp(1000, 2000)
     .payload(100)
     .build();
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     dp.run(PROG_TC_EGRESS, &f.bytes, 3);
     dp.run(PROG_TC_INGRESS, &f.bytes, 2);
     let w = dp.cut();
@@ -510,7 +512,7 @@ fn a_cut_splits_packets_between_windows_without_loss_or_double_count() {
     let (k1, k2) = (key_of(&f1, DIR_INGRESS), key_of(&f2, DIR_INGRESS));
     let (l1, l2) = (f1.ip_len as u64, f2.ip_len as u64);
 
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     dp.ingress(&f1.bytes, 4);
     dp.ingress(&arp, 1);
     let w1 = dp.cut();
@@ -530,7 +532,7 @@ fn a_cut_splits_packets_between_windows_without_loss_or_double_count() {
         )
     );
 
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     dp.ingress(&f1.bytes, 6);
     dp.ingress(&f2.bytes, 9);
     dp.ingress(&arp, 2);
@@ -559,7 +561,7 @@ fn a_cut_splits_packets_between_windows_without_loss_or_double_count() {
     );
 
     // Window 4 reuses slot A, drained at the end of window 1 (nothing may linger there).
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     dp.ingress(&f2.bytes, 1);
     let w4 = dp.cut();
     assert_eq!(
@@ -583,7 +585,7 @@ fn cuts_during_concurrent_traffic_lose_and_double_count_nothing() {
     let stop = AtomicBool::new(false);
     let sent = [AtomicU64::new(0), AtomicU64::new(0)];
     let mut windows = Vec::new();
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     {
         let Datapath {
             capture,
@@ -679,7 +681,7 @@ fn flows_beyond_max_flows_go_to_the_overflow_counters() {
         .collect();
     // Twice: the drain must free the map for the next window.
     for round in 0..2 {
-        let since = boot_ns();
+        let since = stamp_clock_ns();
         for f in &frames {
             dp.ingress(&f.bytes, K);
         }
@@ -745,7 +747,7 @@ fn gso_super_packet_counts_its_segments_and_their_headers() {
     .udp(3, 4)
     .payload(2400)
     .build();
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     run_program(
         dp.program(PROG_TC_INGRESS),
         &tcp.bytes,
@@ -799,7 +801,7 @@ fn two_loads_do_not_share_maps() {
     let g = ipv4(Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 4))
         .udp(3, 4)
         .build();
-    let since = boot_ns();
+    let since = stamp_clock_ns();
     one.ingress(&f.bytes, 2);
     two.ingress(&g.bytes, 5);
     let (w1, w2) = (one.cut(), two.cut());

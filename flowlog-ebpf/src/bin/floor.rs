@@ -7,7 +7,7 @@
 //!   the floor the benchmark's target ratio refers to;
 //! - [`floor_hash`]: one per-CPU hash lookup keyed by a 44-byte [`FlowKey`] built without
 //!   parsing, and an increment (insert on the first packet): what the flow map alone costs;
-//! - [`floor_parse`]: flowlog's own parser over `bpf_skb_load_bytes`, its result added to a
+//! - [`floor_parse`]: flowlog's own parser and packet reader ([`SkbBytes`]), its result added to a
 //!   per-CPU array counter: what parsing alone costs.
 #![no_std]
 #![no_main]
@@ -18,9 +18,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
+use flowlog_ebpf::SkbBytes;
 use flowlog_common::{
     DIR_INGRESS, FAMILY_IPV4, FiveTuple, FlowKey,
-    parse::{Outcome, PacketBytes, parse_ethernet},
+    parse::{Outcome, parse_ethernet},
 };
 
 #[map]
@@ -66,7 +67,7 @@ pub fn floor_hash(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn floor_parse(ctx: TcContext) -> i32 {
     // The parse result feeds the counter so the compiler cannot drop the parse.
-    if let Outcome::Flow(p) = parse_ethernet(&Skb(&ctx)) {
+    if let Outcome::Flow(p) = parse_ethernet(&SkbBytes::new(&ctx)) {
         bump_count(u64::from(p.ip_len));
     }
     TC_ACT_UNSPEC
@@ -77,16 +78,6 @@ fn bump_count(n: u64) {
     if let Some(c) = FLOOR_COUNT.get_ptr_mut(0) {
         // SAFETY: this CPU's element of a per-CPU array: no other writer.
         unsafe { *c += n };
-    }
-}
-
-/// Packet reads over `bpf_skb_load_bytes`, exactly as the real programs read.
-struct Skb<'a>(&'a TcContext);
-
-impl PacketBytes for Skb<'_> {
-    #[inline(always)]
-    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        self.0.load::<[u8; N]>(offset).ok()
     }
 }
 

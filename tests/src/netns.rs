@@ -115,6 +115,8 @@ pub struct Setup {
     /// With IPv6 off the interfaces send nothing on their own (no MLD reports at link-up),
     /// so every IP packet in a window is the test's.
     pub ipv6: bool,
+    /// Prefix of the namespace and interface names (4 characters; [`PREFIX`] by default).
+    pub prefix: &'static str,
 }
 
 impl Setup {
@@ -123,7 +125,15 @@ impl Setup {
             subnet,
             offloads: Offloads::Default,
             ipv6: true,
+            prefix: PREFIX,
         }
+    }
+
+    /// Names the namespaces and interfaces with `prefix` instead of [`PREFIX`].
+    pub fn prefix(mut self, prefix: &'static str) -> Self {
+        assert_eq!(prefix.len(), PREFIX.len(), "interface names must stay within 15 bytes");
+        self.prefix = prefix;
+        self
     }
 
     pub fn offloads(mut self, offloads: Offloads) -> Self {
@@ -147,8 +157,8 @@ impl Namespaces {
         // + "-" + counter + side.
         assert!(n < 1000, "more than 1000 namespace pairs in one process");
         let side = |tag: char, host: u16| Side {
-            netns: format!("{PREFIX}-{pid}-{n}-{tag}"),
-            iface: format!("{PREFIX}{pid:x}-{n}{tag}"),
+            netns: format!("{}-{pid}-{n}-{tag}", setup.prefix),
+            iface: format!("{}{pid:x}-{n}{tag}", setup.prefix),
             v4: Ipv4Addr::new(10, 213, setup.subnet, host as u8),
             v6: if setup.ipv6 {
                 Ipv6Addr::new(0xfd00, 0x213, setup.subnet as u16, 0, 0, 0, 0, host)

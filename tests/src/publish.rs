@@ -62,6 +62,11 @@ impl AgentProcess {
         self.wait_for_log_after(before, "capturing", Duration::from_secs(30));
     }
 
+    /// Process id of the agent (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent not running").id()
+    }
+
     /// A directory that lives as long as this guard (output, spool).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -12,8 +12,9 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    fs::{self, TryLockError},
+    io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
 };
@@ -36,6 +37,11 @@ pub const DEFAULT_SPOOL_ROOT: &str = "/var/lib/flowlog/spool";
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 const MAGIC: &[u8] = b"flowlog-spool 1\n";
+/// The lock file in a spool directory: locked (flock) by the agent that owns the spool, and
+/// holding its process id for the message another agent gives.
+const LOCK_FILE: &str = ".lock";
+/// How often [`lock`] starts over when the lock file or the directory vanished under it.
+const LOCK_ATTEMPTS: u32 = 20;
 const EXTENSION: &str = "batch";
 /// Suffix given to a batch the destination refused for good, so it is kept but not retried.
 const REJECTED_SUFFIX: &str = "rejected";
@@ -98,26 +104,14 @@ pub struct Spool {
     max_bytes: u64,
     state: Mutex<State>,
     changed: Notify,
-    /// Held (flock) while the agent runs, so two agents never share a spool.
+    /// Held (flock) while the agent runs, so two agents never share a spool (see [`lock`]).
     _lock: fs::File,
 }
 
 impl Spool {
     /// Opens (creating) the spool in `dir` and indexes the batches an earlier agent left.
     pub fn open(dir: &Path, max_bytes: u64) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir).with_context(|| {
-            format!("cannot create spool directory {}: choose another with --spool-dir", dir.display())
-        })?;
-        let lock_path = dir.join(".lock");
-        let lock = fs::File::create(&lock_path).with_context(|| {
-            format!("spool directory {} is not writable: choose another with --spool-dir", dir.display())
-        })?;
-        if lock.try_lock().is_err() {
-            bail!(
-                "spool directory {} is in use by another flowlog agent: give each agent its own --spool-dir",
-                dir.display()
-            );
-        }
+        let lock = lock(dir)?;
         let mut state = State::default();
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir).with_context(|| format!("cannot list spool directory {}", dir.display()))? {
@@ -276,7 +270,9 @@ impl Spool {
     /// not pile up.
     pub fn remove_if_empty(&self) {
         if self.state().entries.is_empty() {
-            let _ = fs::remove_file(self.dir.join(".lock"));
+            // Deleted while still locked: an agent that opened it before is told by [`lock`]
+            // that it holds a file no longer in the directory, and starts over.
+            let _ = fs::remove_file(self.dir.join(LOCK_FILE));
             let _ = fs::remove_dir(&self.dir);
         }
     }
@@ -291,13 +287,89 @@ impl Spool {
     }
 }
 
+/// Takes the lock of the spool directory `dir` (creating both), for as long as the returned
+/// file is open, and writes this process's id into it.
+///
+/// An agent that exits with an empty default spool deletes the lock file and the directory
+/// while it still holds the lock. So a lock only counts if the locked file is still the one
+/// at `dir/.lock`; otherwise (and when the directory or file vanished between the steps) this
+/// starts over. Without that check, an agent that opened the file just before it was deleted
+/// would hold a lock that keeps no one out, or fail with a misleading error.
+fn lock(dir: &Path) -> anyhow::Result<fs::File> {
+    let path = dir.join(LOCK_FILE);
+    for _ in 0..LOCK_ATTEMPTS {
+        match fs::create_dir_all(dir) {
+            Ok(()) => {}
+            // Removed again between create_dir_all's mkdir and its check.
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot create spool directory {}: choose another with --spool-dir", dir.display())
+                });
+            }
+        }
+        // Not truncated: while another agent holds it, it names that agent.
+        let file = match fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("spool directory {} is not writable: choose another with --spool-dir", dir.display())
+                });
+            }
+        };
+        match file.try_lock() {
+            Ok(()) if is_at(&file, &path) => {
+                file.set_len(0)
+                    .and_then(|()| (&file).write_all(format!("{}\n", std::process::id()).as_bytes()))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                return Ok(file);
+            }
+            Ok(()) => continue,
+            // Held by an agent that already deleted it on its way out: the next file is free.
+            Err(TryLockError::WouldBlock) if !is_at(&file, &path) => continue,
+            Err(TryLockError::WouldBlock) => {
+                let mut owner = String::new();
+                let _ = (&file).read_to_string(&mut owner);
+                let owner = match owner.trim().parse::<u32>() {
+                    Ok(pid) => format!("flowlog agent pid {pid}"),
+                    Err(_) => "another flowlog agent".to_string(),
+                };
+                bail!(
+                    "spool directory {} is in use by {owner}: stop that agent first, or give each agent its own --spool-dir",
+                    dir.display()
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| {
+                    format!("cannot lock {}: choose another spool directory with --spool-dir", path.display())
+                });
+            }
+        }
+    }
+    bail!(
+        "cannot lock spool directory {}: its lock file keeps disappearing (is something deleting it?): choose another with --spool-dir",
+        dir.display()
+    )
+}
+
+/// Whether the open `file` is the file at `path` now (not one deleted or replaced since).
+fn is_at(file: &fs::File, path: &Path) -> bool {
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
 /// Reads a spooled batch back, checking its length and CRC-32.
 pub fn load(path: &Path) -> anyhow::Result<Batch> {
     let (header, mut reader) = read_header(path)?;
     let (body_bytes, crc32) = match &header {
         Header::Object { body_bytes, crc32, .. } | Header::LogEvents { body_bytes, crc32, .. } => (*body_bytes, *crc32),
     };
-    let mut body = Vec::with_capacity(body_bytes as usize);
+    // The header is not covered by the CRC: preallocate no more than the file can hold.
+    let file_bytes = reader.get_ref().metadata().map_or(0, |m| m.len());
+    let mut body = Vec::with_capacity(body_bytes.min(file_bytes) as usize);
     reader.read_to_end(&mut body).with_context(|| format!("cannot read {}", path.display()))?;
     ensure!(
         body.len() as u64 == body_bytes,
@@ -432,7 +504,15 @@ mod tests {
             spool.put(&b).unwrap();
             assert_eq!(spool.stats().batches, 2);
             assert_eq!(spool.stats().records, 7);
-            assert!(Spool::open(dir.path(), 1 << 20).is_err(), "a second agent cannot share the spool");
+            let second = Spool::open(dir.path(), 1 << 20).err().expect("a second agent cannot share the spool");
+            assert_eq!(
+                format!("{second:#}"),
+                format!(
+                    "spool directory {} is in use by flowlog agent pid {}: stop that agent first, or give each agent its own --spool-dir",
+                    dir.path().display(),
+                    std::process::id()
+                )
+            );
         }
         let names = batch_files(dir.path());
         assert_eq!(names.len(), 2);
@@ -496,5 +576,58 @@ mod tests {
         *raw.last_mut().unwrap() ^= 1;
         fs::write(&claim.path, raw).unwrap();
         assert!(format!("{:#}", load(&claim.path).unwrap_err()).contains("CRC-32 mismatch"));
+    }
+
+    /// An agent exiting with an empty spool deletes the lock file and the directory while
+    /// another agent opens them. Whatever the interleaving, the opener either gets the spool,
+    /// holding the lock of the file that is at `.lock` (so a third agent is kept out), or is
+    /// told the spool is in use; never a misleading "not writable" or "cannot list" error.
+    #[test]
+    fn opening_while_another_agent_removes_its_empty_spool_is_safe() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spool");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (mut opened, mut in_use, mut failure) = (0u32, 0u32, None);
+        std::thread::scope(|s| {
+            // The other agent: starts, finds the spool empty at exit, cleans up; again and again.
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(other) = Spool::open(&dir, 1 << 20) {
+                        other.remove_if_empty();
+                    }
+                }
+            });
+            // No panic in here: the other thread must be told to stop first.
+            for _ in 0..20_000 {
+                match Spool::open(&dir, 1 << 20) {
+                    Ok(spool) if !is_at(&spool._lock, &dir.join(LOCK_FILE)) => {
+                        failure = Some(format!("after {opened} opens: holds a lock file that is no longer the spool's"));
+                        break;
+                    }
+                    Ok(spool) => {
+                        opened += 1;
+                        spool.remove_if_empty();
+                    }
+                    Err(e) if format!("{e:#}").contains(" is in use by ") => in_use += 1,
+                    Err(e) => {
+                        failure = Some(format!("after {opened} opens: {e:#}"));
+                        break;
+                    }
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(failure, None);
+        assert_eq!(opened + in_use, 20_000);
+    }
+
+    #[test]
+    fn a_huge_length_in_a_corrupt_header_is_an_error_not_an_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000000000-00000000.batch");
+        let header = r#"{"kind":"object","key":"k","records":1,"body_bytes":18000000000000000000,"crc32":0}"#;
+        fs::write(&path, [MAGIC, header.as_bytes(), b"\nbody"].concat()).unwrap();
+        let e = format!("{:#}", load(&path).unwrap_err());
+        assert!(e.ends_with("is truncated: 4 of 18000000000000000000 body bytes"), "{e}");
     }
 }

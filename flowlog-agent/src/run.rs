@@ -87,6 +87,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let interval = cap.aggregation_interval;
     let mut window_start = unix_now() as u64;
+    let mut unspooled_records = 0;
     info!(
         interfaces = ?capture.attached().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
         interval, flow_log_id = %flow_log.id, destination = %destination, spool = %spool.dir().display(),
@@ -111,7 +112,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         report_window(&drained, &watched, cap.max_flows);
         drops::report_window(rejects.as_mut(), &drained, &watched);
         for batch in flow_log.on_window(&drained, &discover::describe(&watched)) {
-            spool_batch(&spool, &batch);
+            unspooled_records += spool_batch(&spool, &batch);
         }
         metrics::flush_to(metrics_file.as_deref());
         window_start = end;
@@ -133,7 +134,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
     }
     for batch in flow_log.close_all() {
-        spool_batch(&spool, &batch);
+        unspooled_records += spool_batch(&spool, &batch);
     }
     drop(capture);
     // Deliver what is spooled while the destination accepts it, for a bounded time. What is
@@ -152,19 +153,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else if args.output.spool_dir.is_none() {
         spool.remove_if_empty();
     }
+    if unspooled_records > 0 {
+        bail!("{unspooled_records} records were lost because their batches could not be written to the spool {}: \
+               check that it is writable and has space (see the errors above)", spool.dir().display());
+    }
     Ok(())
 }
 
 /// Writes a finished batch to the spool, from where the publisher delivers it. A batch that
-/// cannot be spooled (disk full, I/O error) is lost: logged and counted.
-fn spool_batch(spool: &Spool, batch: &Batch) {
+/// cannot be spooled (disk full, I/O error) is lost: logged, counted, and returned so the run
+/// ends with an error.
+fn spool_batch(spool: &Spool, batch: &Batch) -> usize {
+    let mut lost = 0;
     if let Err(e) = tokio::task::block_in_place(|| spool.put(batch)) {
+        lost = batch.records();
         error!(batch = %batch.identity(), records = batch.records(), error = %format!("{e:#}"),
                "cannot spool a finished batch: its records are lost");
         metrics::counter_add("flowlog_spool_write_failed_records_total",
             "Records lost because their batch could not be written to the spool.", &[], batch.records() as u64);
     }
     publish::export_spool_metrics(&spool.stats());
+    lost
 }
 
 /// One log line and the metrics per window; overflow is loud because it is data AWS would call

@@ -371,3 +371,30 @@ fn an_agent_starting_while_the_previous_one_exits_takes_the_spool() {
         "the next agent removed its empty spool at exit"
     );
 }
+
+/// A batch that cannot be written to the spool is lost, and the run must say so: the spool
+/// directory removed under a running agent makes the final batch unspoolable, and the agent
+/// ends with exit code 1 and an error naming the lost records, not a clean exit.
+#[test]
+fn records_that_cannot_be_spooled_fail_the_run() {
+    let ns = Namespaces::new(Setup::new(159).ipv4_only().prefix("flsp"));
+    let a = &ns.a;
+    let dir = tempfile::Builder::new().prefix("flsp-").tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let spool = dir.path().join("spool");
+    let mut agent_args = args(&out);
+    agent_args.extend(["--spool-dir".to_string(), spool.display().to_string()]);
+    let mut agent = AgentProcess::start(a, &agent_args);
+    // No traffic is needed: the batch written at shutdown holds the NODATA records.
+    fs::remove_dir_all(&spool).expect("remove the spool directory");
+    // A file in its place: the spool cannot recreate its directory.
+    fs::write(&spool, b"not a directory").expect("block the spool path");
+    let status = agent.stop();
+    let log = agent.log();
+    assert_eq!(status.code(), Some(1), "agent: {status}; log:\n{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("flowlog: error: ")
+            && l.contains("records were lost because their batches could not be written to the spool")),
+        "log:\n{log}"
+    );
+}

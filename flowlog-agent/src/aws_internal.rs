@@ -8,10 +8,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use flowlog_common::FlowKey;
+use flowlog_common::{FAMILY_IPV4, FlowKey, ipv4_mapped};
 use ipnet::IpNet;
 
-use crate::{metadata::Metadata, records::key_addr};
+use crate::metadata::Metadata;
 
 const IPPROTO_UDP: u8 = 17;
 /// DHCP server/client and DHCPv6 client/server ports.
@@ -33,6 +33,9 @@ pub const FIXED_ADDRESSES: [IpAddr; 6] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsInternal {
     addresses: Vec<IpAddr>,
+    /// `addresses` as flow keys store them (IPv4 or not, IPv4-mapped bytes for IPv4), so a
+    /// flow is checked without building addresses from its key.
+    key_addresses: Vec<(bool, [u8; 16])>,
 }
 
 /// `net`'s base address plus `n` (IPv4 blocks only).
@@ -66,7 +69,17 @@ impl AwsInternal {
         }
         addresses.sort();
         addresses.dedup();
-        AwsInternal { addresses }
+        let key_addresses = addresses
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(v4) => (true, ipv4_mapped(v4.octets())),
+                IpAddr::V6(v6) => (false, v6.octets()),
+            })
+            .collect();
+        AwsInternal {
+            addresses,
+            key_addresses,
+        }
     }
 
     pub fn addresses(&self) -> &[IpAddr] {
@@ -83,9 +96,10 @@ impl AwsInternal {
                 return true;
             }
         }
-        let src = key_addr(key.family, key.src_addr);
-        let dst = key_addr(key.family, key.dst_addr);
-        self.addresses.iter().any(|a| *a == src || *a == dst)
+        let v4 = key.family == FAMILY_IPV4;
+        self.key_addresses
+            .iter()
+            .any(|(is_v4, a)| *is_v4 == v4 && (*a == key.src_addr || *a == key.dst_addr))
     }
 }
 

@@ -3,8 +3,9 @@
 //! (a header line, then one record per line: `.log.gz`) or Parquet (`.log.parquet`), as AWS's
 //! `DestinationOptions.FileFormat` chooses.
 //!
-//! Object names are deterministic per batch (flow log, slot, first window, part), so publishing
-//! the same batch twice overwrites instead of duplicating.
+//! Object names are fixed per batch (flow log, slot, first window, part, agent run) when the batch
+//! is finished, and travel with it through the spool, so publishing the same batch twice
+//! overwrites instead of duplicating.
 
 use std::{collections::BTreeMap, io::Write as _};
 
@@ -23,6 +24,15 @@ use crate::{
 pub const MAX_OBJECT_BYTES: usize = 75 * 1024 * 1024;
 /// AWS publishes a file every 5 minutes.
 pub const DEFAULT_ROLLOVER_SECS: u64 = 300;
+/// Gzip level of text objects. With the zlib-rs backend, level 3 of 1M synthetic records of
+/// varied traffic (95 MiB of text) takes 0.40 s for 17.6 MiB, against 0.68 s for 17.2 MiB at the
+/// default level 6 and 0.20 s for 25.9 MiB at level 1.
+pub const GZIP_LEVEL: u32 = 3;
+/// Text is rendered into a buffer of about this size per object and compressed a buffer at
+/// a time: one compressor call per record costs more than the compression itself. The size
+/// limit is checked after each buffer, so a text object can pass 75 MB by one buffer's
+/// compressed bytes.
+const TEXT_CHUNK_BYTES: usize = 128 * 1024;
 
 /// `DestinationOptions.FileFormat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -99,17 +109,63 @@ pub struct FinishedObject {
 
 /// An object's body being filled.
 enum Body {
-    Text(GzEncoder<Vec<u8>>),
+    Text(Box<TextBody>),
     Parquet(Box<ParquetObject>),
 }
 
 impl Body {
     fn size(&self) -> usize {
         match self {
-            Body::Text(gz) => gz.get_ref().len(),
+            Body::Text(t) => t.gz.get_ref().len(),
             Body::Parquet(p) => p.size_estimate(),
         }
     }
+}
+
+/// Gzip text: lines rendered into `pending`, compressed [`TEXT_CHUNK_BYTES`] at a time.
+struct TextBody {
+    gz: GzEncoder<Vec<u8>>,
+    pending: String,
+}
+
+impl TextBody {
+    fn new(header: &str) -> Self {
+        let mut pending = String::with_capacity(TEXT_CHUNK_BYTES + 4096);
+        pending.push_str(header);
+        pending.push('\n');
+        TextBody {
+            gz: GzEncoder::new(Vec::new(), Compression::new(GZIP_LEVEL)),
+            pending,
+        }
+    }
+
+    /// Compresses what is pending.
+    fn flush(&mut self) {
+        // Writing into a Vec cannot fail.
+        let _ = self.gz.write_all(self.pending.as_bytes());
+        self.pending.clear();
+    }
+
+    fn finish(mut self: Box<Self>) -> Vec<u8> {
+        self.flush();
+        // Finishing a gzip stream into a Vec cannot fail.
+        self.gz.finish().unwrap_or_default()
+    }
+}
+
+/// Distinguishes this agent process in object names, so two agents that share a flow log id,
+/// slot and first window (same host, same destination, started in the same second) never
+/// overwrite each other's objects. A name is fixed when its batch is finished and spooled, so
+/// a replay by a later process still overwrites rather than duplicates.
+fn run_id() -> u64 {
+    static RUN_ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RUN_ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
 }
 
 struct OpenObject {
@@ -129,6 +185,7 @@ pub struct Batcher {
     rollover_secs: u64,
     max_bytes: usize,
     open: BTreeMap<u64, OpenObject>,
+    /// Scratch text of a Parquet row.
     line: String,
 }
 
@@ -184,12 +241,14 @@ impl Batcher {
                 .entry(slot)
                 .or_insert_with(|| new_object(format, ff, window_start, 0));
             match &mut obj.body {
-                Body::Text(gz) => {
-                    self.line.clear();
-                    self.format.render_into(rec, &self.meta, &mut self.line);
-                    self.line.push('\n');
-                    // Writing into a Vec cannot fail.
-                    let _ = gz.write_all(self.line.as_bytes());
+                Body::Text(text) => {
+                    self.format.render_into(rec, &self.meta, &mut text.pending);
+                    text.pending.push('\n');
+                    obj.records += 1;
+                    if text.pending.len() < TEXT_CHUNK_BYTES {
+                        continue;
+                    }
+                    text.flush();
                 }
                 Body::Parquet(p) => {
                     let row = self.format.values(rec, &self.meta);
@@ -198,9 +257,9 @@ impl Batcher {
                         error!(error = %format!("{e:#}"), "record left out of the Parquet object");
                         continue;
                     }
+                    obj.records += 1;
                 }
             }
-            obj.records += 1;
             if obj.body.size() >= self.max_bytes {
                 let next = new_object(&self.format, self.file_format, window_start, obj.part + 1);
                 let done = std::mem::replace(obj, next);
@@ -242,13 +301,13 @@ impl Batcher {
         h.update(&slot.to_le_bytes());
         h.update(&obj.first_window.to_le_bytes());
         h.update(&obj.part.to_le_bytes());
+        h.update(&run_id().to_le_bytes());
         let key = self
             .layout
             .key(slot, h.finalize(), self.file_format.extension());
         let records = obj.records;
         let body = match obj.body {
-            // Finishing a gzip stream into a Vec cannot fail.
-            Body::Text(gz) => gz.finish().unwrap_or_default(),
+            Body::Text(text) => text.finish(),
             Body::Parquet(p) => match p.finish() {
                 Ok(b) => b,
                 Err(e) => {
@@ -272,12 +331,7 @@ fn new_object(
     part: u32,
 ) -> OpenObject {
     let body = match file_format {
-        FileFormat::PlainText => {
-            let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-            let _ = gz.write_all(format.header().as_bytes());
-            let _ = gz.write_all(b"\n");
-            Body::Text(gz)
-        }
+        FileFormat::PlainText => Body::Text(Box::new(TextBody::new(&format.header()))),
         // `with_file_format` checked that the format's schema builds.
         FileFormat::Parquet => match ParquetObject::new(format) {
             Ok(p) => Body::Parquet(Box::new(p)),
@@ -289,5 +343,90 @@ fn new_object(
         records: 0,
         first_window,
         part,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Read as _,
+        net::{IpAddr, Ipv4Addr},
+    };
+
+    use super::*;
+    use crate::records::{Action, Direction, LogStatus, Traffic};
+
+    fn record(i: u32, end: u64) -> FlowRecord {
+        let a = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 255, 0, 1));
+        FlowRecord {
+            interface_id: "eth0".into(),
+            log_status: LogStatus::Ok,
+            start: end - 30,
+            end,
+            traffic: Some(Traffic {
+                direction: Direction::Ingress,
+                src: a,
+                dst: b,
+                pkt_src: a,
+                pkt_dst: b,
+                src_port: (i % 60_000) as u16,
+                dst_port: 443,
+                protocol: 6,
+                packets: u64::from(i),
+                bytes: u64::from(i) * 60,
+                tcp_flags: 2,
+                action: Action::Accept,
+                reject_reason: None,
+            }),
+        }
+    }
+
+    /// Text goes through the compressor a chunk at a time: objects of two slots filled in
+    /// turns, each several chunks long, hold exactly their header and their records' lines in
+    /// order.
+    #[test]
+    fn text_objects_hold_every_line_in_order_across_chunks_and_slots() {
+        let layout = ObjectLayout {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            flow_log_id: "fl-1".into(),
+            hive_compatible_partitions: false,
+            per_hour_partition: false,
+        };
+        let (format, meta) = (LogFormat::default(), Metadata::default());
+        let mut b = Batcher::new(layout, format.clone(), meta.clone(), 300);
+        let (slot_a, slot_b) = (1_800_000_000, 1_800_000_300);
+        let records: Vec<FlowRecord> = (0..20_000)
+            .map(|i| record(i, if i % 3 == 0 { slot_b + 10 } else { slot_a + 10 }))
+            .collect();
+        let mut want = BTreeMap::<u64, String>::new();
+        for r in &records {
+            let text = want
+                .entry(slot_start(r.end, 300))
+                .or_insert_with(|| format.header() + "\n");
+            text.push_str(&format.render(r, &meta));
+            text.push('\n');
+        }
+        assert!(
+            want.values().all(|t| t.len() > 4 * TEXT_CHUNK_BYTES),
+            "each object spans chunks"
+        );
+        assert!(b.add(&records[..7_000], slot_a).is_empty());
+        assert!(b.add(&records[7_000..], slot_a).is_empty());
+        let objects = b.close_all();
+        assert_eq!(objects.len(), 2);
+        for (o, (slot, want)) in objects.iter().zip(&want) {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&o.body[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            assert_eq!(o.records, want.lines().count() - 1, "slot {slot}");
+            assert!(
+                text == *want,
+                "slot {slot}: the object's text differs from its records' lines"
+            );
+        }
+        assert_eq!(objects[0].records + objects[1].records, 20_000);
     }
 }

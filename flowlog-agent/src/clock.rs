@@ -25,29 +25,29 @@ pub fn slot_start(t: u64, slot_seconds: u64) -> u64 {
 
 /// Converts the datapath's CLOCK_MONOTONIC stamps to Unix time, sampled once per drain.
 #[derive(Debug, Clone, Copy)]
-pub struct BootClock {
+pub struct MonotonicClock {
     /// Unix ns minus monotonic ns at the moment of sampling.
     offset_ns: i128,
 }
 
-impl BootClock {
+impl MonotonicClock {
     pub fn sample() -> Self {
         let ns = |c| {
             clock_gettime(c).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
         };
         let mono = ns(ClockId::CLOCK_MONOTONIC).unwrap_or(0);
         let real = ns(ClockId::CLOCK_REALTIME).unwrap_or(0);
-        BootClock { offset_ns: real - mono }
+        MonotonicClock { offset_ns: real - mono }
     }
 
     /// For tests: a clock whose monotonic time 0 is Unix time `offset_ns`.
     pub fn with_offset(offset_ns: i128) -> Self {
-        BootClock { offset_ns }
+        MonotonicClock { offset_ns }
     }
 
     /// Unix seconds (floored) of a monotonic stamp.
-    pub fn unix_secs(&self, boot_ns: u64) -> u64 {
-        let unix = boot_ns as i128 + self.offset_ns;
+    pub fn unix_secs(&self, mono_ns: u64) -> u64 {
+        let unix = mono_ns as i128 + self.offset_ns;
         (unix.max(0) / 1_000_000_000) as u64
     }
 }
@@ -79,8 +79,8 @@ mod tests {
     }
 
     #[test]
-    fn boot_stamps_convert_to_unix_seconds() {
-        let c = BootClock::with_offset(1_600_000_000_000_000_000);
+    fn monotonic_stamps_convert_to_unix_seconds() {
+        let c = MonotonicClock::with_offset(1_600_000_000_000_000_000);
         assert_eq!(c.unix_secs(0), 1_600_000_000);
         assert_eq!(c.unix_secs(1_999_999_999), 1_600_000_001);
     }

@@ -18,7 +18,7 @@ use flowlog_common::{
     IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::{clock::BootClock, drops::DropReasons, map_batch, verdict::RejectTotals};
+use crate::{clock::MonotonicClock, drops::DropReasons, map_batch, verdict::RejectTotals};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -32,7 +32,7 @@ pub struct Window {
     pub end: u64,
 }
 
-/// One flow's counters summed over CPUs. Times are boot-clock ns.
+/// One flow's counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowTotals {
     pub packets: u64,
@@ -78,8 +78,8 @@ pub struct DrainedWindow {
     pub ifaces: BTreeMap<IfaceKey, IfaceCounters>,
     /// Packets the datapath could not attribute to an interface (interface map full).
     pub lost: IfaceCounters,
-    /// Converts the flows' boot-clock stamps to Unix time.
-    pub clock: BootClock,
+    /// Converts the flows' monotonic stamps to Unix time.
+    pub clock: MonotonicClock,
     /// Drops for a REJECT reason, per flow and reason (empty when REJECT is unavailable).
     pub rejects: Vec<(RejectKey, RejectTotals)>,
     /// Other drops on watched interfaces, per (interface, direction, reason): metrics only.
@@ -138,7 +138,7 @@ impl Collector {
         self.active ^= 1;
         self.window.set(0, self.active, 0).context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
-        let clock = BootClock::sample();
+        let clock = MonotonicClock::sample();
         let flows = drain(&mut self.flows[idle], |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
         let ifaces = drain(&mut self.ifaces[idle], |v| sum_counters(v))

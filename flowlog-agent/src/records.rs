@@ -4,8 +4,12 @@
 //! all fit in the flow map.
 
 use std::{
+    cmp::Ordering,
     collections::{BTreeMap, BTreeSet},
+    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Deref,
+    sync::Arc,
 };
 
 use flowlog_common::{DIR_EGRESS, FAMILY_IPV4, FlowKey};
@@ -81,15 +85,77 @@ pub struct Traffic {
     pub tcp_flags: u8,
     pub action: Action,
     /// `reject-reason` of a REJECT record: the kernel's drop reason (`NETFILTER_DROP`, ...).
-    /// A host-specific value: AWS's documented one is `BPA`.
-    pub reject_reason: Option<String>,
+    /// A host-specific value: AWS's documented one is `BPA`. Shared by the window's records
+    /// of the same reason.
+    pub reject_reason: Option<Arc<str>>,
+}
+
+/// An `interface-id` value. A window's records of one interface share one allocation (a
+/// window can hold a million records of the same few interfaces); compares as its text.
+#[derive(Debug, Clone, Eq)]
+pub struct InterfaceId(Arc<str>);
+
+impl InterfaceId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for InterfaceId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for InterfaceId {
+    fn from(s: &str) -> Self {
+        InterfaceId(s.into())
+    }
+}
+
+impl From<String> for InterfaceId {
+    fn from(s: String) -> Self {
+        InterfaceId(s.into())
+    }
+}
+
+impl PartialEq for InterfaceId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Ord for InterfaceId {
+    /// By text; records of the same interface (the common case when sorting a window) are
+    /// equal without reading the text.
+    fn cmp(&self, other: &Self) -> Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl PartialOrd for InterfaceId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for InterfaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// One flow log record before formatting.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowRecord {
     /// `interface-id`: the interface name on a Linux host (an ENI id where one is known).
-    pub interface_id: String,
+    pub interface_id: InterfaceId,
     pub log_status: LogStatus,
     pub start: u64,
     pub end: u64,
@@ -111,7 +177,10 @@ pub struct WatchedInterface {
 impl WatchedInterface {
     /// An interface known only by its id (no addresses: header addresses are kept).
     pub fn named(interface_id: impl Into<String>) -> Self {
-        WatchedInterface { interface_id: interface_id.into(), ..Default::default() }
+        WatchedInterface {
+            interface_id: interface_id.into(),
+            ..Default::default()
+        }
     }
 
     /// What `srcaddr`/`dstaddr` show for the interface's own side, as AWS does for an ENI: its
@@ -130,7 +199,9 @@ impl WatchedInterface {
 pub fn key_addr(family: u8, bytes: [u8; 16]) -> IpAddr {
     let v6 = std::net::Ipv6Addr::from(bytes);
     if family == FAMILY_IPV4 {
-        v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        v6.to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6))
     } else {
         IpAddr::V6(v6)
     }
@@ -141,7 +212,11 @@ pub fn key_addr(family: u8, bytes: [u8; 16]) -> IpAddr {
 fn traffic(key: &FlowKey, t: &FlowTotals, iface: Option<&WatchedInterface>) -> Traffic {
     let pkt_src = key_addr(key.family, key.src_addr);
     let pkt_dst = key_addr(key.family, key.dst_addr);
-    let direction = if key.direction == DIR_EGRESS { Direction::Egress } else { Direction::Ingress };
+    let direction = if key.direction == DIR_EGRESS {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
     let (mut src, mut dst) = (pkt_src, pkt_dst);
     if let Some(iface) = iface {
         match direction {
@@ -176,37 +251,52 @@ pub fn build(
     excluded: &dyn Fn(&FlowKey) -> bool,
 ) -> Vec<FlowRecord> {
     let w = drained.window;
-    let name = |ifindex: u32| {
-        watched.get(&ifindex).map(|i| i.interface_id.clone()).unwrap_or_else(|| format!("if{ifindex}"))
+    let mut ids = InterfaceIds::new(watched);
+    let mut reasons: BTreeMap<u32, Arc<str>> = BTreeMap::new();
+    let mut reason_name = |r: u32| -> Arc<str> {
+        reasons
+            .entry(r)
+            .or_insert_with(|| match &drained.drop_reasons {
+                Some(names) => names.name(r).into(),
+                None => format!("DROP_REASON_{r}").into(),
+            })
+            .clone()
     };
-    let mut out = Vec::with_capacity(drained.flows.len() + watched.len());
+    // Exact: one record per verdict at most, plus one per watched interface.
+    let mut out = Vec::with_capacity(drained.flows.len() + drained.rejects.len() + watched.len());
     // ACCEPT (seen minus rejected) and REJECT (per drop reason) flows: see `verdict`.
-    let verdicts = verdict::split(&drained.flows, &drained.rejects);
     let mut with_flows = BTreeSet::new();
-    for v in &verdicts {
+    for v in verdict::verdicts(&drained.flows, &drained.rejects) {
         let (key, totals) = (&v.key, &v.totals);
         if excluded(key) {
             continue;
         }
-        let mut traffic = traffic(key, totals, watched.get(&key.ifindex));
+        let (interface_id, iface) = ids.get(key.ifindex);
+        let mut traffic = traffic(key, totals, iface);
         traffic.action = v.action;
-        traffic.reject_reason = v.reason.map(|r| match &drained.drop_reasons {
-            Some(names) => names.name(r),
-            None => format!("DROP_REASON_{r}"),
-        });
-        with_flows.insert(key.ifindex);
+        traffic.reject_reason = v.reason.map(&mut reason_name);
+        // The TC programs' coarse clock advances once per tick, so a packet counted just after
+        // a window's flip can carry a stamp from just before its start: no record of a window
+        // starts before the window does.
+        let start = drained.clock.unix_secs(totals.first_seen_ns).max(drained.window.start);
+        let end = drained.clock.unix_secs(totals.last_seen_ns).max(start);
         out.push(FlowRecord {
-            interface_id: name(key.ifindex),
+            interface_id,
             log_status: LogStatus::Ok,
-            start: drained.clock.unix_secs(totals.first_seen_ns),
-            end: drained.clock.unix_secs(totals.last_seen_ns),
+            start,
+            end,
             traffic: Some(traffic),
         });
     }
+    with_flows.extend(ids.seen());
     let lost_anywhere = drained.lost.overflow_packets > 0;
-    let overflowed: BTreeSet<u32> =
-        drained.ifaces.iter().filter(|(_, c)| c.overflow_packets > 0).map(|(k, _)| k.ifindex).collect();
-    for (&ifindex, iface) in watched {
+    let overflowed: BTreeSet<u32> = drained
+        .ifaces
+        .iter()
+        .filter(|(_, c)| c.overflow_packets > 0)
+        .map(|(k, _)| k.ifindex)
+        .collect();
+    for &ifindex in watched.keys() {
         let overflowed = lost_anywhere || overflowed.contains(&ifindex);
         let had_flows = with_flows.contains(&ifindex);
         let status = if overflowed {
@@ -217,13 +307,157 @@ pub fn build(
             continue;
         };
         out.push(FlowRecord {
-            interface_id: iface.interface_id.clone(),
+            interface_id: ids.get(ifindex).0,
             log_status: status,
             start: w.start,
             end: w.end,
             traffic: None,
         });
     }
-    out.sort();
+    // Unstable is enough: records that compare equal are equal in every field.
+    out.sort_unstable();
     out
+}
+
+/// The window's `interface-id`s by ifindex, one shared value per interface (`if<ifindex>` for
+/// one not watched), remembering which interfaces had records.
+struct InterfaceIds<'a> {
+    watched: &'a BTreeMap<u32, WatchedInterface>,
+    ids: BTreeMap<u32, (InterfaceId, Option<&'a WatchedInterface>)>,
+    /// The last interface looked up: a host watches one or a few, so it is usually the next.
+    last: Option<(u32, InterfaceId, Option<&'a WatchedInterface>)>,
+}
+
+impl<'a> InterfaceIds<'a> {
+    fn new(watched: &'a BTreeMap<u32, WatchedInterface>) -> Self {
+        InterfaceIds {
+            watched,
+            ids: BTreeMap::new(),
+            last: None,
+        }
+    }
+
+    fn get(&mut self, ifindex: u32) -> (InterfaceId, Option<&'a WatchedInterface>) {
+        if let Some((i, id, iface)) = &self.last
+            && *i == ifindex
+        {
+            return (id.clone(), *iface);
+        }
+        let watched = self.watched;
+        let (id, iface) = self
+            .ids
+            .entry(ifindex)
+            .or_insert_with(|| match watched.get(&ifindex) {
+                Some(w) => (InterfaceId::from(w.interface_id.as_str()), Some(w)),
+                None => (InterfaceId::from(format!("if{ifindex}")), None),
+            });
+        self.last = Some((ifindex, id.clone(), *iface));
+        (id.clone(), *iface)
+    }
+
+    /// Interfaces looked up so far.
+    fn seen(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ids.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flowlog_common::{DIR_INGRESS, FiveTuple, IfaceCounters, ipv4_mapped};
+
+    use super::*;
+    use crate::{
+        clock::MonotonicClock,
+        collect::{DrainedWindow, Window},
+    };
+
+    fn flow(ifindex: u32, src_last: u8) -> (FlowKey, FlowTotals) {
+        let tuple = FiveTuple {
+            family: FAMILY_IPV4,
+            protocol: 17,
+            src_addr: ipv4_mapped([10, 0, 0, src_last]),
+            dst_addr: ipv4_mapped([10, 0, 0, 200]),
+            src_port: 5000,
+            dst_port: 53,
+        };
+        let totals = FlowTotals {
+            packets: 1,
+            bytes: 80,
+            first_seen_ns: 1_000_000_000_000,
+            last_seen_ns: 1_010_000_000_000,
+            tcp_flags: 0,
+        };
+        (FlowKey::new(ifindex, DIR_INGRESS, &tuple), totals)
+    }
+
+    /// Records sort by the `interface-id` text, not by ifindex or by where the id is kept;
+    /// an interface that is not watched is `if<ifindex>`; records of one interface share one id.
+    #[test]
+    fn records_sort_by_interface_id_text_and_share_it() {
+        let drained = DrainedWindow {
+            window: Window {
+                start: 1_000,
+                end: 1_060,
+            },
+            flows: vec![
+                flow(2, 3),
+                flow(1, 2),
+                flow(9, 1),
+                flow(2, 1),
+                flow(1, 1),
+                flow(3, 1),
+            ],
+            ifaces: BTreeMap::new(),
+            lost: IfaceCounters::default(),
+            clock: MonotonicClock::with_offset(0),
+            rejects: Vec::new(),
+            other_drops: Vec::new(),
+            drop_reasons: None,
+        };
+        let watched = BTreeMap::from([
+            (1, WatchedInterface::named("eth9")),
+            (2, WatchedInterface::named("eth10")),
+            (3, WatchedInterface::named("eth10")),
+            (4, WatchedInterface::named("a-idle")),
+        ]);
+        let recs = build(&drained, &watched, &|_| false);
+        let got: Vec<(&str, LogStatus, Option<IpAddr>)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r.interface_id.as_str(),
+                    r.log_status,
+                    r.traffic.as_ref().map(|t| t.src),
+                )
+            })
+            .collect();
+        let ip = |last: u8| Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)));
+        assert_eq!(
+            got,
+            [
+                ("a-idle", LogStatus::NoData, None),
+                ("eth10", LogStatus::Ok, ip(1)),
+                ("eth10", LogStatus::Ok, ip(1)),
+                ("eth10", LogStatus::Ok, ip(3)),
+                ("eth9", LogStatus::Ok, ip(1)),
+                ("eth9", LogStatus::Ok, ip(2)),
+                ("if9", LogStatus::Ok, ip(1)),
+            ]
+        );
+        assert_eq!((recs[1].start, recs[1].end), (1_000, 1_010));
+        // Two interfaces with the same id text: equal ids, and their records compare equal.
+        assert_eq!(recs[1], recs[2]);
+        assert!(!Arc::ptr_eq(
+            &recs[1].interface_id.0,
+            &recs[2].interface_id.0
+        ));
+        let eth9: Vec<_> = recs
+            .iter()
+            .filter(|r| r.interface_id.as_str() == "eth9")
+            .collect();
+        assert!(
+            Arc::ptr_eq(&eth9[0].interface_id.0, &eth9[1].interface_id.0),
+            "one id per interface"
+        );
+    }
 }

@@ -38,7 +38,7 @@ use crate::{
     records::{Action, FlowRecord},
 };
 
-/// One (flow, reason)'s drop counters summed over CPUs. Times are boot-clock ns.
+/// One (flow, reason)'s drop counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RejectTotals {
     pub packets: u64,
@@ -86,50 +86,59 @@ pub fn split(
     flows: &[(FlowKey, FlowTotals)],
     rejects: &[(RejectKey, RejectTotals)],
 ) -> Vec<Verdict> {
+    verdicts(flows, rejects).collect()
+}
+
+/// The verdicts of [`split`] one at a time, without holding them all (a window can have a
+/// million): ACCEPT in `flows` order, then REJECT in `rejects` order.
+pub fn verdicts<'a>(
+    flows: &'a [(FlowKey, FlowTotals)],
+    rejects: &'a [(RejectKey, RejectTotals)],
+) -> impl Iterator<Item = Verdict> + 'a {
     let mut seen_then_dropped: BTreeMap<FlowKey, (u64, u64)> = BTreeMap::new();
     for (k, r) in rejects {
         let e = seen_then_dropped.entry(k.flow).or_default();
         e.0 += r.tc_packets;
         e.1 += r.tc_bytes;
     }
-    let mut out = Vec::with_capacity(flows.len() + rejects.len());
-    for (key, t) in flows {
-        let (p, b) = seen_then_dropped.get(key).copied().unwrap_or_default();
+    let accept = flows.iter().filter_map(move |(key, t)| {
+        let (p, b) = if seen_then_dropped.is_empty() {
+            (0, 0)
+        } else {
+            seen_then_dropped.get(key).copied().unwrap_or_default()
+        };
         let packets = t.packets.saturating_sub(p);
         if packets == 0 {
-            continue;
+            return None;
         }
         let totals = FlowTotals {
             packets,
             bytes: t.bytes.saturating_sub(b),
             ..*t
         };
-        out.push(Verdict {
+        Some(Verdict {
             key: *key,
             totals,
             action: Action::Accept,
             reason: None,
-        });
-    }
-    for (k, r) in rejects {
-        if r.packets == 0 {
-            continue;
-        }
-        let totals = FlowTotals {
-            packets: r.packets,
-            bytes: r.bytes,
-            first_seen_ns: r.first_seen_ns,
-            last_seen_ns: r.last_seen_ns,
-            tcp_flags: r.tcp_flags,
-        };
-        out.push(Verdict {
+        })
+    });
+    let reject = rejects
+        .iter()
+        .filter(|(_, r)| r.packets > 0)
+        .map(|(k, r)| Verdict {
             key: k.flow,
-            totals,
+            totals: FlowTotals {
+                packets: r.packets,
+                bytes: r.bytes,
+                first_seen_ns: r.first_seen_ns,
+                last_seen_ns: r.last_seen_ns,
+                tcp_flags: r.tcp_flags,
+            },
             action: Action::Reject,
             reason: Some(k.reason),
         });
-    }
-    out
+    accept.chain(reject)
 }
 
 /// `--traffic-type`: which records a flow log emits (AWS's `TrafficType`).
@@ -451,7 +460,7 @@ mod tests {
         use flowlog_common::IfaceCounters;
 
         use crate::{
-            clock::BootClock,
+            clock::MonotonicClock,
             collect::{DrainedWindow, Window},
             drops::DropReasons,
             records::{self, LogStatus, WatchedInterface},
@@ -468,7 +477,7 @@ mod tests {
             flows: vec![(ingress, seen(4, 240))],
             ifaces: BTreeMap::new(),
             lost: IfaceCounters::default(),
-            clock: BootClock::with_offset(1_000_000_000_000),
+            clock: MonotonicClock::with_offset(1_000_000_000_000),
             rejects: vec![
                 (
                     RejectKey::new(egress, NETFILTER_DROP),

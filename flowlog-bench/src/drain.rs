@@ -61,8 +61,8 @@ pub struct DrainResult {
     pub hwm_after_kib: u64,
     pub records: usize,
     pub gzip_bytes: usize,
-    /// The objects' text, uncompressed, and the time to gzip it alone (flate2, default level,
-    /// as the batcher does): the gzip share of `format_s`. Absent in older results.
+    /// The objects' text, uncompressed, and the time to gzip it alone (flate2 at the
+    /// batcher's level): the gzip share of `format_s`. Absent in older results.
     #[serde(default)]
     pub text_bytes: Option<u64>,
     #[serde(default)]
@@ -134,11 +134,12 @@ fn key(i: u32) -> FlowKey {
     )
 }
 
-fn boot_ns() -> u64 {
-    // SAFETY: an all-zero timespec is valid; CLOCK_BOOTTIME exists on every supported kernel.
+/// CLOCK_MONOTONIC ns: the base of the datapath's packet stamps.
+fn mono_ns() -> u64 {
+    // SAFETY: an all-zero timespec is valid; CLOCK_MONOTONIC exists on every supported kernel.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -170,7 +171,10 @@ fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
     }
     let t = Instant::now();
     for text in &texts {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::new(flowlog_agent::batch::GZIP_LEVEL),
+        );
         gz.write_all(text)?;
         std::hint::black_box(gz.finish()?);
     }
@@ -187,7 +191,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let cpus = nr_cpus()
         .map_err(|(_, e)| e)
         .context("reading the possible CPUs")?;
-    let now = boot_ns();
+    let now = mono_ns();
     {
         let map = capture
             .ebpf_mut()
@@ -255,6 +259,8 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     batches.extend(flow_log.close_all());
     let format_s = t1.elapsed().as_secs_f64();
     let total_s = t0.elapsed().as_secs_f64();
+    // Before `gzip_alone`, which holds the objects' whole text uncompressed.
+    let hwm_after_kib = vm_hwm_kib();
 
     if drained.flows.len() != n as usize {
         bail!(
@@ -281,7 +287,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         format_s,
         total_s,
         hwm_before_kib,
-        hwm_after_kib: vm_hwm_kib(),
+        hwm_after_kib,
         records,
         gzip_bytes,
         text_bytes: Some(text_bytes),

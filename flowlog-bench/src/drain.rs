@@ -67,6 +67,9 @@ pub struct DrainResult {
     pub text_bytes: Option<u64>,
     #[serde(default)]
     pub gzip_s: Option<f64>,
+    /// The gzip level of the objects and of `gzip_s`. Absent in older results.
+    #[serde(default)]
+    pub gzip_level: Option<u32>,
 }
 
 pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
@@ -292,6 +295,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         gzip_bytes,
         text_bytes: Some(text_bytes),
         gzip_s: Some(gzip_s),
+        gzip_level: Some(flowlog_agent::batch::GZIP_LEVEL),
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())

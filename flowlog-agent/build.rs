@@ -7,7 +7,8 @@ use std::{env, fs, path::PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=FLOWLOG_EBPF_OBJECT");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("flowlog.bpf.o");
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("flowlog.bpf.o");
     match env::var_os("FLOWLOG_EBPF_OBJECT") {
         Some(path) => {
             let path = PathBuf::from(path);

@@ -72,14 +72,20 @@ impl Capture {
         }
         configure(&mut loader);
         let mut ebpf = loader.load(object).map_err(|e| {
-            anyhow!("cannot load the eBPF object into the kernel: {e} (needs root and Linux >= 5.8)")
+            anyhow!(
+                "cannot load the eBPF object into the kernel: {e} (needs root and Linux >= 5.8)"
+            )
         })?;
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             classifier(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        Ok(Capture { ebpf, mode: AttachMode::for_running_kernel(), attached: BTreeMap::new() })
+        Ok(Capture {
+            ebpf,
+            mode: AttachMode::for_running_kernel(),
+            attached: BTreeMap::new(),
+        })
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
@@ -105,7 +111,8 @@ impl Capture {
                 Ok(()) => {}
                 Err(TcError::NetlinkError(e)) if e.to_string().contains("exists") => {}
                 Err(e) => {
-                    return Err(e).with_context(|| format!("cannot add clsact qdisc to {}", iface.name));
+                    return Err(e)
+                        .with_context(|| format!("cannot add clsact qdisc to {}", iface.name));
                 }
             }
         }
@@ -118,7 +125,14 @@ impl Capture {
             }
         };
         info!(iface = %iface.name, ifindex = iface.ifindex, mode = ?self.mode, "attached");
-        self.attached.insert(iface.ifindex, Attached { name: iface.name.clone(), ingress, egress });
+        self.attached.insert(
+            iface.ifindex,
+            Attached {
+                name: iface.name.clone(),
+                ingress,
+                egress,
+            },
+        );
         Ok(())
     }
 
@@ -146,7 +160,9 @@ impl Capture {
             .copied()
             .collect();
         for ifindex in gone {
-            let Some(a) = self.attached.remove(&ifindex) else { continue };
+            let Some(a) = self.attached.remove(&ifindex) else {
+                continue;
+            };
             for (prog, link) in [(PROG_TC_INGRESS, a.ingress), (PROG_TC_EGRESS, a.egress)] {
                 if let Err(e) = classifier(&mut self.ebpf, prog).and_then(|p| Ok(p.detach(link)?)) {
                     // The kernel already removed the link with the interface.
@@ -176,8 +192,9 @@ pub fn spawn_ebpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>>
         }
     };
     // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd holds the logger.
-    let registered =
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
     let mut fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
@@ -187,7 +204,9 @@ pub fn spawn_ebpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>>
     };
     Some(tokio::spawn(async move {
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }

@@ -8,7 +8,10 @@ use nix::time::{ClockId, clock_gettime};
 
 /// Unix seconds now.
 pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// The first window boundary strictly after `now` (Unix seconds): the next multiple of
@@ -32,12 +35,13 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     pub fn sample() -> Self {
-        let ns = |c| {
-            clock_gettime(c).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-        };
+        let ns =
+            |c| clock_gettime(c).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128);
         let mono = ns(ClockId::CLOCK_MONOTONIC).unwrap_or(0);
         let real = ns(ClockId::CLOCK_REALTIME).unwrap_or(0);
-        MonotonicClock { offset_ns: real - mono }
+        MonotonicClock {
+            offset_ns: real - mono,
+        }
     }
 
     /// For tests: a clock whose monotonic time 0 is Unix time `offset_ns`.
@@ -65,7 +69,11 @@ mod tests {
     #[test]
     fn boundaries_are_wall_clock_multiples() {
         assert_eq!(next_boundary(1_000.0, 60), 1_020);
-        assert_eq!(next_boundary(1_020.0, 60), 1_080, "a boundary exactly now is the past");
+        assert_eq!(
+            next_boundary(1_020.0, 60),
+            1_080,
+            "a boundary exactly now is the past"
+        );
         assert_eq!(next_boundary(1_019.999, 60), 1_020);
         assert_eq!(next_boundary(7.5, 1), 8);
         assert_eq!(next_boundary(1_431_280_876.0, 600), 1_431_281_400);

@@ -14,8 +14,8 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_common::{
-    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS, IfaceCounters,
-    IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
+    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
+    IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
 use crate::{clock::MonotonicClock, drops::DropReasons, map_batch, verdict::RejectTotals};
@@ -61,13 +61,15 @@ impl FlowTotals {
 }
 
 fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> IfaceCounters {
-    per_cpu.into_iter().fold(IfaceCounters::default(), |mut a, c| {
-        a.overflow_packets += c.overflow_packets;
-        a.overflow_bytes += c.overflow_bytes;
-        a.non_ip_packets += c.non_ip_packets;
-        a.malformed_packets += c.malformed_packets;
-        a
-    })
+    per_cpu
+        .into_iter()
+        .fold(IfaceCounters::default(), |mut a, c| {
+            a.overflow_packets += c.overflow_packets;
+            a.overflow_bytes += c.overflow_bytes;
+            a.non_ip_packets += c.non_ip_packets;
+            a.malformed_packets += c.malformed_packets;
+            a
+        })
 }
 
 /// Everything the datapath counted in one window.
@@ -105,7 +107,9 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
 ) -> anyhow::Result<T> {
-    let map = ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))?;
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -136,7 +140,9 @@ impl Collector {
     pub fn cut(&mut self, window: Window) -> anyhow::Result<DrainedWindow> {
         let idle = self.active as usize;
         self.active ^= 1;
-        self.window.set(0, self.active, 0).context("cannot flip the WINDOW map")?;
+        self.window
+            .set(0, self.active, 0)
+            .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
         let clock = MonotonicClock::sample();
         let flows = drain(&mut self.flows[idle], |v| FlowTotals::sum(v))
@@ -147,7 +153,10 @@ impl Collector {
         let rejects = drain(&mut self.rejects[idle], |v| RejectTotals::sum(v))
             .with_context(|| format!("cannot drain {}", REJECT_MAPS[idle]))?;
         let other_drops = drain(&mut self.other_drops[idle], |v| {
-            v.iter().fold(DropCounters::default(), |a, c| DropCounters { packets: a.packets + c.packets, bytes: a.bytes + c.bytes })
+            v.iter().fold(DropCounters::default(), |a, c| DropCounters {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            })
         })
         .with_context(|| format!("cannot drain {}", DROP_MAPS[idle]))?;
         Ok(DrainedWindow {
@@ -163,11 +172,19 @@ impl Collector {
     }
 
     fn drain_lost(&mut self, slot: u32) -> anyhow::Result<IfaceCounters> {
-        let values = self.lost.get(&slot, 0).context("cannot read the LOST map")?;
+        let values = self
+            .lost
+            .get(&slot, 0)
+            .context("cannot read the LOST map")?;
         let lost = sum_counters(values.iter());
         if lost != IfaceCounters::default() {
-            let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); nr_cpus().map_err(|(_, e)| e)?])?;
-            self.lost.set(slot, zeros, 0).context("cannot reset the LOST map")?;
+            let zeros = PerCpuValues::try_from(vec![
+                IfaceCounters::default();
+                nr_cpus().map_err(|(_, e)| e)?
+            ])?;
+            self.lost
+                .set(slot, zeros, 0)
+                .context("cannot reset the LOST map")?;
         }
         Ok(lost)
     }
@@ -182,7 +199,9 @@ fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
     sum: impl Fn(&[V]) -> T,
 ) -> anyhow::Result<Vec<(K, T)>> {
     let mut out = Vec::new();
-    let cpus = nr_cpus().map_err(|(_, e)| e).context("cannot read the number of possible CPUs")?;
+    let cpus = nr_cpus()
+        .map_err(|(_, e)| e)
+        .context("cannot read the number of possible CPUs")?;
     match map_batch::lookup_and_delete_all(map, cpus, |k, v| out.push((k, sum(v)))) {
         Ok(_) => return Ok(out),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
@@ -203,14 +222,34 @@ mod tests {
     use super::*;
 
     fn stats(packets: u64, first: u64, last: u64, flags: u8) -> FlowStats {
-        FlowStats { packets, bytes: packets * 100, first_seen_ns: first, last_seen_ns: last, tcp_flags: flags, _pad: [0; 7] }
+        FlowStats {
+            packets,
+            bytes: packets * 100,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            tcp_flags: flags,
+            _pad: [0; 7],
+        }
     }
 
     #[test]
     fn per_cpu_values_sum_with_earliest_first_and_latest_last() {
-        let cpus = [stats(2, 50, 90, 2), FlowStats::default(), stats(3, 40, 70, 16 | 2)];
+        let cpus = [
+            stats(2, 50, 90, 2),
+            FlowStats::default(),
+            stats(3, 40, 70, 16 | 2),
+        ];
         let t = FlowTotals::sum(cpus.iter());
-        assert_eq!(t, FlowTotals { packets: 5, bytes: 500, first_seen_ns: 40, last_seen_ns: 90, tcp_flags: 18 });
+        assert_eq!(
+            t,
+            FlowTotals {
+                packets: 5,
+                bytes: 500,
+                first_seen_ns: 40,
+                last_seen_ns: 90,
+                tcp_flags: 18
+            }
+        );
     }
 
     #[test]

@@ -37,14 +37,25 @@ fn host_interfaces() -> anyhow::Result<BTreeMap<String, (Interface, InterfaceFla
             let Ok(ifindex) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) else {
                 continue; // vanished meanwhile
             };
-            let iface = Interface { name: ifa.interface_name.clone(), ifindex, ..Default::default() };
+            let iface = Interface {
+                name: ifa.interface_name.clone(),
+                ifindex,
+                ..Default::default()
+            };
             out.insert(ifa.interface_name.clone(), (iface, ifa.flags));
         }
-        let Some((iface, _)) = out.get_mut(&ifa.interface_name) else { continue };
+        let Some((iface, _)) = out.get_mut(&ifa.interface_name) else {
+            continue;
+        };
         let Some(addr) = ifa.address else { continue };
         if let Some(mac) = addr.as_link_addr().and_then(|l| l.addr()) {
             if mac != [0; 6] {
-                iface.mac = Some(mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+                iface.mac = Some(
+                    mac.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                );
             }
         } else if let Some(v4) = addr.as_sockaddr_in() {
             iface.ipv4.get_or_insert(v4.ip());
@@ -61,7 +72,10 @@ fn host_interfaces() -> anyhow::Result<BTreeMap<String, (Interface, InterfaceFla
 /// Every interface of the host with its MAC and primary addresses, by ifindex (read afresh:
 /// addresses change while the agent runs).
 pub fn interfaces_by_index() -> anyhow::Result<BTreeMap<u32, Interface>> {
-    Ok(host_interfaces()?.into_values().map(|(i, _)| (i.ifindex, i)).collect())
+    Ok(host_interfaces()?
+        .into_values()
+        .map(|(i, _)| (i.ifindex, i))
+        .collect())
 }
 
 /// `attached` (ifindex → name) with each interface's MAC and primary addresses as they are now;
@@ -78,7 +92,11 @@ pub fn describe(attached: &BTreeMap<u32, String>) -> BTreeMap<u32, Interface> {
                 .get(&ifindex)
                 .filter(|i| &i.name == name)
                 .cloned()
-                .unwrap_or_else(|| Interface { name: name.clone(), ifindex, ..Default::default() });
+                .unwrap_or_else(|| Interface {
+                    name: name.clone(),
+                    ifindex,
+                    ..Default::default()
+                });
             (ifindex, iface)
         })
         .collect()
@@ -95,7 +113,9 @@ impl Selector {
     pub fn new(patterns: &[String]) -> anyhow::Result<Self> {
         let patterns = patterns
             .iter()
-            .map(|p| glob::Pattern::new(p).with_context(|| format!("invalid --iface pattern {p:?}")))
+            .map(|p| {
+                glob::Pattern::new(p).with_context(|| format!("invalid --iface pattern {p:?}"))
+            })
             .collect::<anyhow::Result<_>>()?;
         Ok(Selector { patterns })
     }

@@ -41,7 +41,10 @@ fn default_flow_log_id(destination: &str) -> String {
     let hi = h.clone().finalize();
     h.update(destination.as_bytes());
     let lo = h.finalize();
-    format!("fl-{:017x}", ((hi as u128) << 32 | lo as u128) & 0x1_ffff_ffff_ffff_ffff)
+    format!(
+        "fl-{:017x}",
+        ((hi as u128) << 32 | lo as u128) & 0x1_ffff_ffff_ffff_ffff
+    )
 }
 
 /// What the default flow log id is derived from: the directory for `file` (as before
@@ -87,18 +90,30 @@ impl FlowLog {
         let format = rec.log_format.clone();
         let packer = match out.destination().delivery_unit() {
             DeliveryUnit::LogEvents => {
-                if out.file_format != FileFormat::PlainText || out.hive_compatible_partitions || out.per_hour_partition {
-                    bail!("--file-format parquet, --hive-compatible-partitions and --per-hour-partition apply to \
-                           file and S3 destinations only (as AWS's DestinationOptions): drop them for CloudWatch Logs");
+                if out.file_format != FileFormat::PlainText
+                    || out.hive_compatible_partitions
+                    || out.per_hour_partition
+                {
+                    bail!(
+                        "--file-format parquet, --hive-compatible-partitions and --per-hour-partition apply to \
+                           file and S3 destinations only (as AWS's DestinationOptions): drop them for CloudWatch Logs"
+                    );
                 }
                 Packer::LogEvents(LogEventPacker::new(format, meta.clone()))
             }
             DeliveryUnit::Objects => Packer::Objects(
-                Batcher::new(layout, format, meta.clone(), out.file_rollover_seconds).with_file_format(out.file_format)?,
+                Batcher::new(layout, format, meta.clone(), out.file_rollover_seconds)
+                    .with_file_format(out.file_format)?,
             ),
         };
         let aws_internal = (!rec.include_aws_internal_traffic).then(|| AwsInternal::new(&meta));
-        Ok(FlowLog { id, packer, meta, aws_internal, traffic_type: rec.traffic_type })
+        Ok(FlowLog {
+            id,
+            packer,
+            meta,
+            aws_internal,
+            traffic_type: rec.traffic_type,
+        })
     }
 
     /// What the records say beyond the packets (resolved identity, ranges).
@@ -125,7 +140,11 @@ impl FlowLog {
     /// Turns one drained window into records and returns the batches it completed: objects
     /// whose slot ended, or the window's log events.
     /// `interfaces`: those the programs were attached to during the window, by ifindex.
-    pub fn on_window(&mut self, drained: &DrainedWindow, interfaces: &BTreeMap<u32, Interface>) -> Vec<Batch> {
+    pub fn on_window(
+        &mut self,
+        drained: &DrainedWindow,
+        interfaces: &BTreeMap<u32, Interface>,
+    ) -> Vec<Batch> {
         let watched = self.watched(interfaces);
         let internal = self.aws_internal.as_ref();
         let excluded = |k: &FlowKey| internal.is_some_and(|x| x.matches(k));
@@ -137,10 +156,17 @@ impl FlowLog {
             .filter(|(k, t)| t.packets > 0 && excluded(k))
             .fold((0u64, 0u64), |(f, p), (_, t)| (f + 1, p + t.packets));
         if flows > 0 {
-            debug!(flows, packets, "left out traffic AWS does not log (--include-aws-internal-traffic keeps it)");
-            metrics::counter_add("flowlog_aws_internal_excluded_packets_total",
+            debug!(
+                flows,
+                packets,
+                "left out traffic AWS does not log (--include-aws-internal-traffic keeps it)"
+            );
+            metrics::counter_add(
+                "flowlog_aws_internal_excluded_packets_total",
                 "Packets to or from AWS-internal services (instance metadata, time sync, Amazon DNS, DHCP) left out as AWS does.",
-                &[], packets);
+                &[],
+                packets,
+            );
         }
         match &mut self.packer {
             Packer::Objects(batcher) => {
@@ -148,14 +174,20 @@ impl FlowLog {
                 objects.extend(batcher.close_until(drained.window.end));
                 objects.into_iter().map(Batch::Object).collect()
             }
-            Packer::LogEvents(packer) => packer.pack(&records).into_iter().map(Batch::LogEvents).collect(),
+            Packer::LogEvents(packer) => packer
+                .pack(&records)
+                .into_iter()
+                .map(Batch::LogEvents)
+                .collect(),
         }
     }
 
     /// Finishes every open object (shutdown).
     pub fn close_all(&mut self) -> Vec<Batch> {
         match &mut self.packer {
-            Packer::Objects(batcher) => batcher.close_all().into_iter().map(Batch::Object).collect(),
+            Packer::Objects(batcher) => {
+                batcher.close_all().into_iter().map(Batch::Object).collect()
+            }
             Packer::LogEvents(_) => Vec::new(),
         }
     }

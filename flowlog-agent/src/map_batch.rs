@@ -30,7 +30,11 @@ pub fn lookup_and_delete_all<K: Pod, V: Pod>(
 ) -> io::Result<usize> {
     // The kernel lays per-CPU values out at 8-byte strides.
     let stride = size_of::<V>().next_multiple_of(8);
-    assert_eq!(stride, size_of::<V>(), "per-CPU map values must be a multiple of 8 bytes");
+    assert_eq!(
+        stride,
+        size_of::<V>(),
+        "per-CPU map values must be a multiple of 8 bytes"
+    );
     let fd = map.map().fd().as_fd().as_raw_fd() as u32;
     let mut batch = INITIAL_BATCH;
     let mut keys: Vec<K> = Vec::new();
@@ -49,7 +53,11 @@ pub fn lookup_and_delete_all<K: Pod, V: Pod>(
         // SAFETY: writing the `batch` member of a zeroed union.
         unsafe {
             let b = &mut attr.batch;
-            b.in_batch = if first { 0 } else { &in_token as *const u64 as u64 };
+            b.in_batch = if first {
+                0
+            } else {
+                &in_token as *const u64 as u64
+            };
             b.out_batch = &mut out_token as *mut u64 as u64;
             b.keys = keys.as_mut_ptr() as u64;
             b.values = values.as_mut_ptr() as u64;
@@ -82,7 +90,10 @@ pub fn lookup_and_delete_all<K: Pod, V: Pod>(
             }
             // 524 is the kernel-internal ENOTSUPP that bpf(2) can leak.
             Some(libc::EINVAL | 524 | libc::EOPNOTSUPP) if first && n == 0 => {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "batch map operations"));
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "batch map operations",
+                ));
             }
             Some(_) => return Err(err.unwrap_or_else(io::Error::last_os_error)),
         }

@@ -102,19 +102,19 @@ impl Metadata {
     /// Combines instance metadata (if it answered) with the command line.
     pub fn resolve(args: &RecordArgs, imds: Option<&ImdsInfo>) -> anyhow::Result<Self> {
         let primary = imds.and_then(ImdsInfo::primary_eni);
-        let pick =
-            |flag: &str, from_imds: Option<&String>, given: &Option<String>, unknown: &str| match (
-                from_imds, given,
-            ) {
-                (Some(i), Some(g)) if i != g => {
-                    warn!(flag, instance_metadata = %i, given = %g,
+        let pick = |flag: &str,
+                    from_imds: Option<&String>,
+                    given: &Option<String>,
+                    unknown: &str| match (from_imds, given) {
+            (Some(i), Some(g)) if i != g => {
+                warn!(flag, instance_metadata = %i, given = %g,
                           "instance metadata and the flag disagree: using instance metadata");
-                    i.clone()
-                }
-                (Some(i), _) => i.clone(),
-                (None, Some(g)) => g.clone(),
-                (None, None) => unknown.to_string(),
-            };
+                i.clone()
+            }
+            (Some(i), _) => i.clone(),
+            (None, Some(g)) => g.clone(),
+            (None, None) => unknown.to_string(),
+        };
         let mut meta = Metadata {
             account_id: pick(
                 "--account-id",

@@ -50,16 +50,29 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s.push('}');
     s
 }
 
-fn update(name: &'static str, help: &'static str, kind: Kind, pairs: &[(&str, &str)], f: impl FnOnce(&mut f64)) {
+fn update(
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    pairs: &[(&str, &str)],
+    f: impl FnOnce(&mut f64),
+) {
     let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    let family = reg.families.entry(name).or_insert_with(|| Family { help, kind, samples: BTreeMap::new() });
+    let family = reg.families.entry(name).or_insert_with(|| Family {
+        help,
+        kind,
+        samples: BTreeMap::new(),
+    });
     f(family.samples.entry(labels(pairs)).or_insert(0.0));
 }
 
@@ -112,10 +125,14 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((mut conn, peer)) = listener.accept().await else { continue };
+            let Ok((mut conn, peer)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf)).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf))
+                        .await;
                 let body = render();
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -142,14 +159,34 @@ mod tests {
 
     #[test]
     fn renders_help_type_and_labelled_samples() {
-        counter_add("flowlog_test_packets_total", "Test packets.", &[("interface", "eth0"), ("direction", "ingress")], 3);
-        counter_add("flowlog_test_packets_total", "Test packets.", &[("interface", "eth0"), ("direction", "ingress")], 4);
+        counter_add(
+            "flowlog_test_packets_total",
+            "Test packets.",
+            &[("interface", "eth0"), ("direction", "ingress")],
+            3,
+        );
+        counter_add(
+            "flowlog_test_packets_total",
+            "Test packets.",
+            &[("interface", "eth0"), ("direction", "ingress")],
+            4,
+        );
         gauge_set("flowlog_test_fill_ratio", "Test gauge.", &[], 0.5);
         let text = render();
         assert!(text.contains("# HELP flowlog_test_packets_total Test packets.\n# TYPE flowlog_test_packets_total counter\n"));
-        assert!(text.contains("flowlog_test_packets_total{interface=\"eth0\",direction=\"ingress\"} 7\n"));
+        assert!(
+            text.contains(
+                "flowlog_test_packets_total{interface=\"eth0\",direction=\"ingress\"} 7\n"
+            )
+        );
         assert!(text.contains("flowlog_test_fill_ratio 0.5\n"));
-        assert_eq!(value("flowlog_test_packets_total", &[("interface", "eth0"), ("direction", "ingress")]), Some(7.0));
+        assert_eq!(
+            value(
+                "flowlog_test_packets_total",
+                &[("interface", "eth0"), ("direction", "ingress")]
+            ),
+            Some(7.0)
+        );
     }
 
     #[test]

@@ -278,7 +278,10 @@ pub fn build(
         // The TC programs' coarse clock advances once per tick, so a packet counted just after
         // a window's flip can carry a stamp from just before its start: no record of a window
         // starts before the window does.
-        let start = drained.clock.unix_secs(totals.first_seen_ns).max(drained.window.start);
+        let start = drained
+            .clock
+            .unix_secs(totals.first_seen_ns)
+            .max(drained.window.start);
         let end = drained.clock.unix_secs(totals.last_seen_ns).max(start);
         out.push(FlowRecord {
             interface_id,

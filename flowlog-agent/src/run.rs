@@ -16,12 +16,10 @@ use crate::{
     clock::{next_boundary, unix_now, until},
     collect::{Collector, DrainedWindow, Window},
     discover::{self, Selector},
-    drops,
-    ebpf_object,
+    drops, ebpf_object,
     flowlog::FlowLog,
     metadata::Metadata,
-    metrics,
-    privileges,
+    metrics, privileges,
     publish::{self, AwsSettings, Batch, Destination, Spool},
 };
 
@@ -32,7 +30,10 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
 /// Lets the kernel charge BPF maps to a locked-memory budget large enough for them (kernels
 /// before 5.11 account map memory against RLIMIT_MEMLOCK).
 fn raise_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall on a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         tracing::debug!("cannot raise RLIMIT_MEMLOCK (only matters on kernels before 5.11)");
@@ -45,7 +46,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let initial = selector.select(true)?;
     if initial.is_empty() {
         if cap.ifaces.is_empty() {
-            bail!("no network interface other than loopback is up: bring one up or name one with --iface");
+            bail!(
+                "no network interface other than loopback is up: bring one up or name one with --iface"
+            );
         }
         warn!(patterns = ?cap.ifaces, "no interface matches yet; attaching when one appears");
     }
@@ -64,10 +67,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let dest = Destination::connect(&spec, &settings).await?;
     let destination = dest.describe();
-    let spool = Arc::new(Spool::open(&args.output.spool_dir(&flow_log.id, &spec), args.output.spool_max_bytes)?);
+    let spool = Arc::new(Spool::open(
+        &args.output.spool_dir(&flow_log.id, &spec),
+        args.output.spool_max_bytes,
+    )?);
 
     raise_memlock();
-    let mut capture = Capture::load_with(&object, cap.max_flows, |l| drops::configure(&reject_support, l))?;
+    let mut capture = Capture::load_with(&object, cap.max_flows, |l| {
+        drops::configure(&reject_support, l)
+    })?;
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
     for iface in &initial {
         capture.attach(iface)?;
@@ -101,14 +109,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => true,
             _ = sigint.recv() => true,
         };
-        let end = if stop { (unix_now().ceil() as u64).max(window_start) } else { boundary };
-        let watched: BTreeMap<u32, String> =
-            capture.attached().map(|(i, n)| (i, n.to_string())).collect();
-        let window = Window { start: window_start, end };
+        let end = if stop {
+            (unix_now().ceil() as u64).max(window_start)
+        } else {
+            boundary
+        };
+        let watched: BTreeMap<u32, String> = capture
+            .attached()
+            .map(|(i, n)| (i, n.to_string()))
+            .collect();
+        let window = Window {
+            start: window_start,
+            end,
+        };
         let drain_started = std::time::Instant::now();
         let drained = tokio::task::block_in_place(|| collector.cut(window))?;
-        metrics::gauge_set("flowlog_drain_seconds", "Time to flip, drain and clear the last window's maps.",
-            &[], drain_started.elapsed().as_secs_f64());
+        metrics::gauge_set(
+            "flowlog_drain_seconds",
+            "Time to flip, drain and clear the last window's maps.",
+            &[],
+            drain_started.elapsed().as_secs_f64(),
+        );
         report_window(&drained, &watched, cap.max_flows);
         drops::report_window(rejects.as_mut(), &drained, &watched);
         for batch in flow_log.on_window(&drained, &discover::describe(&watched)) {
@@ -141,7 +162,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // left is safe in the spool and goes out first at the next start, so this is not a failed
     // run: exit 0 with a warning.
     let _ = stop_publishing.send(true);
-    if tokio::time::timeout(SHUTDOWN_DRAIN, &mut publisher).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_DRAIN, &mut publisher)
+        .await
+        .is_err()
+    {
         publisher.abort();
     }
     let left = spool.stats();
@@ -154,8 +178,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         spool.remove_if_empty();
     }
     if unspooled_records > 0 {
-        bail!("{unspooled_records} records were lost because their batches could not be written to the spool {}: \
-               check that it is writable and has space (see the errors above)", spool.dir().display());
+        bail!(
+            "{unspooled_records} records were lost because their batches could not be written to the spool {}: \
+               check that it is writable and has space (see the errors above)",
+            spool.dir().display()
+        );
     }
     Ok(())
 }
@@ -169,8 +196,12 @@ fn spool_batch(spool: &Spool, batch: &Batch) -> usize {
         lost = batch.records();
         error!(batch = %batch.identity(), records = batch.records(), error = %format!("{e:#}"),
                "cannot spool a finished batch: its records are lost");
-        metrics::counter_add("flowlog_spool_write_failed_records_total",
-            "Records lost because their batch could not be written to the spool.", &[], batch.records() as u64);
+        metrics::counter_add(
+            "flowlog_spool_write_failed_records_total",
+            "Records lost because their batch could not be written to the spool.",
+            &[],
+            batch.records() as u64,
+        );
     }
     publish::export_spool_metrics(&spool.stats());
     lost
@@ -179,8 +210,19 @@ fn spool_batch(spool: &Spool, batch: &Batch) -> usize {
 /// One log line and the metrics per window; overflow is loud because it is data AWS would call
 /// SKIPDATA.
 fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: u32) {
-    let name = |ifindex: u32| watched.get(&ifindex).cloned().unwrap_or_else(|| format!("if{ifindex}"));
-    let dir = |d: u8| if d == flowlog_common::DIR_EGRESS { "egress" } else { "ingress" };
+    let name = |ifindex: u32| {
+        watched
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{ifindex}"))
+    };
+    let dir = |d: u8| {
+        if d == flowlog_common::DIR_EGRESS {
+            "egress"
+        } else {
+            "ingress"
+        }
+    };
     let mut per_iface: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
     for (k, t) in &d.flows {
         let e = per_iface.entry((k.ifindex, k.direction)).or_default();
@@ -188,37 +230,98 @@ fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: 
         e.1 += t.bytes;
     }
     for ((ifindex, direction), (packets, bytes)) in per_iface {
-        let l = [("interface", name(ifindex)), ("direction", dir(direction).to_string())];
+        let l = [
+            ("interface", name(ifindex)),
+            ("direction", dir(direction).to_string()),
+        ];
         let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        metrics::counter_add("flowlog_packets_total", "Packets counted in flow records.", &l, packets);
-        metrics::counter_add("flowlog_bytes_total", "IP bytes counted in flow records.", &l, bytes);
+        metrics::counter_add(
+            "flowlog_packets_total",
+            "Packets counted in flow records.",
+            &l,
+            packets,
+        );
+        metrics::counter_add(
+            "flowlog_bytes_total",
+            "IP bytes counted in flow records.",
+            &l,
+            bytes,
+        );
     }
     let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
     for (k, c) in &d.ifaces {
-        let l = [("interface", name(k.ifindex)), ("direction", dir(k.direction).to_string())];
+        let l = [
+            ("interface", name(k.ifindex)),
+            ("direction", dir(k.direction).to_string()),
+        ];
         let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        metrics::counter_add("flowlog_overflow_packets_total",
-            "Packets that did not fit in the full flow map (reported as SKIPDATA).", &l, c.overflow_packets);
-        metrics::counter_add("flowlog_overflow_bytes_total",
-            "IP bytes of packets that did not fit in the full flow map.", &l, c.overflow_bytes);
-        metrics::counter_add("flowlog_non_ip_packets_total", "Frames that are not IPv4 or IPv6.", &l, c.non_ip_packets);
-        metrics::counter_add("flowlog_malformed_packets_total",
-            "IP packets with truncated or invalid headers (no flow key).", &l, c.malformed_packets);
+        metrics::counter_add(
+            "flowlog_overflow_packets_total",
+            "Packets that did not fit in the full flow map (reported as SKIPDATA).",
+            &l,
+            c.overflow_packets,
+        );
+        metrics::counter_add(
+            "flowlog_overflow_bytes_total",
+            "IP bytes of packets that did not fit in the full flow map.",
+            &l,
+            c.overflow_bytes,
+        );
+        metrics::counter_add(
+            "flowlog_non_ip_packets_total",
+            "Frames that are not IPv4 or IPv6.",
+            &l,
+            c.non_ip_packets,
+        );
+        metrics::counter_add(
+            "flowlog_malformed_packets_total",
+            "IP packets with truncated or invalid headers (no flow key).",
+            &l,
+            c.malformed_packets,
+        );
         overflow_packets += c.overflow_packets;
         overflow_bytes += c.overflow_bytes;
         non_ip += c.non_ip_packets;
         malformed += c.malformed_packets;
     }
-    metrics::counter_add("flowlog_unattributed_packets_total",
-        "Packets not attributable to an interface (interface counter map full).", &[], d.lost.overflow_packets);
-    metrics::counter_add("flowlog_windows_total", "Aggregation windows closed.", &[], 1);
-    metrics::counter_add("flowlog_flows_total", "Flows drained from the kernel.", &[], d.flows.len() as u64);
-    metrics::gauge_set("flowlog_flow_map_fill_ratio",
-        "Flows in the last window divided by the flow map capacity.", &[], d.flows.len() as f64 / max_flows.max(1) as f64);
-    info!(start = d.window.start, end = d.window.end, flows = d.flows.len(),
-          non_ip_packets = non_ip, malformed_packets = malformed, "window closed");
+    metrics::counter_add(
+        "flowlog_unattributed_packets_total",
+        "Packets not attributable to an interface (interface counter map full).",
+        &[],
+        d.lost.overflow_packets,
+    );
+    metrics::counter_add(
+        "flowlog_windows_total",
+        "Aggregation windows closed.",
+        &[],
+        1,
+    );
+    metrics::counter_add(
+        "flowlog_flows_total",
+        "Flows drained from the kernel.",
+        &[],
+        d.flows.len() as u64,
+    );
+    metrics::gauge_set(
+        "flowlog_flow_map_fill_ratio",
+        "Flows in the last window divided by the flow map capacity.",
+        &[],
+        d.flows.len() as f64 / max_flows.max(1) as f64,
+    );
+    info!(
+        start = d.window.start,
+        end = d.window.end,
+        flows = d.flows.len(),
+        non_ip_packets = non_ip,
+        malformed_packets = malformed,
+        "window closed"
+    );
     if overflow_packets > 0 || d.lost.overflow_packets > 0 {
-        warn!(overflow_packets, overflow_bytes, unattributed_packets = d.lost.overflow_packets,
-              "flow map full: packets counted as SKIPDATA (raise --max-flows)");
+        warn!(
+            overflow_packets,
+            overflow_bytes,
+            unattributed_packets = d.lost.overflow_packets,
+            "flow map full: packets counted as SKIPDATA (raise --max-flows)"
+        );
     }
 }

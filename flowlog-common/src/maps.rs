@@ -104,7 +104,11 @@ const _: () = assert!(size_of::<IfaceKey>() == 8);
 impl IfaceKey {
     #[inline(always)]
     pub const fn new(ifindex: u32, direction: u8) -> Self {
-        IfaceKey { ifindex, direction, _pad: [0; 3] }
+        IfaceKey {
+            ifindex,
+            direction,
+            _pad: [0; 3],
+        }
     }
 }
 
@@ -127,7 +131,11 @@ const _: () = assert!(size_of::<IfaceCounters>() == 32);
 #[inline(always)]
 pub const fn aws_tcp_flags(raw: u8) -> u8 {
     let logged = raw & (TCP_FIN | TCP_SYN | TCP_RST);
-    if raw & TCP_SYN != 0 && raw & TCP_ACK != 0 { logged | TCP_ACK } else { logged }
+    if raw & TCP_SYN != 0 && raw & TCP_ACK != 0 {
+        logged | TCP_ACK
+    } else {
+        logged
+    }
 }
 
 /// The 5-tuple the parser extracts from one packet.
@@ -144,7 +152,9 @@ pub struct FiveTuple {
 /// IPv4-mapped IPv6 form of an IPv4 address, as stored in [`FlowKey`].
 #[inline(always)]
 pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 #[cfg(feature = "user")]

@@ -76,14 +76,18 @@ pub enum Outcome {
 /// Parse a frame that starts with an Ethernet header.
 #[inline(always)]
 pub fn parse_ethernet<P: PacketBytes + ?Sized>(pkt: &P) -> Outcome {
-    let Some(eth) = pkt.read::<ETH_HLEN>(0) else { return Outcome::Malformed };
+    let Some(eth) = pkt.read::<ETH_HLEN>(0) else {
+        return Outcome::Malformed;
+    };
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let mut offset = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        let Some(tag) = pkt.read::<VLAN_HLEN>(offset) else { return Outcome::Malformed };
+        let Some(tag) = pkt.read::<VLAN_HLEN>(offset) else {
+            return Outcome::Malformed;
+        };
         ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         offset += VLAN_HLEN;
     }
@@ -102,7 +106,9 @@ pub fn parse_l3<P: PacketBytes + ?Sized>(pkt: &P, offset: usize, ethertype: u16)
 
 #[inline(always)]
 fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
-    let Some(h) = pkt.read::<20>(l3) else { return Outcome::Malformed };
+    let Some(h) = pkt.read::<20>(l3) else {
+        return Outcome::Malformed;
+    };
     if h[0] >> 4 != 4 {
         return Outcome::Malformed;
     }
@@ -123,12 +129,21 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
         src_port: 0,
         dst_port: 0,
     };
-    parse_l4(pkt, l3, l3 + ihl, total_len as u32, first_fragment, &mut tuple)
+    parse_l4(
+        pkt,
+        l3,
+        l3 + ihl,
+        total_len as u32,
+        first_fragment,
+        &mut tuple,
+    )
 }
 
 #[inline(always)]
 fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
-    let Some(h) = pkt.read::<40>(l3) else { return Outcome::Malformed };
+    let Some(h) = pkt.read::<40>(l3) else {
+        return Outcome::Malformed;
+    };
     if h[0] >> 4 != 6 {
         return Outcome::Malformed;
     }
@@ -143,17 +158,23 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
-                let Some(e) = pkt.read::<2>(offset) else { return Outcome::Malformed };
+                let Some(e) = pkt.read::<2>(offset) else {
+                    return Outcome::Malformed;
+                };
                 next = e[0];
                 offset += (e[1] as usize + 1) * 8;
             }
             IPPROTO_AH => {
-                let Some(e) = pkt.read::<2>(offset) else { return Outcome::Malformed };
+                let Some(e) = pkt.read::<2>(offset) else {
+                    return Outcome::Malformed;
+                };
                 next = e[0];
                 offset += (e[1] as usize + 2) * 4;
             }
             IPPROTO_FRAGMENT => {
-                let Some(e) = pkt.read::<4>(offset) else { return Outcome::Malformed };
+                let Some(e) = pkt.read::<4>(offset) else {
+                    return Outcome::Malformed;
+                };
                 next = e[0];
                 offset += 8;
                 if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
@@ -175,7 +196,14 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
         dst_port: 0,
     };
     // A jumbogram (payload length 0) is rare; it is counted by its header lengths only.
-    parse_l4(pkt, l3, offset, payload_len + 40, first_fragment, &mut tuple)
+    parse_l4(
+        pkt,
+        l3,
+        offset,
+        payload_len + 40,
+        first_fragment,
+        &mut tuple,
+    )
 }
 
 /// Ports and TCP flags. Only the first fragment carries them; other fragments count with
@@ -195,7 +223,9 @@ fn parse_l4<P: PacketBytes + ?Sized>(
     // them is not noticed). Without ports, the IP header chain itself must be complete.
     match (first_fragment, tuple.protocol) {
         (true, IPPROTO_TCP) => {
-            let Some(t) = pkt.read::<20>(l4) else { return Outcome::Malformed };
+            let Some(t) = pkt.read::<20>(l4) else {
+                return Outcome::Malformed;
+            };
             l4_header = ((t[12] >> 4) as usize) * 4;
             if l4_header < 20 {
                 return Outcome::Malformed;
@@ -205,13 +235,17 @@ fn parse_l4<P: PacketBytes + ?Sized>(
             tcp_flags = aws_tcp_flags(t[13]);
         }
         (true, IPPROTO_UDP | IPPROTO_UDPLITE) => {
-            let Some(u) = pkt.read::<8>(l4) else { return Outcome::Malformed };
+            let Some(u) = pkt.read::<8>(l4) else {
+                return Outcome::Malformed;
+            };
             tuple.src_port = u16::from_be_bytes([u[0], u[1]]);
             tuple.dst_port = u16::from_be_bytes([u[2], u[3]]);
             l4_header = 8;
         }
         (true, IPPROTO_SCTP) => {
-            let Some(s) = pkt.read::<12>(l4) else { return Outcome::Malformed };
+            let Some(s) = pkt.read::<12>(l4) else {
+                return Outcome::Malformed;
+            };
             tuple.src_port = u16::from_be_bytes([s[0], s[1]]);
             tuple.dst_port = u16::from_be_bytes([s[2], s[3]]);
             l4_header = 12;

@@ -18,7 +18,11 @@ pub struct SkbBytes<'a> {
 impl<'a> SkbBytes<'a> {
     #[inline(always)]
     pub fn new(ctx: &'a TcContext) -> Self {
-        SkbBytes { ctx, start: ctx.data(), end: ctx.data_end() }
+        SkbBytes {
+            ctx,
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 }
 
@@ -35,4 +39,3 @@ impl PacketBytes for SkbBytes<'_> {
         self.ctx.load::<[u8; N]>(offset).ok()
     }
 }
-

@@ -16,12 +16,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
-use flowlog_ebpf::SkbBytes;
 use flowlog_common::{
     DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, IfaceKey,
     MAX_IFACES,
     parse::{Outcome, Parsed, parse_ethernet},
 };
+use flowlog_ebpf::SkbBytes;
 
 /// Flow maps of the two window slots. The agent resizes them at load time (`--max-flows`).
 /// Deliberately not LRU: a full map must never evict a flow silently. Inserts that fail land in
@@ -169,7 +169,10 @@ fn bump_iface(ctx: &TcContext, slot: u32, key: &IfaceKey, f: impl Fn(&mut IfaceC
                 // SAFETY: this CPU's element of a per-CPU array.
                 f(unsafe { &mut *p });
             }
-            warn!(ctx, "flowlog: interface counter map full, ifindex {}", key.ifindex);
+            warn!(
+                ctx,
+                "flowlog: interface counter map full, ifindex {}", key.ifindex
+            );
         }
     }
 }

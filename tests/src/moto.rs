@@ -37,7 +37,11 @@ pub fn agent_env() -> Vec<(&'static str, &'static str)> {
 pub fn moto_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("FLOWLOG_MOTO_SERVER") {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "FLOWLOG_MOTO_SERVER={} is not a file: run `cargo xtask setup`", p.display());
+        assert!(
+            p.is_file(),
+            "FLOWLOG_MOTO_SERVER={} is not a file: run `cargo xtask setup`",
+            p.display()
+        );
         return p;
     }
     let found = std::env::var_os("PATH")
@@ -66,8 +70,17 @@ impl Moto {
             let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
             l.local_addr().expect("local addr").port()
         });
-        let dir = tempfile::Builder::new().prefix("flit-moto-").tempdir().expect("temp dir");
-        let mut moto = Moto { child: None, netns: netns.map(str::to_string), port, dir, starts: 0 };
+        let dir = tempfile::Builder::new()
+            .prefix("flit-moto-")
+            .tempdir()
+            .expect("temp dir");
+        let mut moto = Moto {
+            child: None,
+            netns: netns.map(str::to_string),
+            port,
+            dir,
+            starts: 0,
+        };
         moto.launch();
         moto
     }
@@ -75,7 +88,8 @@ impl Moto {
     fn launch(&mut self) {
         assert!(self.child.is_none(), "moto is already running");
         self.starts += 1;
-        let log = fs::File::create(self.dir.path().join(format!("moto-{}.log", self.starts))).expect("moto log");
+        let log = fs::File::create(self.dir.path().join(format!("moto-{}.log", self.starts)))
+            .expect("moto log");
         let bin = moto_server_bin();
         let mut cmd = match &self.netns {
             Some(ns) => in_netns(ns, &bin.to_string_lossy()),
@@ -85,7 +99,9 @@ impl Moto {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         self.child = Some(child);
         self.wait_until_answering(Duration::from_secs(30));
     }
@@ -96,18 +112,29 @@ impl Moto {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         loop {
             let answered = on_thread_in(self.netns.as_deref(), || {
-                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { return false };
+                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                else {
+                    return false;
+                };
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 12];
-                s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_ok()
+                s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    .is_ok()
                     && s.read_exact(&mut buf).is_ok()
                     && buf.starts_with(b"HTTP/1.")
             });
             if answered {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("moto_server exited ({status}) before answering; its log:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "moto_server exited ({status}) before answering; its log:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -129,7 +156,8 @@ impl Moto {
 
     /// The current run's log.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join(format!("moto-{}.log", self.starts))).unwrap_or_default()
+        fs::read_to_string(self.dir.path().join(format!("moto-{}.log", self.starts)))
+            .unwrap_or_default()
     }
 
     /// Kills moto (SIGKILL: an endpoint that vanishes). Its state (buckets, logs) is gone.
@@ -151,7 +179,10 @@ impl Moto {
     pub fn with_clients<T: Send>(&self, f: impl AsyncFnOnce(Clients) -> T + Send) -> T {
         let endpoint = self.endpoint();
         on_thread_in(self.netns.as_deref(), move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             rt.block_on(async move {
                 let clients = Clients::new(&endpoint).await;
                 f(clients).await
@@ -175,31 +206,53 @@ pub struct Clients {
 
 impl Clients {
     pub async fn new(endpoint: &str) -> Clients {
-        let settings = AwsSettings { endpoint_url: Some(endpoint.to_string()), fallback_region: Some(REGION.into()) };
+        let settings = AwsSettings {
+            endpoint_url: Some(endpoint.to_string()),
+            fallback_region: Some(REGION.into()),
+        };
         let shared = settings.load(Some(REGION)).await;
         let creds = Credentials::new("test", "test", None, None, "flowlog-tests");
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .credentials_provider(creds.clone())
             .force_path_style(true)
             .build();
-        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&shared).credentials_provider(creds).build();
-        Clients { s3: aws_sdk_s3::Client::from_conf(s3), logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs) }
+        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
+            .credentials_provider(creds)
+            .build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
+        }
     }
 
     pub async fn create_bucket(&self, bucket: &str) {
-        self.s3.create_bucket().bucket(bucket).send().await.unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
+        self.s3
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
     }
 
     /// Every object in `bucket`: key → body.
     pub async fn objects(&self, bucket: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
         let mut out = std::collections::BTreeMap::new();
-        let mut pages = self.s3.list_objects_v2().bucket(bucket).into_paginator().send();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.unwrap_or_else(|e| panic!("list {bucket}: {e:?}"));
             for obj in page.contents() {
                 let key = obj.key().expect("object key").to_string();
                 let got = self.s3.get_object().bucket(bucket).key(&key).send().await;
-                let body = got.unwrap_or_else(|e| panic!("get {key}: {e:?}")).body.collect().await;
+                let body = got
+                    .unwrap_or_else(|e| panic!("get {key}: {e:?}"))
+                    .body
+                    .collect()
+                    .await;
                 out.insert(key, body.expect("object body").into_bytes().to_vec());
             }
         }
@@ -208,16 +261,31 @@ impl Clients {
 
     /// Every event of every stream in `group`: stream → (timestamp ms, message), in the
     /// order GetLogEvents returns them. An absent group reads as empty.
-    pub async fn log_events(&self, group: &str) -> std::collections::BTreeMap<String, Vec<(i64, String)>> {
+    pub async fn log_events(
+        &self,
+        group: &str,
+    ) -> std::collections::BTreeMap<String, Vec<(i64, String)>> {
         let mut out = std::collections::BTreeMap::new();
         let mut streams = Vec::new();
-        let mut pages = self.logs.describe_log_streams().log_group_name(group).into_paginator().send();
+        let mut pages = self
+            .logs
+            .describe_log_streams()
+            .log_group_name(group)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             match page {
-                Ok(page) => {
-                    streams.extend(page.log_streams().iter().filter_map(|s| s.log_stream_name().map(str::to_string)))
+                Ok(page) => streams.extend(
+                    page.log_streams()
+                        .iter()
+                        .filter_map(|s| s.log_stream_name().map(str::to_string)),
+                ),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    return out;
                 }
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => return out,
                 Err(e) => panic!("describe streams of {group}: {e:?}"),
             }
         }
@@ -236,7 +304,12 @@ impl Clients {
                     .await
                     .unwrap_or_else(|e| panic!("get events of {group}:{stream}: {e:?}"));
                 let got = page.events();
-                events.extend(got.iter().map(|e| (e.timestamp().unwrap_or(-1), e.message().unwrap_or("").to_string())));
+                events.extend(got.iter().map(|e| {
+                    (
+                        e.timestamp().unwrap_or(-1),
+                        e.message().unwrap_or("").to_string(),
+                    )
+                }));
                 let next = page.next_forward_token().map(str::to_string);
                 // GetLogEvents signals the end by returning the token it was given.
                 if got.is_empty() || next.is_none() || next == token {
@@ -254,6 +327,10 @@ impl Clients {
 fn on_thread_in<T: Send>(netns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
     match netns {
         Some(ns) => crate::traffic::in_ns(ns, f),
-        None => std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+        None => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
     }
 }

@@ -131,7 +131,11 @@ impl Setup {
 
     /// Names the namespaces and interfaces with `prefix` instead of [`PREFIX`].
     pub fn prefix(mut self, prefix: &'static str) -> Self {
-        assert_eq!(prefix.len(), PREFIX.len(), "interface names must stay within 15 bytes");
+        assert_eq!(
+            prefix.len(),
+            PREFIX.len(),
+            "interface names must stay within 15 bytes"
+        );
         self.prefix = prefix;
         self
     }

@@ -32,7 +32,10 @@ impl AgentProcess {
     /// Starts the agent and waits until it logs that it is capturing. `args` follow
     /// `run --iface <side's veth>`.
     pub fn start(side: &Side, args: &[String]) -> AgentProcess {
-        let dir = tempfile::Builder::new().prefix("flit-publish-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("flit-publish-")
+            .tempdir()
+            .expect("temp dir");
         let mut agent = AgentProcess { child: None, dir };
         agent.spawn(side, args);
         agent
@@ -44,7 +47,11 @@ impl AgentProcess {
         assert!(self.child.is_none(), "agent still running");
         let log_path = self.dir.path().join("agent.log");
         let before = self.log().len();
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("agent log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("agent log");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &side.netns])
             .arg(flowlog_bin())
@@ -58,7 +65,10 @@ impl AgentProcess {
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log);
         // `ip netns exec` execs the agent in place, so the child's pid is the agent's.
-        self.child = Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")));
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+        );
         self.wait_for_log_after(before, "capturing", Duration::from_secs(30));
     }
 
@@ -122,7 +132,9 @@ impl Drop for AgentProcess {
 /// The records of one gzip text object (default header checked).
 pub fn object_records(key: &str, body: &[u8]) -> Vec<Record> {
     let mut text = String::new();
-    MultiGzDecoder::new(body).read_to_string(&mut text).unwrap_or_else(|e| panic!("{key} is not gzip text: {e}"));
+    MultiGzDecoder::new(body)
+        .read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("{key} is not gzip text: {e}"));
     let mut lines = text.split_terminator('\n');
     assert_eq!(lines.next(), Some(DEFAULT_HEADER), "header of {key}");
     let names: Vec<&str> = DEFAULT_HEADER.split(' ').collect();
@@ -137,7 +149,10 @@ pub fn event_record(message: &str) -> Record {
 
 /// The records of every object of `objects` (key → gzip text body).
 pub fn records_of_objects(objects: &BTreeMap<String, Vec<u8>>) -> Vec<Record> {
-    objects.iter().flat_map(|(k, body)| object_records(k, body)).collect()
+    objects
+        .iter()
+        .flat_map(|(k, body)| object_records(k, body))
+        .collect()
 }
 
 /// Every `*.log.gz` under `dir` as key (path relative to `dir`) → body.
@@ -145,7 +160,11 @@ pub fn file_objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     crate::records::files(dir)
         .into_iter()
         .map(|p| {
-            let key = p.strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+            let key = p
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
             let body = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
             (key, body)
         })
@@ -165,11 +184,22 @@ pub fn send_udp_flows(
 ) -> BTreeMap<Tuple, (u64, u64)> {
     const UDP: u8 = 17;
     let to = SocketAddr::new(b.addr(Family::V4), dst_port);
-    let plan = UdpPlan { flows, per_flow, payload, gap: Duration::ZERO };
+    let plan = UdpPlan {
+        flows,
+        per_flow,
+        payload,
+        gap: Duration::ZERO,
+    };
     udp_send(&a.netns, &b.netns, to, plan)
         .into_iter()
         .map(|src_port| {
-            let t = Tuple { src: a.addr(Family::V4), dst: to.ip(), src_port, dst_port, protocol: UDP };
+            let t = Tuple {
+                src: a.addr(Family::V4),
+                dst: to.ip(),
+                src_port,
+                dst_port,
+                protocol: UDP,
+            };
             (t, (per_flow as u64, (per_flow * (payload + 28)) as u64))
         })
         .collect()
@@ -216,6 +246,9 @@ pub fn summed_per_tuple(records: &[&Record]) -> BTreeMap<Tuple, (u64, u64)> {
 pub fn spooled_batches(spool: &Path) -> usize {
     fs::read_dir(spool)
         .expect("spool dir")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".batch")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".batch"))
+        })
         .count()
 }

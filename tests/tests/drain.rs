@@ -25,24 +25,43 @@ fn key(i: u32) -> FlowKey {
 }
 
 fn stats(packets: u64, first: u64, last: u64) -> FlowStats {
-    FlowStats { packets, bytes: packets * 100, first_seen_ns: first, last_seen_ns: last, tcp_flags: 0, _pad: [0; 7] }
+    FlowStats {
+        packets,
+        bytes: packets * 100,
+        first_seen_ns: first,
+        last_seen_ns: last,
+        tcp_flags: 0,
+        _pad: [0; 7],
+    }
 }
 
 /// Fills slot A with `n` flows whose per-CPU values differ, cuts, and checks every sum.
 fn drain_exactly(n: u32) {
-    assert!(nix_is_root(), "the drain test loads BPF maps: run it as root (cargo xtask test)");
+    assert!(
+        nix_is_root(),
+        "the drain test loads BPF maps: run it as root (cargo xtask test)"
+    );
     let object = ebpf_object::load(None).expect("eBPF object (build with cargo xtask build/test)");
     let mut capture = Capture::load(&object, n + 16).expect("load");
     let cpus = nr_cpus().expect("possible cpus");
     {
         let map = capture.ebpf_mut().map_mut(FLOW_MAPS[0]).expect("FLOWS_A");
-        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map).expect("type");
+        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(map).expect("type");
         for i in 0..n {
             // CPU c holds c+1 packets (CPU 1 none, to check idle CPUs are ignored for times).
             let per_cpu: Vec<FlowStats> = (0..cpus)
-                .map(|c| if c == 1 { FlowStats::default() } else { stats(c as u64 + 1, 1_000 + c as u64, 2_000 + c as u64) })
+                .map(|c| {
+                    if c == 1 {
+                        FlowStats::default()
+                    } else {
+                        stats(c as u64 + 1, 1_000 + c as u64, 2_000 + c as u64)
+                    }
+                })
                 .collect();
-            flows.insert(key(i), PerCpuValues::try_from(per_cpu).expect("values"), 0).expect("insert");
+            flows
+                .insert(key(i), PerCpuValues::try_from(per_cpu).expect("values"), 0)
+                .expect("insert");
         }
     }
     let mut collector = Collector::new(capture.ebpf_mut()).expect("collector");
@@ -61,8 +80,18 @@ fn drain_exactly(n: u32) {
         assert_eq!(t.last_seen_ns, 2_000 + last_cpu);
     }
     // The slot is empty now: the next cut of the same slot (two cuts later) returns nothing.
-    let _ = collector.cut(Window { start: 60, end: 120 }).expect("cut B");
-    let again = collector.cut(Window { start: 120, end: 180 }).expect("cut A again");
+    let _ = collector
+        .cut(Window {
+            start: 60,
+            end: 120,
+        })
+        .expect("cut B");
+    let again = collector
+        .cut(Window {
+            start: 120,
+            end: 180,
+        })
+        .expect("cut A again");
     assert_eq!(again.flows.len(), 0, "drained slot left empty");
 }
 

@@ -18,8 +18,8 @@ use flowlog_tests::{
     moto::Moto,
     netns::{Namespaces, Setup, in_netns, run},
     publish::{
-        AgentProcess, event_record, file_objects, records_of_objects, send_in_consecutive_windows, send_udp_flows,
-        sorted_lines, spooled_batches, summed_per_tuple,
+        AgentProcess, event_record, file_objects, records_of_objects, send_in_consecutive_windows,
+        send_udp_flows, sorted_lines, spooled_batches, summed_per_tuple,
     },
     records::{Record, Tuple},
     traffic::in_ns,
@@ -28,7 +28,12 @@ use flowlog_tests::{
 const GROUP: &str = "/flowlog/test";
 const ACCOUNT: &str = "123456789012";
 
-fn args(agent_dir: &std::path::Path, interval: u64, destination: String, moto: Option<&Moto>) -> Vec<String> {
+fn args(
+    agent_dir: &std::path::Path,
+    interval: u64,
+    destination: String,
+    moto: Option<&Moto>,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "--aggregation-interval",
         &interval.to_string(),
@@ -59,11 +64,18 @@ fn args(agent_dir: &std::path::Path, interval: u64, destination: String, moto: O
 fn event_records(streams: &BTreeMap<String, Vec<(i64, String)>>) -> Vec<Record> {
     let mut out = Vec::new();
     for (stream, events) in streams {
-        assert!(events.windows(2).all(|w| w[0].0 <= w[1].0), "{stream} is not chronological");
+        assert!(
+            events.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{stream} is not chronological"
+        );
         for (ts, message) in events {
             let r = event_record(message);
             assert_eq!(*ts, r.start as i64 * 1000, "timestamp of {message:?}");
-            assert_eq!(stream, &format!("{}-all", r.interface_id), "stream of {message:?}");
+            assert_eq!(
+                stream,
+                &format!("{}-all", r.interface_id),
+                "stream of {message:?}"
+            );
             out.push(r);
         }
     }
@@ -80,32 +92,74 @@ fn cloudwatch_streams_hold_exactly_the_records_of_the_file_destination() {
     let moto = Moto::start(Some(&a.netns));
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
-    let mut file_agent =
-        AgentProcess::start(a, &args(&dir.path().join("f"), 2, format!("file:{}", out.display()), None));
-    let mut cw_agent =
-        AgentProcess::start(a, &args(&dir.path().join("c"), 2, format!("cloud-watch-logs:{GROUP}"), Some(&moto)));
+    let mut file_agent = AgentProcess::start(
+        a,
+        &args(
+            &dir.path().join("f"),
+            2,
+            format!("file:{}", out.display()),
+            None,
+        ),
+    );
+    let mut cw_agent = AgentProcess::start(
+        a,
+        &args(
+            &dir.path().join("c"),
+            2,
+            format!("cloud-watch-logs:{GROUP}"),
+            Some(&moto),
+        ),
+    );
 
-    let (w0, expected) =
-        send_in_consecutive_windows(a, b, 2, &[(8001, 3, 4, 100), (8002, 2, 6, 200), (8003, 1, 9, 50)]);
+    let (w0, expected) = send_in_consecutive_windows(
+        a,
+        b,
+        2,
+        &[(8001, 3, 4, 100), (8002, 2, 6, 200), (8003, 1, 9, 50)],
+    );
     let w3 = w0 + 6;
     assert!(unix_now() < w3 as f64, "traffic overran its windows");
     std::thread::sleep(Duration::from_secs_f64(w3 as f64 + 1.0 - unix_now()));
     assert!(cw_agent.stop().success(), "log:\n{}", cw_agent.log());
     assert!(file_agent.stop().success(), "log:\n{}", file_agent.log());
-    assert_eq!(cw_agent.log_count("created log group"), 1, "log:\n{}", cw_agent.log());
-    assert_eq!(cw_agent.log_count("created log stream"), 1, "log:\n{}", cw_agent.log());
+    assert_eq!(
+        cw_agent.log_count("created log group"),
+        1,
+        "log:\n{}",
+        cw_agent.log()
+    );
+    assert_eq!(
+        cw_agent.log_count("created log stream"),
+        1,
+        "log:\n{}",
+        cw_agent.log()
+    );
 
     let streams = moto.with_clients(async |c| c.log_events(GROUP).await);
-    assert_eq!(streams.keys().collect::<Vec<_>>(), [&format!("{}-all", a.iface)]);
+    assert_eq!(
+        streams.keys().collect::<Vec<_>>(),
+        [&format!("{}-all", a.iface)]
+    );
     let cw_records = event_records(&streams);
     let file_records = records_of_objects(&file_objects(&out));
     let in_windows = |r: &&Record| r.start >= w0 && r.end < w3;
     let cw_in: Vec<&Record> = cw_records.iter().filter(in_windows).collect();
     let file_in: Vec<&Record> = file_records.iter().filter(in_windows).collect();
-    assert_eq!(sorted_lines(&cw_in), sorted_lines(&file_in), "CloudWatch and file records of windows [{w0}, {w3})");
+    assert_eq!(
+        sorted_lines(&cw_in),
+        sorted_lines(&file_in),
+        "CloudWatch and file records of windows [{w0}, {w3})"
+    );
     assert_eq!(cw_in.len(), 6);
-    let got: BTreeMap<Tuple, (u64, u64)> =
-        cw_in.iter().map(|r| (r.tuple.expect("OK record"), (r.packets.unwrap(), r.bytes.unwrap()))).collect();
+    let got: BTreeMap<Tuple, (u64, u64)> = cw_in
+        .iter()
+        .map(|r| {
+            (
+                r.tuple.expect("OK record"),
+                (r.packets.unwrap(), r.bytes.unwrap()),
+            )
+        })
+        .collect();
     assert_eq!(got, expected);
     // Nothing twice overall either: the agent's own first and last windows too.
     let all: BTreeSet<&str> = cw_records.iter().map(|r| r.line.as_str()).collect();
@@ -121,7 +175,15 @@ fn cloudwatch_outage_of_two_windows_loses_and_duplicates_nothing() {
     let (a, b) = (&ns.a, &ns.b);
     let mut moto = Moto::start(Some(&a.netns));
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent = AgentProcess::start(a, &args(dir.path(), 2, format!("cloud-watch-logs:{GROUP}"), Some(&moto)));
+    let mut agent = AgentProcess::start(
+        a,
+        &args(
+            dir.path(),
+            2,
+            format!("cloud-watch-logs:{GROUP}"),
+            Some(&moto),
+        ),
+    );
 
     let w0 = wait_for_window_start(2, Duration::from_millis(300));
     let mut expected = BTreeMap::new();
@@ -159,15 +221,35 @@ fn cloudwatch_outage_of_two_windows_loses_and_duplicates_nothing() {
     let after = moto.with_clients(async |c| c.log_events(GROUP).await);
     let mut records = event_records(&before);
     records.extend(event_records(&after));
-    let ok: Vec<&Record> = records.iter().filter(|r| r.tuple.is_some() && r.start >= w0).collect();
+    let ok: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.tuple.is_some() && r.start >= w0)
+        .collect();
     let got = summed_per_tuple(&ok);
-    assert_eq!(ok.len(), expected.len(), "one record per flow, none twice:\n{}", sorted_lines(&ok).join("\n"));
+    assert_eq!(
+        ok.len(),
+        expected.len(),
+        "one record per flow, none twice:\n{}",
+        sorted_lines(&ok).join("\n")
+    );
     assert_eq!(got, expected, "every packet sent, counted once");
     let all: BTreeSet<&str> = records.iter().map(|r| r.line.as_str()).collect();
-    assert_eq!(all.len(), records.len(), "duplicate events across the outage");
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("cannot publish")).collect();
+    assert_eq!(
+        all.len(),
+        records.len(),
+        "duplicate events across the outage"
+    );
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot publish"))
+        .collect();
     eprintln!("error lines:\n{}", errors.join("\n"));
-    assert_eq!(errors.len(), 1, "one error line for the outage:\n{}", errors.join("\n"));
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error line for the outage:\n{}",
+        errors.join("\n")
+    );
     assert!(errors[0].contains("Connection refused"), "{}", errors[0]);
     // Group and stream created at the start and again after the endpoint lost them.
     assert_eq!(log.matches("created log stream").count(), 2, "log:\n{log}");
@@ -196,20 +278,33 @@ fn more_than_25000_records_in_a_window_are_split_into_valid_batches() {
     ]));
     let moto = Moto::start(Some(&a.netns));
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut agent =
-        AgentProcess::start(a, &args(dir.path(), INTERVAL, format!("cloud-watch-logs:{GROUP}"), Some(&moto)));
+    let mut agent = AgentProcess::start(
+        a,
+        &args(
+            dir.path(),
+            INTERVAL,
+            format!("cloud-watch-logs:{GROUP}"),
+            Some(&moto),
+        ),
+    );
 
     let w = wait_for_window_start(INTERVAL, Duration::from_millis(300));
     let src = a.v4;
     let src_port = in_ns(&a.netns, move || {
         let sock = UdpSocket::bind((src, 0)).expect("bind");
         for port in 1..=FLOWS {
-            sock.send_to(b"flowlog", (sink, port)).unwrap_or_else(|e| panic!("send to port {port}: {e}"));
+            sock.send_to(b"flowlog", (sink, port))
+                .unwrap_or_else(|e| panic!("send to port {port}: {e}"));
         }
         sock.local_addr().expect("addr").port()
     });
-    assert!(unix_now() < (w + INTERVAL) as f64, "sending overran the window");
-    std::thread::sleep(Duration::from_secs_f64((w + INTERVAL) as f64 + 0.5 - unix_now()));
+    assert!(
+        unix_now() < (w + INTERVAL) as f64,
+        "sending overran the window"
+    );
+    std::thread::sleep(Duration::from_secs_f64(
+        (w + INTERVAL) as f64 + 0.5 - unix_now(),
+    ));
     let status = agent.stop();
     let log = agent.log();
     assert!(status.success(), "exit {status}; log:\n{log}");
@@ -242,19 +337,34 @@ fn more_than_25000_records_in_a_window_are_split_into_valid_batches() {
     // log lines) are exactly the batches the limits give for these events, in order.
     let published: Vec<usize> = log
         .lines()
-        .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix(&format!("batch={stream}@"))))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("batch={stream}@")))
+        })
         .filter_map(|rest| {
             let (first, n) = rest.split_once('+')?;
             let first: i64 = first.parse().ok()?;
-            (first >= w as i64 * 1000 && first < (w + INTERVAL) as i64 * 1000).then(|| n.parse().ok())?
+            (first >= w as i64 * 1000 && first < (w + INTERVAL) as i64 * 1000)
+                .then(|| n.parse().ok())?
         })
         .collect();
-    let events: Vec<LogEvent> =
-        window.into_iter().map(|(timestamp_ms, message)| LogEvent { timestamp_ms, message }).collect();
-    let limits: Vec<usize> = events::split(&stream, events).iter().map(|b| b.events.len()).collect();
+    let events: Vec<LogEvent> = window
+        .into_iter()
+        .map(|(timestamp_ms, message)| LogEvent {
+            timestamp_ms,
+            message,
+        })
+        .collect();
+    let limits: Vec<usize> = events::split(&stream, events)
+        .iter()
+        .map(|b| b.events.len())
+        .collect();
     eprintln!("PutLogEvents calls for {FLOWS} records: {published:?}");
     assert_eq!(published, limits, "PutLogEvents calls for the window");
-    assert!(published.len() >= 3, "26,000 records need at least 3 calls: {published:?}");
+    assert!(
+        published.len() >= 3,
+        "26,000 records need at least 3 calls: {published:?}"
+    );
 }
 
 /// The batching limits against the real API: 25,001 short events (so the 10,000-event limit
@@ -265,25 +375,52 @@ fn putlogevents_batches_at_both_limits_are_accepted() {
     let moto = Moto::start(None);
     let endpoint = moto.endpoint();
     moto.with_clients(async move |c| {
-        let dest = Destination::CloudWatchLogs(CloudWatchDestination::from_client(c.logs.clone(), GROUP, &endpoint));
+        let dest = Destination::CloudWatchLogs(CloudWatchDestination::from_client(
+            c.logs.clone(),
+            GROUP,
+            &endpoint,
+        ));
         let base = (unix_now() as i64 - 60) * 1000;
-        let cases = [("short-all", 25_001usize, 20usize), ("long-all", 3_000, 1_000)];
+        let cases = [
+            ("short-all", 25_001usize, 20usize),
+            ("long-all", 3_000, 1_000),
+        ];
         for (stream, n, len) in cases {
             let events: Vec<LogEvent> = (0..n)
-                .map(|i| LogEvent { timestamp_ms: base + i as i64 / 100, message: format!("{i:0len$}") })
+                .map(|i| LogEvent {
+                    timestamp_ms: base + i as i64 / 100,
+                    message: format!("{i:0len$}"),
+                })
                 .collect();
             let batches: Vec<LogEventBatch> = events::split(stream, events.clone());
             for b in &batches {
                 assert!(b.events.len() <= MAX_BATCH_EVENTS);
-                assert!(b.events.iter().map(LogEvent::billed_bytes).sum::<usize>() <= MAX_BATCH_BYTES);
-                dest.put(&Batch::LogEvents(b.clone())).await.unwrap_or_else(|e| panic!("put {stream}: {e:#}"));
+                assert!(
+                    b.events.iter().map(LogEvent::billed_bytes).sum::<usize>() <= MAX_BATCH_BYTES
+                );
+                dest.put(&Batch::LogEvents(b.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("put {stream}: {e:#}"));
             }
             let sizes: Vec<usize> = batches.iter().map(|b| b.events.len()).collect();
-            let want: &[usize] = if len == 20 { &[10_000, 10_000, 5_001] } else { &[1_022, 1_022, 956] };
+            let want: &[usize] = if len == 20 {
+                &[10_000, 10_000, 5_001]
+            } else {
+                &[1_022, 1_022, 956]
+            };
             assert_eq!(sizes, want, "{stream}");
-            let got = c.log_events(GROUP).await.remove(stream).expect("stream created");
-            let got: Vec<LogEvent> =
-                got.into_iter().map(|(timestamp_ms, message)| LogEvent { timestamp_ms, message }).collect();
+            let got = c
+                .log_events(GROUP)
+                .await
+                .remove(stream)
+                .expect("stream created");
+            let got: Vec<LogEvent> = got
+                .into_iter()
+                .map(|(timestamp_ms, message)| LogEvent {
+                    timestamp_ms,
+                    message,
+                })
+                .collect();
             assert_eq!(got, events, "{stream}: every event once, in order");
         }
     });

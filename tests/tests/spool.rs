@@ -379,7 +379,10 @@ fn an_agent_starting_while_the_previous_one_exits_takes_the_spool() {
 fn records_that_cannot_be_spooled_fail_the_run() {
     let ns = Namespaces::new(Setup::new(159).ipv4_only().prefix("flsp"));
     let a = &ns.a;
-    let dir = tempfile::Builder::new().prefix("flsp-").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("flsp-")
+        .tempdir()
+        .expect("temp dir");
     let out = dir.path().join("out");
     let spool = dir.path().join("spool");
     let mut agent_args = args(&out);
@@ -394,7 +397,9 @@ fn records_that_cannot_be_spooled_fail_the_run() {
     assert_eq!(status.code(), Some(1), "agent: {status}; log:\n{log}");
     assert!(
         log.lines().any(|l| l.starts_with("flowlog: error: ")
-            && l.contains("records were lost because their batches could not be written to the spool")),
+            && l.contains(
+                "records were lost because their batches could not be written to the spool"
+            )),
         "log:\n{log}"
     );
 }

@@ -31,7 +31,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nftables", // drop rules in tests
     "tcpdump",  // ground truth captures
     "ethtool",
-    "strace", // delays a syscall in the spool-lock race test
+    "strace",       // delays a syscall in the spool-lock race test
     "python3-venv", // .venv for moto
     "python3-pip",
 ];

@@ -76,7 +76,10 @@ impl OutputArgs {
     /// Logs the deprecated options in use (once, at startup).
     pub fn warn_deprecated(&self) {
         if let Some(dir) = &self.output_dir {
-            warn!("--output-dir is deprecated: use --destination file:{}", dir.display());
+            warn!(
+                "--output-dir is deprecated: use --destination file:{}",
+                dir.display()
+            );
         }
     }
 
@@ -87,7 +90,9 @@ impl OutputArgs {
             return dir.clone();
         }
         let dest = match destination {
-            DestinationSpec::File(dir) => DestinationSpec::File(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+            DestinationSpec::File(dir) => {
+                DestinationSpec::File(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+            }
             other => other.clone(),
         };
         let hash = crc32fast::hash(dest.to_string().as_bytes());
@@ -97,9 +102,13 @@ impl OutputArgs {
 
 /// `--endpoint-url` must be an http or https URL.
 fn parse_endpoint_url(s: &str) -> anyhow::Result<String> {
-    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(s.to_string()),
-        _ => anyhow::bail!("invalid endpoint URL {s:?}: write it as http://HOST[:PORT] or https://HOST[:PORT]"),
+        _ => anyhow::bail!(
+            "invalid endpoint URL {s:?}: write it as http://HOST[:PORT] or https://HOST[:PORT]"
+        ),
     }
 }

@@ -28,14 +28,17 @@ impl AwsSettings {
     pub async fn load(&self, region: Option<&str>) -> SdkConfig {
         // rustls with ring: TLS for real AWS, plain HTTP for a local endpoint, and no C/CMake
         // build of aws-lc.
-        let http =
-            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             // One attempt may upload a 75 MB object.
             .operation_attempt_timeout(Duration::from_secs(120))
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts);
         // Without an explicit region the loader asks the standard chain, through the HTTP
         // client above (a chain built outside the loader would lack one for IMDS).
         if let Some(r) = region {
@@ -48,7 +51,10 @@ impl AwsSettings {
         if config.region().is_some() {
             return config;
         }
-        let fallback = self.fallback_region.clone().unwrap_or_else(|| LAST_RESORT_REGION.to_string());
+        let fallback = self
+            .fallback_region
+            .clone()
+            .unwrap_or_else(|| LAST_RESORT_REGION.to_string());
         config.to_builder().region(Region::new(fallback)).build()
     }
 
@@ -56,7 +62,10 @@ impl AwsSettings {
     pub fn endpoint(&self, config: &SdkConfig) -> String {
         match &self.endpoint_url {
             Some(url) => url.clone(),
-            None => format!("AWS in {}", config.region().map(|r| r.as_ref()).unwrap_or("?")),
+            None => format!(
+                "AWS in {}",
+                config.region().map(|r| r.as_ref()).unwrap_or("?")
+            ),
         }
     }
 }
@@ -95,15 +104,21 @@ where
             let message = err.message().unwrap_or("");
             let hint = match code {
                 // HeadBucket answers a bare 404/403, which the SDK calls NotFound/Forbidden.
-                "NoSuchBucket" | "NotFound" => "the bucket does not exist: create it or fix --destination",
-                "Forbidden" => "access denied or credentials rejected: check the credentials and their s3 permissions",
+                "NoSuchBucket" | "NotFound" => {
+                    "the bucket does not exist: create it or fix --destination"
+                }
+                "Forbidden" => {
+                    "access denied or credentials rejected: check the credentials and their s3 permissions"
+                }
                 c if CREDENTIAL_CODES.contains(&c) => {
                     "the credentials were rejected: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role"
                 }
                 "AccessDenied" | "AccessDeniedException" => {
                     "access denied: the credentials need s3:PutObject, or logs:CreateLogGroup, logs:CreateLogStream and logs:PutLogEvents"
                 }
-                "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+                "PermanentRedirect"
+                | "AuthorizationHeaderMalformed"
+                | "IllegalLocationConstraintException" => {
                     "the bucket is in another region: set AWS_REGION to the bucket's region"
                 }
                 _ if status == 429 || status >= 500 || code.contains("Throttl") => {
@@ -111,9 +126,21 @@ where
                 }
                 _ => "",
             };
-            let code = if code.is_empty() { format!("HTTP {status}") } else { format!("{code} (HTTP {status})") };
-            let message = if message.is_empty() { String::new() } else { format!(": {message}") };
-            let hint = if hint.is_empty() { String::new() } else { format!("; {hint}") };
+            let code = if code.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("{code} (HTTP {status})")
+            };
+            let message = if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            };
+            let hint = if hint.is_empty() {
+                String::new()
+            } else {
+                format!("; {hint}")
+            };
             format!("{endpoint} answered {code}{message}{hint}")
         }
         SdkError::DispatchFailure(_) => format!("cannot reach {endpoint}: {detail}"),
@@ -124,7 +151,11 @@ where
         SdkError::ResponseError(_) => format!("unreadable answer from {endpoint}: {detail}"),
         _ => format!("{endpoint}: {detail}"),
     };
-    CallFailed { what: what.to_string(), problem }.into()
+    CallFailed {
+        what: what.to_string(),
+        problem,
+    }
+    .into()
 }
 
 /// An error and its sources as `a: b: c` (the SDK's own context printer adds a Debug dump).

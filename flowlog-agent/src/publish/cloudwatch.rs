@@ -30,12 +30,20 @@ impl CloudWatchDestination {
     pub async fn new(settings: &AwsSettings, group: &str, region: Option<&str>) -> Self {
         let shared = settings.load(region).await;
         let endpoint = settings.endpoint(&shared);
-        CloudWatchDestination { client: Client::new(&shared), group: group.into(), endpoint }
+        CloudWatchDestination {
+            client: Client::new(&shared),
+            group: group.into(),
+            endpoint,
+        }
     }
 
     /// With a client configured elsewhere (tests give explicit credentials).
     pub fn from_client(client: Client, group: &str, endpoint: &str) -> Self {
-        CloudWatchDestination { client, group: group.into(), endpoint: endpoint.into() }
+        CloudWatchDestination {
+            client,
+            group: group.into(),
+            endpoint: endpoint.into(),
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -43,11 +51,23 @@ impl CloudWatchDestination {
     }
 
     pub async fn put(&self, batch: &LogEventBatch) -> anyhow::Result<()> {
-        let what = || format!("cannot put {} events to {}:{}", batch.events.len(), self.group, batch.stream);
+        let what = || {
+            format!(
+                "cannot put {} events to {}:{}",
+                batch.events.len(),
+                self.group,
+                batch.stream
+            )
+        };
         let mut events = Vec::with_capacity(batch.events.len());
         for e in &batch.events {
-            let event = InputLogEvent::builder().timestamp(e.timestamp_ms).message(&e.message).build();
-            events.push(event.map_err(|err| Refused(format!("{}: invalid log event: {err}", what())))?);
+            let event = InputLogEvent::builder()
+                .timestamp(e.timestamp_ms)
+                .message(&e.message)
+                .build();
+            events.push(
+                event.map_err(|err| Refused(format!("{}: invalid log event: {err}", what())))?,
+            );
         }
         let mut created = false;
         loop {
@@ -69,13 +89,23 @@ impl CloudWatchDestination {
                     }
                     return Ok(());
                 }
-                Err(SdkError::ServiceError(se)) if !created && se.err().is_resource_not_found_exception() => {
+                Err(SdkError::ServiceError(se))
+                    if !created && se.err().is_resource_not_found_exception() =>
+                {
                     self.create_stream(&batch.stream).await?;
                     created = true;
                 }
-                Err(SdkError::ServiceError(se)) if se.err().is_data_already_accepted_exception() => return Ok(()),
+                Err(SdkError::ServiceError(se))
+                    if se.err().is_data_already_accepted_exception() =>
+                {
+                    return Ok(());
+                }
                 Err(SdkError::ServiceError(se)) if se.err().is_invalid_parameter_exception() => {
-                    let e = explain::<PutLogEventsError>(SdkError::ServiceError(se), &what(), &self.endpoint);
+                    let e = explain::<PutLogEventsError>(
+                        SdkError::ServiceError(se),
+                        &what(),
+                        &self.endpoint,
+                    );
                     return Err(Refused(format!("{e:#}")).into());
                 }
                 Err(e) => return Err(explain(e, &what(), &self.endpoint)),
@@ -85,7 +115,13 @@ impl CloudWatchDestination {
 
     /// Creates the group (if missing) and the stream (if missing).
     async fn create_stream(&self, stream: &str) -> anyhow::Result<()> {
-        match self.client.create_log_group().log_group_name(&self.group).send().await {
+        match self
+            .client
+            .create_log_group()
+            .log_group_name(&self.group)
+            .send()
+            .await
+        {
             Ok(_) => info!(group = %self.group, "created log group"),
             Err(SdkError::ServiceError(se)) if se.err().is_resource_already_exists_exception() => {}
             Err(e) => {
@@ -96,7 +132,14 @@ impl CloudWatchDestination {
                 ));
             }
         }
-        match self.client.create_log_stream().log_group_name(&self.group).log_stream_name(stream).send().await {
+        match self
+            .client
+            .create_log_stream()
+            .log_group_name(&self.group)
+            .log_stream_name(stream)
+            .send()
+            .await
+        {
             Ok(_) => info!(group = %self.group, stream, "created log stream"),
             Err(SdkError::ServiceError(se)) if se.err().is_resource_already_exists_exception() => {}
             Err(e) => {

@@ -63,9 +63,15 @@ impl LogEventPacker {
                 timestamp_ms: (rec.start as i64).saturating_mul(1_000),
                 message: self.format.render(rec, &self.meta),
             };
-            per_stream.entry(rec.interface_id.as_str()).or_default().push(event);
+            per_stream
+                .entry(rec.interface_id.as_str())
+                .or_default()
+                .push(event);
         }
-        per_stream.into_iter().flat_map(|(iface, events)| split(&stream_name(iface), events)).collect()
+        per_stream
+            .into_iter()
+            .flat_map(|(iface, events)| split(&stream_name(iface), events))
+            .collect()
     }
 }
 
@@ -81,16 +87,24 @@ pub fn split(stream: &str, mut events: Vec<LogEvent>) -> Vec<LogEventBatch> {
         let size = event.billed_bytes();
         let full = current.len() == MAX_BATCH_EVENTS
             || bytes + size > MAX_BATCH_BYTES
-            || current.first().is_some_and(|f| event.timestamp_ms - f.timestamp_ms >= MAX_BATCH_SPAN_MS);
+            || current
+                .first()
+                .is_some_and(|f| event.timestamp_ms - f.timestamp_ms >= MAX_BATCH_SPAN_MS);
         if full && !current.is_empty() {
-            batches.push(LogEventBatch { stream: stream.to_string(), events: std::mem::take(&mut current) });
+            batches.push(LogEventBatch {
+                stream: stream.to_string(),
+                events: std::mem::take(&mut current),
+            });
             bytes = 0;
         }
         bytes += size;
         current.push(event);
     }
     if !current.is_empty() {
-        batches.push(LogEventBatch { stream: stream.to_string(), events: current });
+        batches.push(LogEventBatch {
+            stream: stream.to_string(),
+            events: current,
+        });
     }
     batches
 }
@@ -103,16 +117,27 @@ mod tests {
     use crate::records::{Action, Direction, LogStatus, Traffic};
 
     fn event(ts: i64, len: usize) -> LogEvent {
-        LogEvent { timestamp_ms: ts, message: "x".repeat(len) }
+        LogEvent {
+            timestamp_ms: ts,
+            message: "x".repeat(len),
+        }
     }
 
     fn check_limits(batches: &[LogEventBatch]) {
         for b in batches {
             assert!(!b.events.is_empty());
-            assert!(b.events.len() <= MAX_BATCH_EVENTS, "{} events", b.events.len());
+            assert!(
+                b.events.len() <= MAX_BATCH_EVENTS,
+                "{} events",
+                b.events.len()
+            );
             let bytes: usize = b.events.iter().map(LogEvent::billed_bytes).sum();
             assert!(bytes <= MAX_BATCH_BYTES, "{bytes} bytes");
-            assert!(b.events.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms));
+            assert!(
+                b.events
+                    .windows(2)
+                    .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
+            );
             let span = b.events.last().unwrap().timestamp_ms - b.events[0].timestamp_ms;
             assert!(span < MAX_BATCH_SPAN_MS, "{span} ms");
         }
@@ -146,10 +171,18 @@ mod tests {
     #[test]
     fn splits_before_spanning_24_hours_and_sorts() {
         let day = MAX_BATCH_SPAN_MS;
-        let events = vec![event(day, 1), event(0, 1), event(day - 1, 1), event(2 * day + 5, 1)];
+        let events = vec![
+            event(day, 1),
+            event(0, 1),
+            event(day - 1, 1),
+            event(2 * day + 5, 1),
+        ];
         let batches = split("s", events);
         check_limits(&batches);
-        let ts: Vec<Vec<i64>> = batches.iter().map(|b| b.events.iter().map(|e| e.timestamp_ms).collect()).collect();
+        let ts: Vec<Vec<i64>> = batches
+            .iter()
+            .map(|b| b.events.iter().map(|e| e.timestamp_ms).collect())
+            .collect();
         assert_eq!(ts, [vec![0, day - 1], vec![day], vec![2 * day + 5]]);
     }
 
@@ -172,7 +205,11 @@ mod tests {
         };
         let rec = |iface: &str, start: u64, t: Option<Traffic>| FlowRecord {
             interface_id: iface.into(),
-            log_status: if t.is_some() { LogStatus::Ok } else { LogStatus::NoData },
+            log_status: if t.is_some() {
+                LogStatus::Ok
+            } else {
+                LogStatus::NoData
+            },
             start,
             end: start + 5,
             traffic: t,
@@ -182,18 +219,32 @@ mod tests {
             rec("eth0", 1_700_000_000, None),
             rec("eth1", 1_700_000_003, Some(traffic)),
         ];
-        let meta = Metadata { account_id: "123456789012".into(), ..Metadata::default() };
+        let meta = Metadata {
+            account_id: "123456789012".into(),
+            ..Metadata::default()
+        };
         let batches = LogEventPacker::new(LogFormat::default(), meta).pack(&records);
         let got: Vec<(&str, Vec<(i64, &str)>)> = batches
             .iter()
-            .map(|b| (b.stream.as_str(), b.events.iter().map(|e| (e.timestamp_ms, e.message.as_str())).collect()))
+            .map(|b| {
+                (
+                    b.stream.as_str(),
+                    b.events
+                        .iter()
+                        .map(|e| (e.timestamp_ms, e.message.as_str()))
+                        .collect(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
             [
                 (
                     "eth0-all",
-                    vec![(1_700_000_000_000, "2 123456789012 eth0 - - - - - - - 1700000000 1700000005 - NODATA")]
+                    vec![(
+                        1_700_000_000_000,
+                        "2 123456789012 eth0 - - - - - - - 1700000000 1700000005 - NODATA"
+                    )]
                 ),
                 (
                     "eth1-all",

@@ -23,7 +23,9 @@ impl FileDestination {
         fs::write(&probe, b"")
             .with_context(|| format!("output directory {} is not writable", root.display()))?;
         let _ = fs::remove_file(probe);
-        Ok(FileDestination { root: root.to_path_buf() })
+        Ok(FileDestination {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -43,11 +45,17 @@ impl FileDestination {
 fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("object key has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().context("object key has no file name")?.to_string_lossy();
+    let name = path
+        .file_name()
+        .context("object key has no file name")?
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(body).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))?;
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(body)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot fsync {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
 }

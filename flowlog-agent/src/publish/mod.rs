@@ -43,7 +43,12 @@ pub fn export_spool_metrics(s: &SpoolStats) {
         &[],
         s.records as f64,
     );
-    metrics::gauge_set("flowlog_spool_bytes", "Bytes of the spool files.", &[], s.bytes as f64);
+    metrics::gauge_set(
+        "flowlog_spool_bytes",
+        "Bytes of the spool files.",
+        &[],
+        s.bytes as f64,
+    );
 }
 
 /// One delivery unit: spooled, published and acknowledged as a whole.
@@ -95,16 +100,18 @@ impl Destination {
         Ok(match spec {
             DestinationSpec::File(dir) => {
                 if settings.endpoint_url.is_some() {
-                    warn!("--endpoint-url is ignored: it applies to s3 and cloud-watch-logs destinations only");
+                    warn!(
+                        "--endpoint-url is ignored: it applies to s3 and cloud-watch-logs destinations only"
+                    );
                 }
                 Destination::File(FileDestination::new(dir)?)
             }
             DestinationSpec::S3 { bucket, prefix } => {
                 Destination::S3(S3Destination::new(settings, bucket, prefix).await)
             }
-            DestinationSpec::CloudWatchLogs { group, region } => {
-                Destination::CloudWatchLogs(CloudWatchDestination::new(settings, group, region.as_deref()).await)
-            }
+            DestinationSpec::CloudWatchLogs { group, region } => Destination::CloudWatchLogs(
+                CloudWatchDestination::new(settings, group, region.as_deref()).await,
+            ),
         })
     }
 
@@ -153,7 +160,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(first: Duration, max: Duration) -> Self {
-        Backoff { first, max, next: first }
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
     }
 
     pub fn delay(&mut self) -> Duration {
@@ -235,7 +246,12 @@ pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Re
                 }
                 backoff.reset();
                 let l = [("destination", destination.as_str())];
-                metrics::counter_add("flowlog_published_batches_total", "Batches the destination acknowledged.", &l, 1);
+                metrics::counter_add(
+                    "flowlog_published_batches_total",
+                    "Batches the destination acknowledged.",
+                    &l,
+                    1,
+                );
                 metrics::counter_add(
                     "flowlog_published_records_total",
                     "Records the destination acknowledged.",
@@ -283,7 +299,8 @@ pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Re
                     cause: String::new(),
                 });
                 ep.attempts += 1;
-                if ep.attempts == 1 || ep.cause != cause || ep.logged.elapsed() >= FAILURE_REMINDER {
+                if ep.attempts == 1 || ep.cause != cause || ep.logged.elapsed() >= FAILURE_REMINDER
+                {
                     error!(destination = %destination, failed_attempts = ep.attempts,
                            outage_secs = ep.since.elapsed().as_secs(), pending_batches = stats.batches,
                            pending_records = stats.records, error = %format!("{e:#}"),
@@ -317,7 +334,11 @@ mod tests {
         for cap in caps {
             let d = b.delay();
             let cap = Duration::from_secs(cap);
-            assert!(d >= cap / 2 && d <= cap, "{d:?} not in [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "{d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
         b.reset();
         assert!(b.delay() <= Duration::from_secs(1));

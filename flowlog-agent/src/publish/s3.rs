@@ -32,7 +32,11 @@ impl S3Destination {
 
     /// The key of `obj` in the bucket: `prefix/AWSLogs/...`.
     pub fn key(&self, obj: &FinishedObject) -> String {
-        if self.prefix.is_empty() { obj.key.clone() } else { format!("{}/{}", self.prefix, obj.key) }
+        if self.prefix.is_empty() {
+            obj.key.clone()
+        } else {
+            format!("{}/{}", self.prefix, obj.key)
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -52,7 +56,13 @@ impl S3Destination {
             .body(ByteStream::from(obj.body.clone()))
             .send()
             .await
-            .map_err(|e| explain(e, &format!("cannot put s3://{}/{key}", self.bucket), &self.endpoint))?;
+            .map_err(|e| {
+                explain(
+                    e,
+                    &format!("cannot put s3://{}/{key}", self.bucket),
+                    &self.endpoint,
+                )
+            })?;
         Ok(())
     }
 
@@ -63,7 +73,13 @@ impl S3Destination {
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| explain(e, &format!("cannot reach bucket {}", self.bucket), &self.endpoint))?;
+            .map_err(|e| {
+                explain(
+                    e,
+                    &format!("cannot reach bucket {}", self.bucket),
+                    &self.endpoint,
+                )
+            })?;
         Ok(())
     }
 }

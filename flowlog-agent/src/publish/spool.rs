@@ -49,8 +49,18 @@ const REJECTED_SUFFIX: &str = "rejected";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 enum Header {
-    Object { key: String, records: usize, body_bytes: u64, crc32: u32 },
-    LogEvents { stream: String, records: usize, body_bytes: u64, crc32: u32 },
+    Object {
+        key: String,
+        records: usize,
+        body_bytes: u64,
+        crc32: u32,
+    },
+    LogEvents {
+        stream: String,
+        records: usize,
+        body_bytes: u64,
+        crc32: u32,
+    },
 }
 
 impl Header {
@@ -114,17 +124,27 @@ impl Spool {
         let lock = lock(dir)?;
         let mut state = State::default();
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir).with_context(|| format!("cannot list spool directory {}", dir.display()))? {
-            let path = entry.with_context(|| format!("cannot list spool directory {}", dir.display()))?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        for entry in fs::read_dir(dir)
+            .with_context(|| format!("cannot list spool directory {}", dir.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("cannot list spool directory {}", dir.display()))?
+                .path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             if name.starts_with('.') && name.ends_with(".tmp") {
                 // A batch whose write was interrupted: it was never published nor acknowledged
                 // as spooled, so the agent that wrote it lost it along with its window.
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}")) else { continue };
-            let Some(seq) = stem.split('-').next().and_then(|s| s.parse::<u64>().ok()) else { continue };
+            let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}")) else {
+                continue;
+            };
+            let Some(seq) = stem.split('-').next().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
             names.push((seq, path));
         }
         names.sort();
@@ -137,7 +157,14 @@ impl Spool {
                 Ok((bytes, header)) => {
                     state.stats.records += header.records();
                     state.stats.bytes += bytes;
-                    state.entries.insert(seq, Entry { path, bytes, records: header.records() });
+                    state.entries.insert(
+                        seq,
+                        Entry {
+                            path,
+                            bytes,
+                            records: header.records(),
+                        },
+                    );
                 }
                 Err(e) => {
                     error!(file = %path.display(), error = %format!("{e:#}"), "unreadable spool file set aside as *.rejected");
@@ -150,7 +177,13 @@ impl Spool {
             info!(dir = %dir.display(), batches = state.stats.batches, records = state.stats.records,
                   "spool holds batches an earlier run did not deliver: publishing them first");
         }
-        Ok(Spool { dir: dir.to_path_buf(), max_bytes, state: Mutex::new(state), changed: Notify::new(), _lock: lock })
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            _lock: lock,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -170,22 +203,44 @@ impl Spool {
             st.next_seq += 1;
             st.next_seq - 1
         };
-        let name = format!("{seq:012}-{:08x}.{EXTENSION}", crc32fast::hash(batch.identity().as_bytes()));
+        let name = format!(
+            "{seq:012}-{:08x}.{EXTENSION}",
+            crc32fast::hash(batch.identity().as_bytes())
+        );
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let bytes = write_durably(&tmp, &path, batch)
-            .with_context(|| format!("cannot spool batch {} to {}", batch.identity(), self.dir.display()))?;
+        let bytes = write_durably(&tmp, &path, batch).with_context(|| {
+            format!(
+                "cannot spool batch {} to {}",
+                batch.identity(),
+                self.dir.display()
+            )
+        })?;
         let mut st = self.state();
-        st.entries.insert(seq, Entry { path, bytes, records: batch.records() });
+        st.entries.insert(
+            seq,
+            Entry {
+                path,
+                bytes,
+                records: batch.records(),
+            },
+        );
         st.stats.batches += 1;
         st.stats.records += batch.records();
         st.stats.bytes += bytes;
         while st.stats.bytes > self.max_bytes {
             let in_flight = st.in_flight;
-            let Some(oldest) = st.entries.keys().copied().find(|s| Some(*s) != in_flight && *s != seq) else {
+            let Some(oldest) = st
+                .entries
+                .keys()
+                .copied()
+                .find(|s| Some(*s) != in_flight && *s != seq)
+            else {
                 break;
             };
-            let Some(e) = st.entries.remove(&oldest) else { break };
+            let Some(e) = st.entries.remove(&oldest) else {
+                break;
+            };
             if let Err(err) = fs::remove_file(&e.path) {
                 warn!(file = %e.path.display(), error = %err, "cannot delete dropped spool file");
             }
@@ -219,7 +274,11 @@ impl Spool {
     pub fn claim(&self) -> Option<Claim> {
         let mut st = self.state();
         let (&seq, e) = st.entries.iter().next()?;
-        let claim = Claim { seq, path: e.path.clone(), records: e.records };
+        let claim = Claim {
+            seq,
+            path: e.path.clone(),
+            records: e.records,
+        };
         st.in_flight = Some(seq);
         Some(claim)
     }
@@ -228,9 +287,12 @@ impl Spool {
     pub fn ack(&self, claim: &Claim) -> anyhow::Result<()> {
         self.forget(claim);
         match fs::remove_file(&claim.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("cannot delete delivered spool file {}", claim.path.display()))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+                format!(
+                    "cannot delete delivered spool file {}",
+                    claim.path.display()
+                )
+            }),
             _ => Ok(()),
         }
     }
@@ -301,27 +363,43 @@ fn lock(dir: &Path) -> anyhow::Result<fs::File> {
         match fs::create_dir_all(dir) {
             Ok(()) => {}
             // Removed again between create_dir_all's mkdir and its check.
-            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
+                continue;
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("cannot create spool directory {}: choose another with --spool-dir", dir.display())
+                    format!(
+                        "cannot create spool directory {}: choose another with --spool-dir",
+                        dir.display()
+                    )
                 });
             }
         }
         // Not truncated: while another agent holds it, it names that agent.
-        let file = match fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path) {
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("spool directory {} is not writable: choose another with --spool-dir", dir.display())
+                    format!(
+                        "spool directory {} is not writable: choose another with --spool-dir",
+                        dir.display()
+                    )
                 });
             }
         };
         match file.try_lock() {
             Ok(()) if is_at(&file, &path) => {
                 file.set_len(0)
-                    .and_then(|()| (&file).write_all(format!("{}\n", std::process::id()).as_bytes()))
+                    .and_then(|()| {
+                        (&file).write_all(format!("{}\n", std::process::id()).as_bytes())
+                    })
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 return Ok(file);
             }
@@ -342,7 +420,10 @@ fn lock(dir: &Path) -> anyhow::Result<fs::File> {
             }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| {
-                    format!("cannot lock {}: choose another spool directory with --spool-dir", path.display())
+                    format!(
+                        "cannot lock {}: choose another spool directory with --spool-dir",
+                        path.display()
+                    )
                 });
             }
         }
@@ -365,29 +446,53 @@ fn is_at(file: &fs::File, path: &Path) -> bool {
 pub fn load(path: &Path) -> anyhow::Result<Batch> {
     let (header, mut reader) = read_header(path)?;
     let (body_bytes, crc32) = match &header {
-        Header::Object { body_bytes, crc32, .. } | Header::LogEvents { body_bytes, crc32, .. } => (*body_bytes, *crc32),
+        Header::Object {
+            body_bytes, crc32, ..
+        }
+        | Header::LogEvents {
+            body_bytes, crc32, ..
+        } => (*body_bytes, *crc32),
     };
     // The header is not covered by the CRC: preallocate no more than the file can hold.
     let file_bytes = reader.get_ref().metadata().map_or(0, |m| m.len());
     let mut body = Vec::with_capacity(body_bytes.min(file_bytes) as usize);
-    reader.read_to_end(&mut body).with_context(|| format!("cannot read {}", path.display()))?;
+    reader
+        .read_to_end(&mut body)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     ensure!(
         body.len() as u64 == body_bytes,
         "{} is truncated: {} of {body_bytes} body bytes",
         path.display(),
         body.len()
     );
-    ensure!(crc32fast::hash(&body) == crc32, "{} is corrupt: CRC-32 mismatch", path.display());
+    ensure!(
+        crc32fast::hash(&body) == crc32,
+        "{} is corrupt: CRC-32 mismatch",
+        path.display()
+    );
     Ok(match header {
-        Header::Object { key, records, .. } => Batch::Object(FinishedObject { key, body: Bytes::from(body), records }),
-        Header::LogEvents { stream, records, .. } => {
-            let text = String::from_utf8(body).with_context(|| format!("{} is corrupt: not UTF-8", path.display()))?;
+        Header::Object { key, records, .. } => Batch::Object(FinishedObject {
+            key,
+            body: Bytes::from(body),
+            records,
+        }),
+        Header::LogEvents {
+            stream, records, ..
+        } => {
+            let text = String::from_utf8(body)
+                .with_context(|| format!("{} is corrupt: not UTF-8", path.display()))?;
             let mut events = Vec::with_capacity(records);
             for line in text.lines() {
-                let (ts, message) = line.split_once(' ').context("log event line without a timestamp")?;
-                let timestamp_ms =
-                    ts.parse().with_context(|| format!("{} is corrupt: bad timestamp {ts:?}", path.display()))?;
-                events.push(LogEvent { timestamp_ms, message: message.to_string() });
+                let (ts, message) = line
+                    .split_once(' ')
+                    .context("log event line without a timestamp")?;
+                let timestamp_ms = ts.parse().with_context(|| {
+                    format!("{} is corrupt: bad timestamp {ts:?}", path.display())
+                })?;
+                events.push(LogEvent {
+                    timestamp_ms,
+                    message: message.to_string(),
+                });
             }
             ensure!(
                 events.len() == records,
@@ -404,12 +509,20 @@ fn read_header(path: &Path) -> anyhow::Result<(Header, BufReader<fs::File>)> {
     let f = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = BufReader::new(f);
     let mut magic = vec![0; MAGIC.len()];
-    reader.read_exact(&mut magic).with_context(|| format!("cannot read {}", path.display()))?;
-    ensure!(magic == MAGIC, "{} is not a flowlog spool file (or of another version)", path.display());
+    reader
+        .read_exact(&mut magic)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(
+        magic == MAGIC,
+        "{} is not a flowlog spool file (or of another version)",
+        path.display()
+    );
     let mut line = String::new();
-    reader.read_line(&mut line).with_context(|| format!("cannot read {}", path.display()))?;
-    let header =
-        serde_json::from_str(line.trim_end()).with_context(|| format!("{} has a bad header", path.display()))?;
+    reader
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header = serde_json::from_str(line.trim_end())
+        .with_context(|| format!("{} has a bad header", path.display()))?;
     Ok((header, reader))
 }
 
@@ -426,7 +539,8 @@ fn write_durably(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> 
             (&o.body[..]).into(),
         ),
         Batch::LogEvents(b) => {
-            let mut text = String::with_capacity(b.events.iter().map(|e| e.message.len() + 16).sum());
+            let mut text =
+                String::with_capacity(b.events.iter().map(|e| e.message.len() + 16).sum());
             for e in &b.events {
                 text.push_str(&e.timestamp_ms.to_string());
                 text.push(' ');
@@ -443,15 +557,18 @@ fn write_durably(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> 
             (header, body.into())
         }
     };
-    let mut f = fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f =
+        fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut head = serde_json::to_vec(&header).context("cannot encode spool header")?;
     head.push(b'\n');
     f.write_all(MAGIC)
         .and_then(|()| f.write_all(&head))
         .and_then(|()| f.write_all(&body))
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("cannot fsync {}", tmp.display()))?;
-    fs::rename(tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot fsync {}", tmp.display()))?;
+    fs::rename(tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     if let Some(dir) = path.parent() {
         fs::File::open(dir)
             .and_then(|d| d.sync_all())
@@ -472,14 +589,21 @@ mod tests {
     use super::*;
 
     fn object(key: &str, records: usize, body_len: usize) -> Batch {
-        Batch::Object(FinishedObject { key: key.into(), body: Bytes::from(vec![7u8; body_len]), records })
+        Batch::Object(FinishedObject {
+            key: key.into(),
+            body: Bytes::from(vec![7u8; body_len]),
+            records,
+        })
     }
 
     fn events(stream: &str, n: i64) -> Batch {
         Batch::LogEvents(LogEventBatch {
             stream: stream.into(),
             events: (0..n)
-                .map(|i| LogEvent { timestamp_ms: 1_000 * i, message: format!("2 123 eth0 record {i}") })
+                .map(|i| LogEvent {
+                    timestamp_ms: 1_000 * i,
+                    message: format!("2 123 eth0 record {i}"),
+                })
                 .collect(),
         })
     }
@@ -504,7 +628,9 @@ mod tests {
             spool.put(&b).unwrap();
             assert_eq!(spool.stats().batches, 2);
             assert_eq!(spool.stats().records, 7);
-            let second = Spool::open(dir.path(), 1 << 20).err().expect("a second agent cannot share the spool");
+            let second = Spool::open(dir.path(), 1 << 20)
+                .err()
+                .expect("a second agent cannot share the spool");
             assert_eq!(
                 format!("{second:#}"),
                 format!(
@@ -516,7 +642,10 @@ mod tests {
         }
         let names = batch_files(dir.path());
         assert_eq!(names.len(), 2);
-        assert!(names[0].starts_with("000000000000-") && names[1].starts_with("000000000001-"), "{names:?}");
+        assert!(
+            names[0].starts_with("000000000000-") && names[1].starts_with("000000000001-"),
+            "{names:?}"
+        );
 
         let spool = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(spool.stats().records, 7);
@@ -527,12 +656,19 @@ mod tests {
         assert_eq!(second.records, 4);
         assert_eq!(load(&second.path).unwrap(), b);
         spool.release(&second);
-        assert_eq!(spool.claim().unwrap(), second, "a failed batch stays first in line");
+        assert_eq!(
+            spool.claim().unwrap(),
+            second,
+            "a failed batch stays first in line"
+        );
         spool.ack(&second).unwrap();
         assert_eq!(spool.claim(), None);
         assert_eq!(batch_files(dir.path()), Vec::<String>::new());
         spool.put(&a).unwrap();
-        assert!(batch_files(dir.path())[0].starts_with("000000000002-"), "sequence goes on after a restart");
+        assert!(
+            batch_files(dir.path())[0].starts_with("000000000002-"),
+            "sequence goes on after a restart"
+        );
     }
 
     #[test]
@@ -548,7 +684,15 @@ mod tests {
         assert_eq!(in_flight.records, 10);
         spool.put(&object("k3", 13, 1_000)).unwrap();
         let st = spool.stats();
-        assert_eq!((st.batches, st.records, st.dropped_batches, st.dropped_records), (3, 10 + 12 + 13, 1, 11));
+        assert_eq!(
+            (
+                st.batches,
+                st.records,
+                st.dropped_batches,
+                st.dropped_records
+            ),
+            (3, 10 + 12 + 13, 1, 11)
+        );
         spool.ack(&in_flight).unwrap();
         let next = spool.claim().unwrap();
         assert_eq!(load(&next.path).unwrap(), object("k2", 12, 1_000));
@@ -569,7 +713,10 @@ mod tests {
         assert_eq!(spool.stats().records, 2);
         let mut names = batch_files(dir.path());
         names.sort_by_key(|n| n.ends_with(".rejected"));
-        assert!(names[0].ends_with(".batch") && names[1].ends_with(".rejected"), "{names:?}");
+        assert!(
+            names[0].ends_with(".batch") && names[1].ends_with(".rejected"),
+            "{names:?}"
+        );
         // A flipped body byte is caught by the CRC.
         let claim = spool.claim().unwrap();
         let mut raw = fs::read(&claim.path).unwrap();
@@ -601,7 +748,9 @@ mod tests {
             for _ in 0..20_000 {
                 match Spool::open(&dir, 1 << 20) {
                     Ok(spool) if !is_at(&spool._lock, &dir.join(LOCK_FILE)) => {
-                        failure = Some(format!("after {opened} opens: holds a lock file that is no longer the spool's"));
+                        failure = Some(format!(
+                            "after {opened} opens: holds a lock file that is no longer the spool's"
+                        ));
                         break;
                     }
                     Ok(spool) => {
@@ -628,6 +777,9 @@ mod tests {
         let header = r#"{"kind":"object","key":"k","records":1,"body_bytes":18000000000000000000,"crc32":0}"#;
         fs::write(&path, [MAGIC, header.as_bytes(), b"\nbody"].concat()).unwrap();
         let e = format!("{:#}", load(&path).unwrap_err());
-        assert!(e.ends_with("is truncated: 4 of 18000000000000000000 body bytes"), "{e}");
+        assert!(
+            e.ends_with("is truncated: 4 of 18000000000000000000 body bytes"),
+            "{e}"
+        );
     }
 }

@@ -18,11 +18,11 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
-use flowlog_ebpf::SkbBytes;
 use flowlog_common::{
     DIR_INGRESS, FAMILY_IPV4, FiveTuple, FlowKey,
     parse::{Outcome, parse_ethernet},
 };
+use flowlog_ebpf::SkbBytes;
 
 #[map]
 static FLOOR_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -73,7 +73,7 @@ impl Capture {
         configure(&mut loader);
         let mut ebpf = loader.load(object).map_err(|e| {
             anyhow!(
-                "cannot load the eBPF object into the kernel: {e} (needs root and Linux >= 5.8)"
+                "cannot load the eBPF object into the kernel: {e} (needs root and Linux >= 5.11)"
             )
         })?;
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {

@@ -101,6 +101,8 @@ pub struct Collector {
     drop_reasons: Option<Arc<DropReasons>>,
     active: u32,
     grace: Duration,
+    /// Possible CPUs: the number of values of each per-CPU map entry.
+    cpus: usize,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -127,6 +129,9 @@ impl Collector {
             drop_reasons: None,
             active: 0,
             grace: DEFAULT_GRACE,
+            cpus: nr_cpus()
+                .map_err(|(_, e)| e)
+                .context("cannot read the number of possible CPUs")?,
         })
     }
 
@@ -145,14 +150,15 @@ impl Collector {
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
         let clock = MonotonicClock::sample();
-        let flows = drain(&mut self.flows[idle], |v| FlowTotals::sum(v))
+        let cpus = self.cpus;
+        let flows = drain(&mut self.flows[idle], cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
-        let ifaces = drain(&mut self.ifaces[idle], |v| sum_counters(v))
+        let ifaces = drain(&mut self.ifaces[idle], cpus, |v| sum_counters(v))
             .with_context(|| format!("cannot drain {}", IFACE_MAPS[idle]))?;
         let lost = self.drain_lost(idle as u32)?;
-        let rejects = drain(&mut self.rejects[idle], |v| RejectTotals::sum(v))
+        let rejects = drain(&mut self.rejects[idle], cpus, |v| RejectTotals::sum(v))
             .with_context(|| format!("cannot drain {}", REJECT_MAPS[idle]))?;
-        let other_drops = drain(&mut self.other_drops[idle], |v| {
+        let other_drops = drain(&mut self.other_drops[idle], cpus, |v| {
             v.iter().fold(DropCounters::default(), |a, c| DropCounters {
                 packets: a.packets + c.packets,
                 bytes: a.bytes + c.bytes,
@@ -178,10 +184,7 @@ impl Collector {
             .context("cannot read the LOST map")?;
         let lost = sum_counters(values.iter());
         if lost != IfaceCounters::default() {
-            let zeros = PerCpuValues::try_from(vec![
-                IfaceCounters::default();
-                nr_cpus().map_err(|(_, e)| e)?
-            ])?;
+            let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); self.cpus])?;
             self.lost
                 .set(slot, zeros, 0)
                 .context("cannot reset the LOST map")?;
@@ -196,12 +199,10 @@ impl Collector {
 /// kernel's walk.
 fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
     map: &mut PerCpuHashMap<MapData, K, V>,
+    cpus: usize,
     sum: impl Fn(&[V]) -> T,
 ) -> anyhow::Result<Vec<(K, T)>> {
     let mut out = Vec::new();
-    let cpus = nr_cpus()
-        .map_err(|(_, e)| e)
-        .context("cannot read the number of possible CPUs")?;
     match map_batch::lookup_and_delete_all(map, cpus, |k, v| out.push((k, sum(v)))) {
         Ok(_) => return Ok(out),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}

@@ -96,6 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let interval = cap.aggregation_interval;
     let mut window_start = unix_now() as u64;
     let mut unspooled_records = 0;
+    let mut drain_failure = None;
     info!(
         interfaces = ?capture.attached().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
         interval, flow_log_id = %flow_log.id, destination = %destination, spool = %spool.dir().display(),
@@ -123,7 +124,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             end,
         };
         let drain_started = std::time::Instant::now();
-        let drained = tokio::task::block_in_place(|| collector.cut(window))?;
+        let drained = match tokio::task::block_in_place(|| collector.cut(window)) {
+            Ok(d) => d,
+            // The kernel maps cannot be read: stop, but through the normal shutdown so every
+            // batch already open is still spooled and delivered; the run then fails.
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "cannot drain the window's maps; shutting down");
+                drain_failure = Some(e);
+                break;
+            }
+        };
         metrics::gauge_set(
             "flowlog_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -176,6 +186,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
               "not delivered before exit: the batches stay in the spool and are delivered at the next start");
     } else if args.output.spool_dir.is_none() {
         spool.remove_if_empty();
+    }
+    if let Some(e) = drain_failure {
+        return Err(e.context("the window's flows could not be read from the kernel"));
     }
     if unspooled_records > 0 {
         bail!(

@@ -81,7 +81,9 @@ pub struct Verdict {
 }
 
 /// Splits one window's TC flows and REJECT drops into ACCEPT and REJECT verdicts (see the
-/// module comment). Flows left with no packets produce nothing.
+/// module comment). Flows left with no packets produce nothing. The agent iterates with
+/// [`verdicts`]; the collected form is for the unit tests.
+#[cfg(test)]
 pub fn split(
     flows: &[(FlowKey, FlowTotals)],
     rejects: &[(RejectKey, RejectTotals)],

@@ -115,7 +115,9 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(pkt: &P, l3: usize) -> Outcome {
     // IHL is 4 bits, so the header is at most 60 bytes; below 5 words it is invalid.
     let ihl = ((h[0] & 0x0f) as usize) * 4;
     let total_len = u16::from_be_bytes([h[2], h[3]]) as usize;
-    if ihl < 20 || total_len < ihl {
+    // A total length of 0 is how IPv4 BIG TCP (Linux >= 6.3) marks a GSO/GRO packet larger
+    // than 64 KiB: still a flow; its size then comes from the skb (see the TC program).
+    if ihl < 20 || (total_len != 0 && total_len < ihl) {
         return Outcome::Malformed;
     }
     let frag = u16::from_be_bytes([h[6], h[7]]);

@@ -181,6 +181,28 @@ fn ipv4_tcp() {
     assert_eq!(parse(&f.bytes), Outcome::Flow(want));
 }
 
+/// IPv4 BIG TCP (Linux >= 6.3) writes a total length of 0 into GSO/GRO packets over 64 KiB:
+/// still the flow it belongs to, with `ip_len` 0 (the TC program sizes GSO packets from the
+/// skb), where a non-zero total length shorter than the header stays malformed.
+#[test]
+fn ipv4_big_tcp_total_length_zero_is_still_a_flow() {
+    let mut f = v4().tcp(40000, 443, 0x10).payload(100).build();
+    f.bytes[16] = 0;
+    f.bytes[17] = 0;
+    let p = flow(parse(&f.bytes));
+    assert_eq!(
+        (p.tuple.protocol, p.tuple.src_port, p.tuple.dst_port),
+        (6, 40000, 443)
+    );
+    assert_eq!((p.ip_len, p.header_len), (0, 40));
+    f.bytes[17] = 19;
+    assert_eq!(
+        parse(&f.bytes),
+        Outcome::Malformed,
+        "total length 19 < 20-byte header"
+    );
+}
+
 #[test]
 fn ipv4_udp() {
     let p = flow(parse(&v4().udp(5353, 53).payload(30).build().bytes));
@@ -614,7 +636,8 @@ fn ipv4_bad_version_ihl_and_total_length() {
         f.bytes[14] = 0x40 | ihl;
         assert_eq!(parse(&f.bytes), Outcome::Malformed, "IHL {ihl}");
     }
-    for total in [0u16, 1, 19] {
+    // Total length 0 is IPv4 BIG TCP, a flow: `ipv4_big_tcp_total_length_zero_is_still_a_flow`.
+    for total in [1u16, 19] {
         let mut f = good.clone();
         f.bytes[16..18].copy_from_slice(&total.to_be_bytes());
         assert_eq!(parse(&f.bytes), Outcome::Malformed, "total length {total}");

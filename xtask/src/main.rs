@@ -80,7 +80,7 @@ enum Cmd {
     /// FLOWLOG_EBPF_OBJECT, FLOWLOG_BIN and FLOWLOG_MOTO_SERVER set. Re-runs itself through
     /// `sudo -E` when not root. Exits with cargo test's exit code.
     ///
-    /// Example: cargo xtask test -- -p tests flow_ -- --nocapture
+    /// Example: cargo xtask test -- -p flowlog-tests flow_ -- --nocapture
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(

@@ -20,6 +20,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libpolly-22-dev",         // needed to link bpf-linker against LLVM 22
     "zlib1g-dev",              // LLVM's system libraries, for building bpf-linker
     "libzstd-dev",
+    "g++",      // libstdc++.so, which linking bpf-linker (llvm-sys) needs
     "iproute2", // ip netns / veth for the test hosts
     "iputils-ping",
     "iperf3",

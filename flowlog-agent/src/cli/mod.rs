@@ -22,7 +22,7 @@ pub use records::RecordArgs;
                   the agent turns the counts into records byte-compatible with AWS VPC Flow Logs \
                   (default version 2 format, NODATA and SKIPDATA included) and writes them as \
                   gzip text files laid out like AWS's S3 delivery.\n\nNeeds root (or CAP_BPF, \
-                  CAP_PERFMON and CAP_NET_ADMIN) and Linux >= 5.8 (TCX links on >= 6.6)."
+                  CAP_PERFMON and CAP_NET_ADMIN) and Linux >= 5.11 (TCX links on >= 6.6)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -90,6 +90,17 @@ pub struct DrainedWindow {
     pub drop_reasons: Option<Arc<DropReasons>>,
 }
 
+impl DrainedWindow {
+    /// Name of a kernel drop reason: decoded from kernel BTF when known, else
+    /// `DROP_REASON_<code>`.
+    pub fn reason_name(&self, code: u32) -> String {
+        match &self.drop_reasons {
+            Some(names) => names.name(code),
+            None => format!("DROP_REASON_{code}"),
+        }
+    }
+}
+
 /// The window maps, taken out of the loaded object.
 pub struct Collector {
     window: Array<MapData, u32>,

@@ -29,8 +29,7 @@ use aya::{
     programs::BtfTracePoint,
 };
 use flowlog_common::{
-    DIR_EGRESS, DROP_CONFIG_GLOBAL, DropConfig, DropCounters, MAX_REJECT_REASON, PROG_KFREE_SKB,
-    WATCHED_MAP,
+    DROP_CONFIG_GLOBAL, DropConfig, DropCounters, MAX_REJECT_REASON, PROG_KFREE_SKB, WATCHED_MAP,
 };
 use tracing::{debug, info, warn};
 
@@ -38,6 +37,7 @@ use crate::{
     btf_offsets::KernelBtf,
     collect::{Collector, DrainedWindow},
     metrics,
+    records::{Direction, interface_label},
 };
 
 /// Prefix of every member of `enum skb_drop_reason` that is a drop reason.
@@ -398,14 +398,9 @@ pub fn report_window(
 ) {
     let Some(capture) = capture else { return };
     capture.report_uncounted();
-    let iface_name = |i: u32| watched.get(&i).cloned().unwrap_or_else(|| format!("if{i}"));
-    let reasons = d.drop_reasons.as_deref();
-    let reason = |code: u32| {
-        reasons
-            .map(|r| r.name(code))
-            .unwrap_or_else(|| format!("DROP_REASON_{code}"))
-    };
-    let dir = |d: u8| if d == DIR_EGRESS { "egress" } else { "ingress" };
+    let iface_name = |i: u32| interface_label(watched.get(&i).map(String::as_str), i);
+    let reason = |code: u32| d.reason_name(code);
+    let dir = |d: u8| Direction::of_key(d).as_str();
     for (k, t) in &d.rejects {
         let (i, r) = (iface_name(k.flow.ifindex), reason(k.reason));
         let labels = [

@@ -58,6 +58,15 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The direction stored in a flow key (`DIR_INGRESS`/`DIR_EGRESS`).
+    pub fn of_key(direction: u8) -> Self {
+        if direction == DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Ingress => "ingress",
@@ -195,6 +204,13 @@ impl WatchedInterface {
     }
 }
 
+/// How an interface is named in records, logs and metrics: its name (or interface id) when it
+/// is watched, else `if<ifindex>` (it went away, or was never selected).
+pub fn interface_label(name: Option<&str>, ifindex: u32) -> String {
+    name.map(str::to_string)
+        .unwrap_or_else(|| format!("if{ifindex}"))
+}
+
 /// The address stored in a key: IPv4-mapped for IPv4 flows.
 pub fn key_addr(family: u8, bytes: [u8; 16]) -> IpAddr {
     let v6 = std::net::Ipv6Addr::from(bytes);
@@ -212,11 +228,7 @@ pub fn key_addr(family: u8, bytes: [u8; 16]) -> IpAddr {
 fn traffic(key: &FlowKey, t: &FlowTotals, iface: Option<&WatchedInterface>) -> Traffic {
     let pkt_src = key_addr(key.family, key.src_addr);
     let pkt_dst = key_addr(key.family, key.dst_addr);
-    let direction = if key.direction == DIR_EGRESS {
-        Direction::Egress
-    } else {
-        Direction::Ingress
-    };
+    let direction = Direction::of_key(key.direction);
     let (mut src, mut dst) = (pkt_src, pkt_dst);
     if let Some(iface) = iface {
         match direction {
@@ -256,10 +268,7 @@ pub fn build(
     let mut reason_name = |r: u32| -> Arc<str> {
         reasons
             .entry(r)
-            .or_insert_with(|| match &drained.drop_reasons {
-                Some(names) => names.name(r).into(),
-                None => format!("DROP_REASON_{r}").into(),
-            })
+            .or_insert_with(|| drained.reason_name(r).into())
             .clone()
     };
     // Exact: one record per verdict at most, plus one per watched interface.
@@ -352,7 +361,7 @@ impl<'a> InterfaceIds<'a> {
             .entry(ifindex)
             .or_insert_with(|| match watched.get(&ifindex) {
                 Some(w) => (InterfaceId::from(w.interface_id.as_str()), Some(w)),
-                None => (InterfaceId::from(format!("if{ifindex}")), None),
+                None => (InterfaceId::from(interface_label(None, ifindex)), None),
             });
         self.last = Some((ifindex, id.clone(), *iface));
         (id.clone(), *iface)

@@ -21,6 +21,7 @@ use crate::{
     metadata::Metadata,
     metrics, privileges,
     publish::{self, AwsSettings, Batch, Destination, Spool},
+    records::{Direction, interface_label},
 };
 
 /// How long a shutdown keeps publishing what is spooled before leaving the rest for the next
@@ -223,19 +224,8 @@ fn spool_batch(spool: &Spool, batch: &Batch) -> usize {
 /// One log line and the metrics per window; overflow is loud because it is data AWS would call
 /// SKIPDATA.
 fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: u32) {
-    let name = |ifindex: u32| {
-        watched
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| format!("if{ifindex}"))
-    };
-    let dir = |d: u8| {
-        if d == flowlog_common::DIR_EGRESS {
-            "egress"
-        } else {
-            "ingress"
-        }
-    };
+    let name = |ifindex: u32| interface_label(watched.get(&ifindex).map(String::as_str), ifindex);
+    let dir = |d: u8| Direction::of_key(d).as_str();
     let mut per_iface: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
     for (k, t) in &d.flows {
         let e = per_iface.entry((k.ifindex, k.direction)).or_default();
@@ -243,11 +233,8 @@ fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: 
         e.1 += t.bytes;
     }
     for ((ifindex, direction), (packets, bytes)) in per_iface {
-        let l = [
-            ("interface", name(ifindex)),
-            ("direction", dir(direction).to_string()),
-        ];
-        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let iface = name(ifindex);
+        let l = [("interface", iface.as_str()), ("direction", dir(direction))];
         metrics::counter_add(
             "flowlog_packets_total",
             "Packets counted in flow records.",
@@ -263,11 +250,11 @@ fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: 
     }
     let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
     for (k, c) in &d.ifaces {
+        let iface = name(k.ifindex);
         let l = [
-            ("interface", name(k.ifindex)),
-            ("direction", dir(k.direction).to_string()),
+            ("interface", iface.as_str()),
+            ("direction", dir(k.direction)),
         ];
-        let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
         metrics::counter_add(
             "flowlog_overflow_packets_total",
             "Packets that did not fit in the full flow map (reported as SKIPDATA).",

@@ -1043,10 +1043,14 @@ fn proc_net(netns: &str, table: &str) -> Vec<String> {
 
 /// Root's `ping` from `from` to `to`, `count` echo requests 0.2 s apart, checked to use a raw
 /// ICMP socket: the namespace's `ping_group_range` is the kernel default `1 0` (no group may
-/// open ping sockets), and while ping runs `/proc/net/raw` lists a socket of protocol 1 (the
-/// port field of a raw socket is its protocol) and `/proc/net/icmp` (ping sockets) is empty.
-/// Returns the replies ping received.
-fn raw_socket_ping(from: &Side, to: Ipv4Addr, count: u32) -> u32 {
+/// open ping sockets, of either family), and while ping runs `/proc/net/raw` (`raw6`) lists a
+/// socket of protocol 1 (58) (the port field of a raw socket is its protocol) and
+/// `/proc/net/icmp` (`icmp6`: ping sockets) is empty. Returns the replies ping received.
+fn raw_socket_ping(from: &Side, to: IpAddr, count: u32) -> u32 {
+    let (raw_table, ping_table, protocol) = match to {
+        IpAddr::V4(_) => ("raw", "icmp", ":0001"),
+        IpAddr::V6(_) => ("raw6", "icmp6", ":003A"),
+    };
     let range = run(in_netns(&from.netns, "cat").arg("/proc/sys/net/ipv4/ping_group_range"));
     assert_eq!(
         String::from_utf8_lossy(&range.stdout)
@@ -1065,10 +1069,10 @@ fn raw_socket_ping(from: &Side, to: Ipv4Addr, count: u32) -> u32 {
         .expect("run ping");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let raw_icmp = proc_net(&from.netns, "raw").iter().any(|l| {
+        let raw_icmp = proc_net(&from.netns, raw_table).iter().any(|l| {
             l.split_whitespace()
                 .nth(1)
-                .is_some_and(|a| a.ends_with(":0001"))
+                .is_some_and(|a| a.ends_with(protocol))
         });
         if raw_icmp {
             break;
@@ -1080,7 +1084,7 @@ fn raw_socket_ping(from: &Side, to: Ipv4Addr, count: u32) -> u32 {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
-        proc_net(&from.netns, "icmp"),
+        proc_net(&from.netns, ping_table),
         Vec::<String>::new(),
         "ping used a ping socket"
     );
@@ -1118,8 +1122,7 @@ fn ingress_sample(text: &str, name: &str, iface: &str, reason: &str) -> Option<S
 /// socket, then `ping_rcv` finds no ping socket and frees the original with NO_SOCKET. Every
 /// reply is ACCEPT, with tcpdump's exact packets and bytes, whether or not NO_SOCKET is in
 /// `reject_reasons`. Returns the agent's metrics file.
-fn raw_socket_ping_is_accept(subnet: u8, reject_reasons: Option<&str>) -> (Pair, String) {
-    let pair = Pair::new(subnet);
+fn raw_socket_ping_is_accept(pair: Pair, v6: bool, reject_reasons: Option<&str>) -> (Pair, String) {
     let dir = tempfile::Builder::new()
         .prefix("flrj-metrics-")
         .tempdir()
@@ -1133,7 +1136,12 @@ fn raw_socket_ping_is_accept(subnet: u8, reject_reasons: Option<&str>) -> (Pair,
     let mut agent = start_agent(&pair.b, &args);
     let capture = Tcpdump::start(&pair.b, agent.work_dir());
     let count = 6;
-    assert_eq!(raw_socket_ping(&pair.b, pair.a.v4, count), count);
+    let to = if v6 {
+        IpAddr::V6(pair.a.v6)
+    } else {
+        IpAddr::V4(pair.a.v4)
+    };
+    assert_eq!(raw_socket_ping(&pair.b, to, count), count);
     let records = stop_and_read(&mut agent);
     let wire = capture.stop();
 
@@ -1154,14 +1162,14 @@ fn raw_socket_ping_is_accept(subnet: u8, reject_reasons: Option<&str>) -> (Pair,
 /// policy drop).
 #[test]
 fn raw_socket_ping_replies_are_accept() {
-    raw_socket_ping_is_accept(10, None);
+    raw_socket_ping_is_accept(Pair::new(10), false, None);
 }
 
 /// NO_SOCKET opted in: the replies are still ACCEPT (a raw socket received them), and the
 /// metric of drops exempted that way counts exactly the replies.
 #[test]
 fn raw_socket_ping_replies_stay_accept_with_no_socket_opted_in() {
-    let (pair, metrics) = raw_socket_ping_is_accept(11, Some("NO_SOCKET"));
+    let (pair, metrics) = raw_socket_ping_is_accept(Pair::new(11), false, Some("NO_SOCKET"));
     assert_eq!(
         ingress_sample(
             &metrics,
@@ -1181,6 +1189,41 @@ fn raw_socket_ping_replies_stay_accept_with_no_socket_opted_in() {
             "NO_SOCKET"
         ),
         None,
+        "metrics:\n{metrics}"
+    );
+}
+
+/// The same over IPv6 (`ping -6`: a raw ICMPv6 socket; `icmpv6_rcv` → `ping_rcv` frees each
+/// reply with NO_SOCKET). Neighbours are resolved statically on both sides so that the wire
+/// carries only the echo requests and replies.
+#[test]
+fn raw_socket_ping6_replies_stay_accept_with_no_socket_opted_in() {
+    let pair = Pair::dual_stack(16);
+    for (side, peer) in [(&pair.a, &pair.b), (&pair.b, &pair.a)] {
+        let (_, mac) = link_info(peer);
+        run(in_netns(&side.netns, "ip").args([
+            "-6",
+            "neigh",
+            "replace",
+            &peer.v6.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            &side.iface,
+            "nud",
+            "permanent",
+        ]));
+    }
+    let (pair, metrics) = raw_socket_ping_is_accept(pair, true, Some("NO_SOCKET"));
+    assert_eq!(
+        ingress_sample(
+            &metrics,
+            "flowlog_kernel_drops_delivered_to_socket_total",
+            &pair.b.iface,
+            "NO_SOCKET"
+        )
+        .as_deref(),
+        Some("6"),
         "metrics:\n{metrics}"
     );
 }

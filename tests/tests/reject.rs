@@ -940,11 +940,18 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
     assert_eq!(ping(&pair.a, pair.b.v4, 2, 56), 2);
     let src_port = in_ns(&pair.a.netns, || {
         let s = UdpSocket::bind((pair.a.v4, 0)).expect("bind sender");
+        s.connect(SocketAddr::new(IpAddr::V4(pair.b.v4), 9))
+            .expect("connect UDP");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         for _ in 0..4 {
-            s.send_to(&[1u8; 10], SocketAddr::new(IpAddr::V4(pair.b.v4), 9))
-                .expect("send");
-            // One at a time: each port-unreachable arrives before the next datagram leaves.
-            std::thread::sleep(Duration::from_millis(50));
+            s.send(&[1u8; 10]).expect("send");
+            // One at a time: the connected socket reports each port-unreachable (ECONNREFUSED)
+            // before the next datagram leaves.
+            let e = s
+                .recv(&mut [0u8; 16])
+                .expect_err("nothing listens on port 9");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
         }
         s.local_addr().expect("local addr").port()
     });

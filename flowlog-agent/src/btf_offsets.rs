@@ -183,6 +183,25 @@ impl KernelBtf {
         bail!("kernel BTF has no enum {name}")
     }
 
+    /// The value of the enumerator `name` (e.g. `SKB_FCLONE_CLONE`), in whichever enum (named
+    /// or anonymous) declares it; `None` when no enum does.
+    pub fn enumerator(&self, name: &str) -> anyhow::Result<Option<u32>> {
+        // Type ids run from 1 to the last type; the first id that does not resolve is the end.
+        // (btf-rs's own type iterator is a `FallibleIterator`, a crate this one does not use.)
+        let mut id = 1;
+        while let Ok(t) = self.btf.resolve_type_by_id(id) {
+            id += 1;
+            if let Type::Enum(e) = t {
+                for m in &e.members {
+                    if self.btf.resolve_name(m)? == name {
+                        return Ok(Some(m.val()));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Parameter types of BTF tracepoint `tp` (from `typedef ... btf_trace_<tp>`), without the
     /// leading `void *__data`: `"struct sk_buff *"`-style names, enough to check a prototype.
     pub fn tracepoint_params(&self, tp: &str) -> anyhow::Result<Vec<String>> {
@@ -275,6 +294,19 @@ mod tests {
             e,
             "struct sk_buff has no member no_such_member in this kernel"
         );
+    }
+
+    #[test]
+    fn enumerators_of_anonymous_enums_resolve() {
+        // include/linux/skbuff.h: enum { SKB_FCLONE_UNAVAILABLE, SKB_FCLONE_ORIG,
+        // SKB_FCLONE_CLONE }.
+        let k = kernel();
+        assert_eq!(k.enumerator("SKB_FCLONE_CLONE").unwrap(), Some(2));
+        assert_eq!(k.enumerator("NO_SUCH_ENUMERATOR_X").unwrap(), None);
+        let cloned = k.field("sk_buff", &["cloned"]).unwrap();
+        assert_eq!(cloned.bitfield_bits, Some(1));
+        let fclone = k.field("sk_buff", &["fclone"]).unwrap();
+        assert_eq!(fclone.bitfield_bits, Some(2));
     }
 
     #[test]

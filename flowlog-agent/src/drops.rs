@@ -43,25 +43,45 @@ use crate::{
 /// Prefix of every member of `enum skb_drop_reason` that is a drop reason.
 const REASON_PREFIX: &str = "SKB_DROP_REASON_";
 
-/// The reasons that are REJECT unless `--reject-reasons` says otherwise: decisions of a
-/// policy, as AWS's REJECT is a security group's or network ACL's decision.
+/// Drop reasons that are a policy's decision, as AWS's REJECT is a security group's or network
+/// ACL's decision:
 /// - `NETFILTER_DROP`: an nftables/iptables rule (any hook, any family).
 /// - `TC_INGRESS`, `TC_EGRESS`: a TC program or filter that runs after flowlog's.
 /// - `XDP`: a generic-mode XDP program (native XDP drops happen before any skb exists and are
 ///   invisible to the kernel's drop tracepoint).
-/// - `BPF_CGROUP_EGRESS`: a cgroup egress program; `SOCKET_FILTER`: a cgroup ingress program or
-///   a socket filter (the kernel reports both as SOCKET_FILTER).
-/// - `NO_SOCKET`: a packet to a closed port.
+/// - `BPF_CGROUP_EGRESS`: a cgroup egress program (e.g. systemd's `IPAddressDeny=`).
+/// - `SOCKET_FILTER`: a cgroup ingress program (the kernel reports it as SOCKET_FILTER), but
+///   also any socket's own filter, see [`DEFAULT_REJECT_REASONS`].
 ///
-/// Names this kernel does not have are left out.
-pub const DEFAULT_REJECT_REASONS: &[&str] = &[
+/// A drop for one of these is REJECT (when in the REJECT set) even if a raw or packet socket had
+/// received a copy of the packet; other reasons are exempted then (see the kfree_skb program).
+pub const POLICY_REASONS: &[&str] = &[
     "NETFILTER_DROP",
     "TC_INGRESS",
     "TC_EGRESS",
     "XDP",
     "BPF_CGROUP_EGRESS",
     "SOCKET_FILTER",
-    "NO_SOCKET",
+];
+
+/// The reasons that are REJECT unless `--reject-reasons` says otherwise: the
+/// [`POLICY_REASONS`] without `SOCKET_FILTER`. Names this kernel does not have are left out.
+///
+/// - Not `SOCKET_FILTER`: besides cgroup ingress programs, the kernel gives that reason when a
+///   socket's own filter refuses a packet, and raw sockets get private copies: iputils `ping`
+///   attaches a filter to its raw socket that refuses every ICMP message meant for another
+///   ping, so with two pings running, each one's replies would be REJECT (and taken out of
+///   ACCEPT) although they were delivered. Hosts with cgroup ingress firewalls opt in.
+/// - Not `NO_SOCKET` (nor the other "nobody listened" reasons): a packet to a closed port is
+///   the host answering, and AWS logs it as ACCEPT; REJECT there means a security group or
+///   network ACL refused it. Opt in with `--reject-reasons` to see closed-port traffic as
+///   REJECT.
+pub const DEFAULT_REJECT_REASONS: &[&str] = &[
+    "NETFILTER_DROP",
+    "TC_INGRESS",
+    "TC_EGRESS",
+    "XDP",
+    "BPF_CGROUP_EGRESS",
 ];
 
 /// The kernel's drop reasons by value, decoded from its BTF (never from a table here).
@@ -145,6 +165,22 @@ impl DropReasons {
     }
 }
 
+impl DropReasons {
+    /// The [`POLICY_REASONS`] this kernel has.
+    pub fn policy_set(&self) -> BTreeSet<u32> {
+        POLICY_REASONS.iter().filter_map(|n| self.code(n)).collect()
+    }
+
+    /// Names of the reasons in `reject` that are not a policy's: their drops are not REJECT
+    /// when a raw or packet socket received a copy of the packet.
+    pub fn exemptible(&self, reject: &BTreeSet<u32>) -> Vec<String> {
+        reject
+            .difference(&self.policy_set())
+            .map(|r| self.name(*r))
+            .collect()
+    }
+}
+
 /// Whether this kernel can tell REJECT, found out at start-up.
 pub enum RejectSupport {
     Ready(Box<RejectSetup>),
@@ -158,6 +194,9 @@ pub struct RejectSetup {
     reasons: Arc<DropReasons>,
     /// Names of the REJECT set, for the start-up log line.
     reject_names: Vec<String>,
+    /// Its reasons whose drops stay ACCEPT when a socket received a copy (same log line).
+    exemptible: Vec<String>,
+
     btf_path: PathBuf,
 }
 
@@ -223,12 +262,17 @@ pub fn prepare(requested: Option<&[String]>, btf_path: &Path) -> anyhow::Result<
     for r in &reject {
         config.set_reject(*r);
     }
+    for r in reasons.policy_set() {
+        config.set_policy(r);
+    }
     config.enabled = 1;
     let reject_names = reject.iter().map(|r| reasons.name(*r)).collect();
+    let exemptible = reasons.exemptible(&reject);
     Ok(RejectSupport::Ready(Box::new(RejectSetup {
         config,
         reasons: Arc::new(reasons),
         reject_names,
+        exemptible,
         btf_path: btf_path.to_path_buf(),
     })))
 }
@@ -238,6 +282,11 @@ pub fn prepare(requested: Option<&[String]>, btf_path: &Path) -> anyhow::Result<
 fn kernel_layout(btf: &KernelBtf) -> anyhow::Result<DropConfig> {
     let skb = |path: &[&str], size| btf.offset_of("sk_buff", path, size);
     let tc = btf.field("sk_buff", &["tc_at_ingress"])?;
+    let cloned = bit_in_byte(btf, "cloned", 1)?;
+    let fclone = bit_in_byte(btf, "fclone", 2)?;
+    let fclone_clone = btf
+        .enumerator("SKB_FCLONE_CLONE")?
+        .context("kernel BTF has no SKB_FCLONE_CLONE")?;
     Ok(DropConfig {
         skb_dev: skb(&["dev"], 8)?,
         skb_iif: skb(&["skb_iif"], 4)?,
@@ -258,8 +307,25 @@ fn kernel_layout(btf: &KernelBtf) -> anyhow::Result<DropConfig> {
         net_inum: btf.offset_of("net", &["ns", "inum"], 4)?,
         dst_dev: btf.offset_of("dst_entry", &["dev"], 8)?,
         shinfo_gso_segs: btf.offset_of("skb_shared_info", &["gso_segs"], 2)?,
+        skb_cloned: cloned.0,
+        cloned_mask: cloned.1,
+        skb_fclone: fclone.0,
+        fclone_mask: fclone.1,
+        fclone_clone: fclone_clone << fclone.2,
+        shinfo_dataref: btf.offset_of("skb_shared_info", &["dataref"], 4)?,
         ..DropConfig::ZERO
     })
+}
+
+/// (byte offset, mask within that byte, shift) of the `bits`-wide bitfield `sk_buff.<name>`;
+/// an error if it is not such a bitfield or straddles a byte.
+fn bit_in_byte(btf: &KernelBtf, name: &str, bits: u32) -> anyhow::Result<(u32, u32, u32)> {
+    let f = btf.field("sk_buff", &[name])?;
+    let shift = f.bit_offset % 8;
+    if f.bitfield_bits != Some(bits) || shift + bits > 8 {
+        bail!("sk_buff.{name} is not a {bits}-bit field within one byte in this kernel ({f:?})");
+    }
+    Ok((f.bit_offset / 8, ((1 << bits) - 1) << shift, shift))
 }
 
 impl RejectSetup {
@@ -323,7 +389,11 @@ pub fn start(
         RejectSupport::Ready(setup) => match setup.attach(ebpf) {
             Ok(capture) => {
                 collector.set_drop_reasons(setup.reasons());
-                info!(reject_reasons = %setup.reject_names.join(","), "drops with these kernel reasons are REJECT records");
+                info!(
+                    reject_reasons = %setup.reject_names.join(","),
+                    not_reject_when_a_socket_received_a_copy = %setup.exemptible.join(","),
+                    "drops with these kernel reasons are REJECT records"
+                );
                 return Some(capture);
             }
             Err(e) => format!("{e:#}"),
@@ -389,8 +459,9 @@ impl DropCapture {
     }
 }
 
-/// Metrics of one window's drops: REJECT packets per (interface, direction, reason), and
-/// drops for other reasons (which stay in ACCEPT) the same way.
+/// Metrics of one window's drops: REJECT packets per (interface, direction, reason), drops for
+/// other reasons (which stay in ACCEPT) the same way, and REJECT-reason drops of packets a raw
+/// socket had received (which stay in ACCEPT too).
 pub fn report_window(
     capture: Option<&mut DropCapture>,
     d: &DrainedWindow,
@@ -422,6 +493,16 @@ pub fn report_window(
             ("direction", dir(k.direction)),
             ("reason", r.as_str()),
         ];
+        if k.delivered_to_socket != 0 {
+            metrics::counter_add(
+                "flowlog_kernel_drops_delivered_to_socket_total",
+                "Packets the kernel dropped for a --reject-reasons reason after a raw socket had received them (they stay in ACCEPT records).",
+                &labels,
+                c.packets,
+            );
+            debug!(interface = %i, direction = dir(k.direction), reason = %r, packets = c.packets, "dropped after a raw socket received it (not REJECT)");
+            continue;
+        }
         metrics::counter_add(
             "flowlog_kernel_drops_total",
             "Packets the kernel dropped for a reason outside --reject-reasons (they stay in ACCEPT records).",
@@ -496,11 +577,10 @@ mod tests {
             .into_iter()
             .map(|c| r.name(c))
             .collect();
+        // In the kernel's order (by value); NO_SOCKET and SOCKET_FILTER are opt-in.
         assert_eq!(
             set,
             [
-                "NO_SOCKET",
-                "SOCKET_FILTER",
                 "NETFILTER_DROP",
                 "BPF_CGROUP_EGRESS",
                 "TC_EGRESS",
@@ -508,6 +588,16 @@ mod tests {
                 "TC_INGRESS"
             ]
         );
+    }
+
+    #[test]
+    fn only_reasons_outside_the_policy_set_are_exempted_for_raw_sockets() {
+        let r = kernel_reasons();
+        let default = r.reject_set(None).unwrap();
+        assert_eq!(r.exemptible(&default), Vec::<String>::new());
+        let req = ["netfilter_drop", "no_socket", "socket_filter", "TCP_CSUM"].map(String::from);
+        let chosen = r.reject_set(Some(&req)).unwrap();
+        assert_eq!(r.exemptible(&chosen), ["NO_SOCKET", "TCP_CSUM"]);
     }
 
     #[test]
@@ -543,9 +633,9 @@ mod tests {
             .or(arg.get_help())
             .expect("help text")
             .to_string();
-        let squashed: String = help.chars().filter(|c| !c.is_whitespace()).collect();
+        // Exactly as --reject-reasons takes it: no space inside the list.
         assert!(
-            squashed.contains(&format!("[default:{}:", DEFAULT_REJECT_REASONS.join(","))),
+            help.contains(&format!("[default: {}:", DEFAULT_REJECT_REASONS.join(","))),
             "{help}"
         );
     }

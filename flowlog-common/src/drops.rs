@@ -7,7 +7,9 @@
 //!   [`RejectStats`]), they become `REJECT` records;
 //! - every other drop on a watched interface: per interface, direction and reason
 //!   ([`DropReasonKey`] → [`DropCounters`]), reported only as a metric (the packet stays in
-//!   `ACCEPT`: the policy let it through, something later lost it).
+//!   `ACCEPT`: the policy let it through, something later lost it). Drops of a REJECT reason
+//!   whose packet a raw or packet socket had already received are counted there too, flagged
+//!   ([`DropReasonKey::delivered_to_socket`]): they are not REJECT records.
 
 use core::mem::size_of;
 
@@ -81,7 +83,10 @@ pub struct DropReasonKey {
     pub ifindex: u32,
     pub reason: u32,
     pub direction: u8,
-    pub _pad: [u8; 3],
+    /// 1: a REJECT-reason drop of a packet a raw or packet socket had already received a copy
+    /// of (not a REJECT record, counted apart); 0: a drop for a reason outside the REJECT set.
+    pub delivered_to_socket: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<DropReasonKey>() == 12);
 
@@ -92,7 +97,20 @@ impl DropReasonKey {
             ifindex,
             reason,
             direction,
-            _pad: [0; 3],
+            delivered_to_socket: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The key of a REJECT-reason drop exempted because a socket received a copy of the packet.
+    #[inline(always)]
+    pub const fn delivered_to_socket(ifindex: u32, direction: u8, reason: u32) -> Self {
+        DropReasonKey {
+            ifindex,
+            reason,
+            direction,
+            delivered_to_socket: 1,
+            _pad: [0; 2],
         }
     }
 }
@@ -144,11 +162,25 @@ pub struct DropConfig {
     pub dst_dev: u32,
     /// `skb_shared_info.gso_segs` (the shared info sits at `head + end`).
     pub shinfo_gso_segs: u32,
+    /// Byte holding the `cloned` bit, and the bit's mask within that byte.
+    pub skb_cloned: u32,
+    pub cloned_mask: u32,
+    /// Byte holding the 2-bit `fclone` field, its mask within that byte, and
+    /// `SKB_FCLONE_CLONE` shifted to that position.
+    pub skb_fclone: u32,
+    pub fclone_mask: u32,
+    pub fclone_clone: u32,
+    /// `skb_shared_info.dataref` (`atomic_t`; low 16 bits: references to the data).
+    pub shinfo_dataref: u32,
     pub _pad: u32,
     /// Bit n set: reason n is REJECT.
     pub reject_reasons: [u64; 4],
+    /// Bit n set: reason n is a policy's decision (a firewall, TC, XDP or cgroup program): such
+    /// a drop is REJECT (when in the REJECT set) even if a raw or packet socket had received a
+    /// copy of the packet.
+    pub policy_reasons: [u64; 4],
 }
-const _: () = assert!(size_of::<DropConfig>() == 120);
+const _: () = assert!(size_of::<DropConfig>() == 176);
 
 impl DropConfig {
     pub const ZERO: DropConfig = DropConfig {
@@ -173,15 +205,25 @@ impl DropConfig {
         net_inum: 0,
         dst_dev: 0,
         shinfo_gso_segs: 0,
+        skb_cloned: 0,
+        cloned_mask: 0,
+        skb_fclone: 0,
+        fclone_mask: 0,
+        fclone_clone: 0,
+        shinfo_dataref: 0,
         _pad: 0,
         reject_reasons: [0; 4],
+        policy_reasons: [0; 4],
     };
 
     /// Marks `reason` as REJECT (ignored when out of range).
     pub fn set_reject(&mut self, reason: u32) {
-        if reason < MAX_REJECT_REASON {
-            self.reject_reasons[(reason / 64) as usize] |= 1 << (reason % 64);
-        }
+        set_bit(&mut self.reject_reasons, reason);
+    }
+
+    /// Marks `reason` as a policy's decision (ignored when out of range).
+    pub fn set_policy(&mut self, reason: u32) {
+        set_bit(&mut self.policy_reasons, reason);
     }
 
     #[inline(always)]
@@ -193,6 +235,12 @@ impl DropConfig {
             Some(word) => word & (1 << (reason % 64)) != 0,
             None => false,
         }
+    }
+}
+
+fn set_bit(bitmap: &mut [u64; 4], reason: u32) {
+    if reason < MAX_REJECT_REASON {
+        bitmap[(reason / 64) as usize] |= 1 << (reason % 64);
     }
 }
 

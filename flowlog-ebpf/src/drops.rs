@@ -33,6 +33,32 @@
 //!   resolution) has `mac_header` unset (locally generated) or still pointing at the received
 //!   frame's header (forwarded), never equal to `data - head`. The one hook between that reset
 //!   and TC egress is netfilter's netdev egress hook, which reports NETFILTER_DROP: excluded.
+//!
+//! # Received by a raw or packet socket: never REJECT
+//!
+//! Root's `ping` in a namespace (`net.ipv4.ping_group_range` = `1 0`) uses a raw ICMP socket:
+//! `raw_local_deliver` clones each echo reply to it (`skb_clone`), then `icmp_rcv` →
+//! `ping_rcv` finds no ping socket and frees the original with NO_SOCKET. The same happens to
+//! UDP or TCP while a raw socket of that protocol is open, and a non-mmap `AF_PACKET` socket
+//! (e.g. a DHCP client's) gets its copy the same way in `packet_rcv`. Such a drop, for a REJECT
+//! reason that is not a policy's (`policy_reasons`: those happen before local delivery or are a
+//! cgroup program's verdict, and a sniffer must not turn them into ACCEPT), is counted apart,
+//! flagged, and stays ACCEPT. An ingress drop counts as "a socket holds a copy" when:
+//! - `cloned`: `skb_clone` set it on the original; the receive path never clears it (only
+//!   `pskb_expand_head` does, when a handler needs a private head: then the drop is REJECT);
+//! - `fclone != SKB_FCLONE_CLONE`: TCP transmits its fast-clone companion, which crosses a veth
+//!   still marked cloned; a clone made on the receive path is never that companion;
+//! - `dataref > 1`: the copy still exists. Without this, skbs the sender cloned for its own
+//!   reasons would pass, e.g. the first packet to an unresolved neighbour (the ARP solicitation
+//!   clones it; seen in the closed-port test) or a tap on the sender's device. The drop follows
+//!   the delivery within the same softirq, so the socket's reader has had no chance to take
+//!   its copy yet; if an interrupt delays the handler that long, the drop is REJECT.
+//!
+//! Left as they are: a sender-side copy still alive at the drop (a non-mmap tap on the
+//! sending device, or a TCP segment whose fast clone was busy) is exempted, and shows in the
+//! delivered-to-socket metric. Rejected: `fexit` on `raw_local_deliver` (exact, but a
+//! trampoline on every local delivery, and refused on kernels that restrict ftrace, such as
+//! this project's test VM).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -99,6 +125,25 @@ macro_rules! config {
     };
 }
 
+/// Whether `reason` has its bit set in the config bitmap `$field` (`reject_reasons` or
+/// `policy_reasons`); reasons >= 256 never have.
+macro_rules! bit_set {
+    ($field:ident, $reason:expr) => {{
+        let reason: u32 = $reason;
+        // One constant-index read per word: a variable index into the array would need a
+        // bounds check whose panic path (an infinite loop) the verifier rejects.
+        // SAFETY: plain reads of fields of an initialised static (see `config!`).
+        let word = match reason / 64 {
+            0 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.$field[0]) },
+            1 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.$field[1]) },
+            2 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.$field[2]) },
+            3 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.$field[3]) },
+            _ => 0,
+        };
+        word & (1 << (reason % 64)) != 0
+    }};
+}
+
 /// Reads a `T` at kernel address `base + offset`.
 #[inline(always)]
 fn kread<T>(base: u64, offset: u32) -> Option<T> {
@@ -153,10 +198,22 @@ fn on_drop(skb: u64, reason: u32) -> Option<()> {
         count_other(slot, &DropReasonKey::new(ifindex, direction, reason), 1, 0);
         return None;
     };
-    if !is_reject(reason) {
+    if !bit_set!(reject_reasons, reason) {
         count_other(
             slot,
             &DropReasonKey::new(ifindex, direction, reason),
+            pkt.packets,
+            pkt.bytes,
+        );
+        return Some(());
+    }
+    if direction == DIR_INGRESS
+        && !bit_set!(policy_reasons, reason)
+        && copy_delivered_to_socket(skb).unwrap_or(false)
+    {
+        count_other(
+            slot,
+            &DropReasonKey::delivered_to_socket(ifindex, direction, reason),
             pkt.packets,
             pkt.bytes,
         );
@@ -179,20 +236,23 @@ fn on_drop(skb: u64, reason: u32) -> Option<()> {
     Some(())
 }
 
-/// Whether `reason` is in the REJECT set (bitmap in the config; reasons >= 256 never are).
+/// Whether a socket on this host's receive path holds a copy of `skb`: `cloned`, not TCP's
+/// fast clone made by the sender, and the copy still alive (see the module comment).
 #[inline(always)]
-fn is_reject(reason: u32) -> bool {
-    // One constant-index read per word: a variable index into the array would need a bounds
-    // check whose panic path (an infinite loop) the verifier rejects.
-    let word = match reason / 64 {
-        // SAFETY: plain reads of fields of an initialised static (see `config!`).
-        0 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.reject_reasons[0]) },
-        1 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.reject_reasons[1]) },
-        2 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.reject_reasons[2]) },
-        3 => unsafe { core::ptr::read_volatile(&DROP_CONFIG.reject_reasons[3]) },
-        _ => return false,
-    };
-    word & (1 << (reason % 64)) != 0
+fn copy_delivered_to_socket(skb: u64) -> Option<bool> {
+    let cloned: u8 = kread(skb, config!(skb_cloned))?;
+    if cloned as u32 & config!(cloned_mask) == 0 {
+        return Some(false);
+    }
+    let fclone: u8 = kread(skb, config!(skb_fclone))?;
+    if fclone as u32 & config!(fclone_mask) == config!(fclone_clone) {
+        return Some(false);
+    }
+    let head: u64 = kread(skb, config!(skb_head))?;
+    let end: u32 = kread(skb, config!(skb_end))?;
+    let dataref: u32 = kread(head + end as u64, config!(shinfo_dataref))?;
+    // Low 16 bits: all references to the data (the high half counts payload-only ones).
+    Some(dataref & 0xffff > 1)
 }
 
 /// (ifindex, direction, device) the drop belongs to; see the module comment.

@@ -1,7 +1,8 @@
 //! ACCEPT and REJECT from the kernel's own verdicts: the real `flowlog` binary (FLOWLOG_BIN) on
 //! one end of a veth pair, nftables rules in its namespace dropping some of the traffic the
 //! other end sends, and the records compared with exact numbers from an independent source:
-//! the nftables rule counters (and, for TCP, the client's own SYN retransmission counter).
+//! the nftables rule counters (and, for TCP, the client's own SYN retransmission counter), or
+//! tcpdump on the agent's interface (closed ports, raw-socket ping).
 //! Root only. Namespaces and veths carry the prefix `flrj` and are removed on drop; addresses
 //! are 10.214.x.0/24, one x per test.
 
@@ -19,6 +20,7 @@ use flowlog_tests::{
     netns::{Side, in_netns, run},
     records::{self, Record, dump},
     traffic::in_ns,
+    wire::{Tcpdump, WirePacket},
 };
 
 const TCP: u8 = 6;
@@ -938,11 +940,18 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
     assert_eq!(ping(&pair.a, pair.b.v4, 2, 56), 2);
     let src_port = in_ns(&pair.a.netns, || {
         let s = UdpSocket::bind((pair.a.v4, 0)).expect("bind sender");
+        s.connect(SocketAddr::new(IpAddr::V4(pair.b.v4), 9))
+            .expect("connect UDP");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         for _ in 0..4 {
-            s.send_to(&[1u8; 10], SocketAddr::new(IpAddr::V4(pair.b.v4), 9))
-                .expect("send");
-            // One at a time: each port-unreachable arrives before the next datagram leaves.
-            std::thread::sleep(Duration::from_millis(50));
+            s.send(&[1u8; 10]).expect("send");
+            // One at a time: the connected socket reports each port-unreachable (ECONNREFUSED)
+            // before the next datagram leaves.
+            let e = s
+                .recv(&mut [0u8; 16])
+                .expect_err("nothing listens on port 9");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
         }
         s.local_addr().expect("local addr").port()
     });
@@ -999,4 +1008,451 @@ fn nft_input_drop_of_ipv6_syns_is_reject_with_every_syn() {
         });
     // 40-byte IPv6 header and a 40-byte TCP header with options.
     assert_eq!(nft_bytes, 80 * syns_sent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What REJECT means: a policy's decision. Closed ports and raw-socket deliveries are ACCEPT.
+
+/// What tcpdump on `side`'s interface saw, as the records should show it: per [`Flow`] (the
+/// action and reason given by `verdict` for each packet), packets and IP bytes.
+fn expected_from_wire(
+    wire: &[WirePacket],
+    verdict: impl Fn(&WirePacket) -> (&'static str, &'static str),
+) -> Vec<(Flow, u64, u64)> {
+    let mut out: BTreeMap<Flow, (u64, u64)> = BTreeMap::new();
+    for p in wire {
+        let (action, reason) = verdict(p);
+        let f = flow(
+            if p.ingress { "ingress" } else { "egress" },
+            p.tuple.src,
+            p.tuple.dst,
+            (p.tuple.src_port, p.tuple.dst_port),
+            p.tuple.protocol,
+            action,
+            reason,
+        );
+        let e = out.entry(f).or_default();
+        e.0 += 1;
+        e.1 += p.ip_len;
+    }
+    out.into_iter().map(|(f, (p, b))| (f, p, b)).collect()
+}
+
+/// The lines of `/proc/net/<table>` in `netns` after the header.
+fn proc_net(netns: &str, table: &str) -> Vec<String> {
+    let out = run(in_netns(netns, "cat").arg(format!("/proc/net/{table}")));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Root's `ping` from `from` to `to`, `count` echo requests 0.2 s apart, checked to use a raw
+/// ICMP socket: the namespace's `ping_group_range` is the kernel default `1 0` (no group may
+/// open ping sockets, of either family), and while ping runs `/proc/net/raw` (`raw6`) lists a
+/// socket of protocol 1 (58) (the port field of a raw socket is its protocol) and
+/// `/proc/net/icmp` (`icmp6`: ping sockets) is empty. Returns the replies ping received.
+fn raw_socket_ping(from: &Side, to: IpAddr, count: u32) -> u32 {
+    let (raw_table, ping_table, protocol) = match to {
+        IpAddr::V4(_) => ("raw", "icmp", ":0001"),
+        IpAddr::V6(_) => ("raw6", "icmp6", ":003A"),
+    };
+    let range = run(in_netns(&from.netns, "cat").arg("/proc/sys/net/ipv4/ping_group_range"));
+    assert_eq!(
+        String::from_utf8_lossy(&range.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1", "0"],
+        "ping_group_range of {}",
+        from.netns
+    );
+    let child = in_netns(&from.netns, "ping")
+        .args(["-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1"])
+        .arg(to.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ping");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let raw_icmp = proc_net(&from.netns, raw_table).iter().any(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(protocol))
+        });
+        if raw_icmp {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no raw ICMP socket in /proc/net/raw while ping ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        proc_net(&from.netns, ping_table),
+        Vec::<String>::new(),
+        "ping used a ping socket"
+    );
+    let out = child.wait_with_output().expect("wait for ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping output:\n{text}"));
+    let n = |i: usize| -> u32 {
+        line.split(", ")
+            .nth(i)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("ping summary: {line}"))
+    };
+    assert_eq!(
+        n(0),
+        count,
+        "ping sent a different number of requests:\n{text}"
+    );
+    n(1)
+}
+
+/// `name{interface=..,direction="ingress",reason=..}` from a Prometheus text file, if present.
+fn ingress_sample(text: &str, name: &str, iface: &str, reason: &str) -> Option<String> {
+    let prefix =
+        format!("{name}{{interface=\"{iface}\",direction=\"ingress\",reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::to_string)
+}
+
+/// Root's ping from B (the agent's side) to A: the kernel hands each echo reply to ping's raw
+/// socket, then `ping_rcv` finds no ping socket and frees the original with NO_SOCKET. Every
+/// reply is ACCEPT, with tcpdump's exact packets and bytes, whether or not NO_SOCKET is in
+/// `reject_reasons`. Returns the agent's metrics file.
+fn raw_socket_ping_is_accept(pair: Pair, v6: bool, reject_reasons: Option<&str>) -> (Pair, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("flrj-metrics-")
+        .tempdir()
+        .expect("temp dir");
+    let metrics = dir.path().join("flowlog.prom");
+    let metrics_arg = metrics.to_string_lossy().into_owned();
+    let mut args = vec!["--metrics-file", &metrics_arg];
+    if let Some(r) = reject_reasons {
+        args.extend(["--reject-reasons", r]);
+    }
+    let mut agent = start_agent(&pair.b, &args);
+    let capture = Tcpdump::start(&pair.b, agent.work_dir());
+    let count = 6;
+    let to = if v6 {
+        IpAddr::V6(pair.a.v6)
+    } else {
+        IpAddr::V4(pair.a.v4)
+    };
+    assert_eq!(raw_socket_ping(&pair.b, to, count), count);
+    let records = stop_and_read(&mut agent);
+    let wire = capture.stop();
+
+    let replies = wire.iter().filter(|p| p.ingress).count() as u32;
+    assert_eq!(replies, count, "tcpdump saw every reply");
+    let expected = expected_from_wire(&wire, |_| ("ACCEPT", "-"));
+    assert_eq!(
+        packets_and_bytes(&records),
+        expected,
+        "records:\n{}",
+        dump(&records)
+    );
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    (pair, text)
+}
+
+/// Default --reject-reasons: the raw-socket ping's replies are ACCEPT (NO_SOCKET is not a
+/// policy drop).
+#[test]
+fn raw_socket_ping_replies_are_accept() {
+    raw_socket_ping_is_accept(Pair::new(10), false, None);
+}
+
+/// NO_SOCKET opted in: the replies are still ACCEPT (a raw socket received them), and the
+/// metric of drops exempted that way counts exactly the replies.
+#[test]
+fn raw_socket_ping_replies_stay_accept_with_no_socket_opted_in() {
+    let (pair, metrics) = raw_socket_ping_is_accept(Pair::new(11), false, Some("NO_SOCKET"));
+    assert_eq!(
+        ingress_sample(
+            &metrics,
+            "flowlog_kernel_drops_delivered_to_socket_total",
+            &pair.b.iface,
+            "NO_SOCKET"
+        )
+        .as_deref(),
+        Some("6"),
+        "metrics:\n{metrics}"
+    );
+    assert_eq!(
+        ingress_sample(
+            &metrics,
+            "flowlog_rejected_packets_total",
+            &pair.b.iface,
+            "NO_SOCKET"
+        ),
+        None,
+        "metrics:\n{metrics}"
+    );
+}
+
+/// The same over IPv6 (`ping -6`: a raw ICMPv6 socket; `icmpv6_rcv` → `ping_rcv` frees each
+/// reply with NO_SOCKET). Neighbours are resolved statically on both sides so that the wire
+/// carries only the echo requests and replies.
+#[test]
+fn raw_socket_ping6_replies_stay_accept_with_no_socket_opted_in() {
+    let pair = Pair::dual_stack(16);
+    for (side, peer) in [(&pair.a, &pair.b), (&pair.b, &pair.a)] {
+        let (_, mac) = link_info(peer);
+        run(in_netns(&side.netns, "ip").args([
+            "-6",
+            "neigh",
+            "replace",
+            &peer.v6.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            &side.iface,
+            "nud",
+            "permanent",
+        ]));
+    }
+    let (pair, metrics) = raw_socket_ping_is_accept(pair, true, Some("NO_SOCKET"));
+    assert_eq!(
+        ingress_sample(
+            &metrics,
+            "flowlog_kernel_drops_delivered_to_socket_total",
+            &pair.b.iface,
+            "NO_SOCKET"
+        )
+        .as_deref(),
+        Some("6"),
+        "metrics:\n{metrics}"
+    );
+}
+
+/// `datagrams` UDP datagrams (10 payload bytes) and one TCP connection attempt from A to port 9
+/// of B, where nothing listens. Each datagram waits for B's port-unreachable (a connected UDP
+/// socket gets ECONNREFUSED) and the connection for B's RST, so everything is on the wire when
+/// this returns.
+fn send_to_closed_port(pair: &Pair, datagrams: usize) {
+    // Every port-unreachable B owes is sent (no per-peer ICMP rate limit).
+    run(in_netns(&pair.b.netns, "sysctl").args(["-qw", "net.ipv4.icmp_ratelimit=0"]));
+    let closed = SocketAddr::new(IpAddr::V4(pair.b.v4), 9);
+    in_ns(&pair.a.netns, || {
+        let s = UdpSocket::bind((pair.a.v4, 0)).expect("bind sender");
+        s.connect(closed).expect("connect UDP");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        for _ in 0..datagrams {
+            s.send(&[1u8; 10]).expect("send");
+            let mut buf = [0u8; 16];
+            let e = s.recv(&mut buf).expect_err("nothing listens on port 9");
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        }
+        let e = std::net::TcpStream::connect_timeout(&closed, Duration::from_secs(5))
+            .expect_err("nothing listens on port 9");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    })
+}
+
+/// UDP and TCP from A to a closed port of B, checked against tcpdump on B's interface. Each
+/// packet to the closed port gets `to_closed_port` (action, reason); everything else is ACCEPT.
+fn closed_port(subnet: u8, extra: &[&str], to_closed_port: (&'static str, &'static str)) {
+    let pair = Pair::new(subnet);
+    let mut agent = start_agent(&pair.b, extra);
+    let capture = Tcpdump::start(&pair.b, agent.work_dir());
+    let datagrams = 4;
+    send_to_closed_port(&pair, datagrams);
+    let records = stop_and_read(&mut agent);
+    let wire = capture.stop();
+
+    let to_port_9: Vec<&WirePacket> = wire
+        .iter()
+        .filter(|p| p.ingress && p.tuple.dst_port == 9)
+        .collect();
+    let udp = to_port_9.iter().filter(|p| p.tuple.protocol == UDP).count();
+    let syns = to_port_9.iter().filter(|p| p.tuple.protocol == TCP).count();
+    assert_eq!((udp, syns), (datagrams, 1), "tcpdump: {to_port_9:?}");
+    let expected = expected_from_wire(&wire, |p| {
+        if p.ingress && p.tuple.dst_port == 9 {
+            to_closed_port
+        } else {
+            ("ACCEPT", "-")
+        }
+    });
+    assert_eq!(
+        packets_and_bytes(&records),
+        expected,
+        "records:\n{}",
+        dump(&records)
+    );
+}
+
+/// Default --reject-reasons: datagrams and a SYN to a closed port are ACCEPT, as in AWS (the
+/// host answered with port-unreachable and RST; no policy refused them).
+#[test]
+fn closed_port_udp_and_tcp_are_accept_by_default() {
+    closed_port(12, &[], ("ACCEPT", "-"));
+}
+
+/// --reject-reasons NO_SOCKET: the same packets are REJECT, reason NO_SOCKET, and not in
+/// ACCEPT; B's answers stay ACCEPT.
+#[test]
+fn closed_port_udp_and_tcp_are_reject_with_no_socket_opted_in() {
+    closed_port(
+        13,
+        &["--reject-reasons", "NO_SOCKET"],
+        ("REJECT", "NO_SOCKET"),
+    );
+}
+
+/// A socket in B that takes a copy of what B receives.
+#[derive(Clone, Copy, Debug)]
+enum CopyTaker {
+    /// `socket(AF_INET, SOCK_RAW, IPPROTO_UDP)`: a copy of every UDP datagram (not TCP).
+    RawUdp,
+    /// `socket(AF_PACKET, SOCK_DGRAM, ETH_P_IP)` bound to B's interface, without a ring: a copy
+    /// of every IPv4 packet B receives there.
+    PacketIp,
+}
+
+/// Opens `taker` in `side`'s namespace, non-blocking.
+fn open_copy_taker(side: &Side, taker: CopyTaker) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    let ifindex = link_info(side).0;
+    in_ns(&side.netns, || {
+        // SAFETY: plain socket syscalls; the sockaddr_ll passed is a zeroed struct of the size
+        // given; the fd is owned by the returned OwnedFd.
+        unsafe {
+            let fd = match taker {
+                CopyTaker::RawUdp => libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+                    libc::IPPROTO_UDP,
+                ),
+                CopyTaker::PacketIp => libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_DGRAM | libc::SOCK_NONBLOCK,
+                    (libc::ETH_P_IP as u16).to_be() as i32,
+                ),
+            };
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            if let CopyTaker::PacketIp = taker {
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+                sll.sll_ifindex = ifindex as i32;
+                let rc = libc::bind(
+                    fd,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                );
+                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            }
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        }
+    })
+}
+
+/// How many packets are waiting on a non-blocking socket (reads them all).
+fn drain_count(fd: &std::os::fd::OwnedFd) -> usize {
+    use std::os::fd::AsRawFd as _;
+    let mut n = 0;
+    let mut buf = [0u8; 2048];
+    // SAFETY: recv into a buffer of the length passed.
+    while unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } >= 0 {
+        n += 1;
+    }
+    let err = std::io::Error::last_os_error();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "recv: {err}");
+    n
+}
+
+/// NO_SOCKET opted in, and a socket in B takes a copy of what arrives: UDP and TCP from A to a
+/// closed port of B. A packet the socket received is ACCEPT (and counted in the
+/// delivered-to-socket metric); one it did not receive is REJECT NO_SOCKET. Checked against
+/// tcpdump, and against what the socket itself read.
+fn closed_port_with_copy_taker(subnet: u8, taker: CopyTaker) {
+    let pair = Pair::new(subnet);
+    let dir = tempfile::Builder::new()
+        .prefix("flrj-metrics-")
+        .tempdir()
+        .expect("temp dir");
+    let metrics = dir.path().join("flowlog.prom");
+    let metrics_arg = metrics.to_string_lossy().into_owned();
+    let mut agent = start_agent(
+        &pair.b,
+        &[
+            "--reject-reasons",
+            "NO_SOCKET",
+            "--metrics-file",
+            &metrics_arg,
+        ],
+    );
+    let capture = Tcpdump::start(&pair.b, agent.work_dir());
+    let socket = open_copy_taker(&pair.b, taker);
+    let datagrams = 4;
+    send_to_closed_port(&pair, datagrams);
+    let copies = drain_count(&socket);
+    drop(socket);
+    let records = stop_and_read(&mut agent);
+    let wire = capture.stop();
+
+    let taken = |p: &WirePacket| {
+        p.ingress
+            && match taker {
+                CopyTaker::RawUdp => p.tuple.protocol == UDP,
+                CopyTaker::PacketIp => true,
+            }
+    };
+    let taken_on_wire = wire.iter().filter(|p| taken(p)).count();
+    assert_eq!(
+        copies, taken_on_wire,
+        "the {taker:?} socket read every copy"
+    );
+    let expected = expected_from_wire(&wire, |p| {
+        if p.ingress && p.tuple.dst_port == 9 && !taken(p) {
+            ("REJECT", "NO_SOCKET")
+        } else {
+            ("ACCEPT", "-")
+        }
+    });
+    assert_eq!(
+        packets_and_bytes(&records),
+        expected,
+        "records:\n{}",
+        dump(&records)
+    );
+    let exempted = wire
+        .iter()
+        .filter(|p| taken(p) && p.tuple.dst_port == 9)
+        .count();
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert_eq!(
+        ingress_sample(
+            &text,
+            "flowlog_kernel_drops_delivered_to_socket_total",
+            &pair.b.iface,
+            "NO_SOCKET"
+        ),
+        Some(exempted.to_string()),
+        "metrics:\n{text}"
+    );
+}
+
+/// A raw UDP socket in B: the datagrams to the closed port are ACCEPT, the SYN is REJECT.
+#[test]
+fn closed_port_datagrams_a_raw_socket_received_stay_accept() {
+    closed_port_with_copy_taker(14, CopyTaker::RawUdp);
+}
+
+/// A packet socket (no ring) on B's interface: everything it received is ACCEPT.
+#[test]
+fn closed_port_packets_a_packet_socket_received_stay_accept() {
+    closed_port_with_copy_taker(15, CopyTaker::PacketIp);
 }

@@ -32,9 +32,13 @@ pub struct RecordArgs {
     /// Kernel drop reasons that make REJECT records, comma-separated, as the kernel names them
     /// without SKB_DROP_REASON_ (its enum skb_drop_reason, read from BTF); the record's
     /// reject-reason is that name. Drops for other reasons stay in ACCEPT and are counted in
-    /// the flowlog_kernel_drops_total metric. [default: NETFILTER_DROP,TC_INGRESS,TC_EGRESS,
-    /// XDP,BPF_CGROUP_EGRESS,SOCKET_FILTER,NO_SOCKET: firewall rules, TC programs, generic
-    /// XDP, cgroup programs and socket filters, packets to a closed port]
+    /// the flowlog_kernel_drops_total metric. The default is the policy drops, as AWS's REJECT
+    /// is a security group's or network ACL's decision: firewall rules, TC programs, generic
+    /// XDP and cgroup egress programs. Packets to a closed port are ACCEPT, as in AWS; add
+    /// NO_SOCKET to see them as REJECT, and SOCKET_FILTER for cgroup ingress programs. A packet
+    /// a raw or packet socket received (e.g. root's ping's replies) is never REJECT for a reason
+    /// other than these policy ones (flowlog_kernel_drops_delivered_to_socket_total counts them).
+    /// [default: NETFILTER_DROP,TC_INGRESS,TC_EGRESS,XDP,BPF_CGROUP_EGRESS: the policy drops]
     #[arg(long, value_name = "REASON,...", value_delimiter = ',')]
     pub reject_reasons: Option<Vec<String>>,
 

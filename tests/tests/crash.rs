@@ -1,6 +1,6 @@
 //! A crash of the agent (SIGKILL) with objects still open: the records of the windows that
 //! closed before it are on disk (write-ahead logs in the spool directory) and the next start
-//! delivers them. Root only; a real agent on a veth pair in namespaces prefixed `flwal`, real
+//! delivers them. Root only; a real agent on a veth pair in namespaces prefixed `flwl`, real
 //! traffic, tcpdump on the watched interface as the reference.
 
 use std::{
@@ -89,7 +89,7 @@ fn wait_for_window_closed(agent: &mut AgentProcess, start: u64) {
 /// run: apart from the restarted run's own object.
 #[test]
 fn closed_windows_survive_sigkill_and_equal_the_wire() {
-    let ns = Namespaces::new(Setup::new(163).ipv4_only().prefix("flwal"));
+    let ns = Namespaces::new(Setup::new(163).ipv4_only().prefix("flwl"));
     let (a, b) = (&ns.a, &ns.b);
     // Everything before the kill must happen inside one slot, so no object is finished (and
     // delivered) before the crash: the records after the restart can only come from the WAL.
@@ -125,12 +125,7 @@ fn closed_windows_survive_sigkill_and_equal_the_wire() {
         file_objects(&out).is_empty(),
         "no object is finished before the slot ends"
     );
-    assert_eq!(
-        files_ending(&spool, ".wal").len(),
-        1,
-        "one open object, one write-ahead log: {:?}",
-        files_ending(&spool, "")
-    );
+    let spool_at_crash = files_ending(&spool, "");
 
     let before = agent.log().len();
     agent.spawn(a, &args(dir.path()));
@@ -138,11 +133,6 @@ fn closed_windows_survive_sigkill_and_equal_the_wire() {
     let log = agent.log();
     assert!(status.success(), "{status}; log:\n{log}");
     let restarted = &log[before..];
-    let recovered_line = restarted
-        .lines()
-        .find(|l| l.contains("recovered the closed windows"))
-        .unwrap_or_else(|| panic!("no recovery line; log:\n{restarted}"));
-    assert!(recovered_line.contains(" objects=1 "), "{recovered_line}");
 
     let objects = file_objects(&out);
     let per_object: BTreeMap<&String, Vec<Record>> = objects
@@ -173,6 +163,12 @@ fn closed_windows_survive_sigkill_and_equal_the_wire() {
     let sent_udp = want.keys().filter(|t| t.protocol == 17).count();
     assert_eq!(sent_udp, 2 + 3 + 1, "the wire holds the six UDP flows");
 
+    let recovered_line = restarted
+        .lines()
+        .find(|l| l.contains("recovered the closed windows"))
+        .unwrap_or_else(|| panic!("no recovery line; log:\n{restarted}"));
+    assert!(recovered_line.contains(" objects=1 "), "{recovered_line}");
+
     // The object holding the traffic is the first run's: named for the slot of the traffic,
     // and different from the restarted run's objects.
     let recovered: Vec<&String> = per_object
@@ -199,6 +195,14 @@ fn closed_windows_survive_sigkill_and_equal_the_wire() {
         "{recovered_line} vs {} records in {}",
         per_object[recovered[0]].len(),
         recovered[0]
+    );
+    assert_eq!(
+        spool_at_crash
+            .iter()
+            .filter(|n| n.ends_with(".wal"))
+            .count(),
+        1,
+        "one open object at the crash, one write-ahead log: {spool_at_crash:?}"
     );
     assert_eq!(
         files_ending(&spool, ".wal"),

@@ -19,6 +19,7 @@ use std::{
     fs,
     io::{ErrorKind, Read as _, Write as _},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, ensure};
@@ -68,6 +69,22 @@ pub struct WalWriter {
     bytes: u64,
     /// The directory entry is made durable with the first commit.
     dir_synced: bool,
+    /// Time spent writing and syncing since [`WalWriter::take_spent`].
+    spent: Spent,
+}
+
+/// Time a WAL took: all writes and syncs, and the syncs alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    pub total: Duration,
+    pub sync: Duration,
+}
+
+impl std::ops::AddAssign for Spent {
+    fn add_assign(&mut self, o: Spent) {
+        self.total += o.total;
+        self.sync += o.sync;
+    }
 }
 
 impl WalWriter {
@@ -85,6 +102,7 @@ impl WalWriter {
             records: 0,
             bytes: 0,
             dir_synced: false,
+            spent: Spent::default(),
         };
         let json = serde_json::to_vec(header).context("cannot encode write-ahead log header")?;
         w.write(MAGIC)?;
@@ -99,6 +117,11 @@ impl WalWriter {
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Time spent writing and syncing since the last call.
+    pub fn take_spent(&mut self) -> Spent {
+        std::mem::take(&mut self.spent)
     }
 
     /// Appends `records` rendered lines (each ending in `\n`), not yet durable.
@@ -117,6 +140,7 @@ impl WalWriter {
         payload[..8].copy_from_slice(&window_start.to_le_bytes());
         payload[8..].copy_from_slice(&self.records.to_le_bytes());
         self.frame(COMMIT, &payload)?;
+        let started = Instant::now();
         self.file
             .sync_data()
             .with_context(|| format!("cannot fsync write-ahead log {}", self.path.display()))?;
@@ -127,6 +151,9 @@ impl WalWriter {
                 .with_context(|| format!("cannot fsync directory {}", dir.display()))?;
             self.dir_synced = true;
         }
+        let took = started.elapsed();
+        self.spent.sync += took;
+        self.spent.total += took;
         Ok(())
     }
 
@@ -143,9 +170,11 @@ impl WalWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let started = Instant::now();
         self.file
             .write_all(bytes)
             .with_context(|| format!("cannot write write-ahead log {}", self.path.display()))?;
+        self.spent.total += started.elapsed();
         self.bytes += bytes.len() as u64;
         Ok(())
     }

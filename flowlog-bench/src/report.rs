@@ -1066,8 +1066,8 @@ fn drain_section(s: &mut String, d: &[DrainResult]) {
             s,
             "\nThe write-ahead log (each closed window's records written to the open object's WAL and \
              fsynced, so a crash loses at most the open window) adds {} s to the {} flows' window: {} % of \
-             its flip + drain + format time ({} s), {} MiB of text, of which the commit (last chunk and \
-             fsync, under /var/tmp) takes {} s.",
+             its flip + drain + format time ({} s), for {} MiB of text, of which the fsync (under /var/tmp) \
+             takes {} s.",
             f(wal, 3),
             fill_label(x.flows),
             f(100.0 * wal / x.total_s, 0),

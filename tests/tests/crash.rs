@@ -167,6 +167,7 @@ fn closed_windows_survive_sigkill_and_equal_the_wire() {
         .lines()
         .find(|l| l.contains("recovered the closed windows"))
         .unwrap_or_else(|| panic!("no recovery line; log:\n{restarted}"));
+    eprintln!("{recovered_line}");
     assert!(recovered_line.contains(" objects=1 "), "{recovered_line}");
 
     // The object holding the traffic is the first run's: named for the slot of the traffic,

@@ -196,10 +196,11 @@ struct OpenObject {
 impl OpenObject {
     /// Sends the pending lines to the WAL (not yet durable) and, for text, to the compressor.
     fn flush_lines(&mut self, to_wal: bool) {
-        if to_wal && let Some(w) = &mut self.wal {
-            if let Err(e) = w.append(&self.lines, self.lines_records) {
-                self.wal_failed(e);
-            }
+        if to_wal
+            && let Some(w) = &mut self.wal
+            && let Err(e) = w.append(&self.lines, self.lines_records)
+        {
+            self.wal_failed(e);
         }
         if let Body::Text(gz) = &mut self.body {
             // Writing into a Vec cannot fail.
@@ -335,7 +336,8 @@ pub struct RecoveryStats {
 
 /// Collects formatted records into per-slot objects.
 pub struct Batcher {
-    shape: Shape,
+    /// Boxed: keeps `Batcher` near the size of the CloudWatch packer it shares an enum with.
+    shape: Box<Shape>,
     meta: Metadata,
     rollover_secs: u64,
     max_bytes: usize,
@@ -354,12 +356,12 @@ impl Batcher {
         rollover_secs: u64,
     ) -> Self {
         Batcher {
-            shape: Shape {
+            shape: Box::new(Shape {
                 layout,
                 format,
                 file_format: FileFormat::PlainText,
                 wal_dir: None,
-            },
+            }),
             meta,
             rollover_secs: rollover_secs.max(1),
             max_bytes: MAX_OBJECT_BYTES,

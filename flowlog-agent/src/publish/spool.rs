@@ -708,6 +708,35 @@ mod tests {
         );
     }
 
+    /// The write-ahead log an object replaces is gone once the object is spooled, and the
+    /// spool knows the key (also after a restart) until the object is delivered.
+    #[test]
+    fn put_replacing_deletes_the_wal_and_the_key_is_known_until_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("1-1-0-00000000000000ab.wal");
+        fs::write(&wal, b"wal").unwrap();
+        {
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            assert!(!spool.holds_object("k0"));
+            spool
+                .put_replacing(&object("k0", 1, 10), Some(&wal))
+                .unwrap();
+            assert!(!wal.exists());
+            assert!(spool.holds_object("k0"));
+            assert!(!spool.holds_object("k1"));
+            // A WAL already gone is no error.
+            spool
+                .put_replacing(&object("k1", 1, 10), Some(&wal))
+                .unwrap();
+        }
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(spool.holds_object("k0") && spool.holds_object("k1"));
+        let first = spool.claim().unwrap();
+        spool.ack(&first).unwrap();
+        assert!(!spool.holds_object("k0"));
+        assert!(spool.holds_object("k1"));
+    }
+
     #[test]
     fn a_full_spool_drops_the_oldest_batch_but_not_the_one_in_flight() {
         let dir = tempfile::tempdir().unwrap();

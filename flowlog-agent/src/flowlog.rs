@@ -2,7 +2,10 @@
 //! units: objects of the S3 key layout (file, S3) or per-stream log event batches (CloudWatch).
 //! Several flow logs could share one capture; `run` feeds each the same drained windows.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::bail;
 
@@ -172,6 +175,9 @@ impl FlowLog {
             Packer::Objects(batcher) => {
                 let mut objects = batcher.add(&records, drained.window.start);
                 objects.extend(batcher.close_until(drained.window.end));
+                // The objects still open now hold this closed window durably (their WALs);
+                // those just finished reach disk through the spool.
+                batcher.commit_window(drained.window.start);
                 objects.into_iter().map(Batch::Object).collect()
             }
             Packer::LogEvents(packer) => packer
@@ -179,6 +185,32 @@ impl FlowLog {
                 .into_iter()
                 .map(Batch::LogEvents)
                 .collect(),
+        }
+    }
+
+    /// Keeps the open objects' closed windows durable in write-ahead logs in `dir` (the
+    /// spool directory) from now on, and returns the objects an earlier run's WALs there
+    /// describe, finished (see [`Batcher::recover`]); `spooled` tells which object keys the
+    /// spool already holds. CloudWatch Logs batches are spooled per window and need no WAL.
+    pub fn recover(
+        &mut self,
+        dir: &Path,
+        spooled: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<Batch>> {
+        match &mut self.packer {
+            Packer::Objects(batcher) => {
+                let (objects, _) = batcher.recover(dir, spooled)?;
+                Ok(objects.into_iter().map(Batch::Object).collect())
+            }
+            Packer::LogEvents(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The write-ahead log a finished batch replaces: to delete once the batch is spooled.
+    pub fn take_wal(&mut self, batch: &Batch) -> Option<PathBuf> {
+        match (&mut self.packer, batch) {
+            (Packer::Objects(batcher), Batch::Object(o)) => batcher.take_wal(&o.key),
+            _ => None,
         }
     }
 

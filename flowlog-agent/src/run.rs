@@ -72,6 +72,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.output.spool_dir(&flow_log.id, &spec),
         args.output.spool_max_bytes,
     )?);
+    // Before any new window: the closed windows an earlier run left in write-ahead logs.
+    let mut unspooled_records = 0;
+    for batch in tokio::task::block_in_place(|| {
+        flow_log.recover(spool.dir(), |key| spool.holds_object(key))
+    })? {
+        unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
+    }
 
     raise_memlock();
     let mut capture = Capture::load_with(&object, cap.max_flows, |l| {
@@ -96,7 +103,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let interval = cap.aggregation_interval;
     let mut window_start = unix_now() as u64;
-    let mut unspooled_records = 0;
     let mut drain_failure = None;
     info!(
         interfaces = ?capture.attached().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
@@ -144,7 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         report_window(&drained, &watched, cap.max_flows);
         drops::report_window(rejects.as_mut(), &drained, &watched);
         for batch in flow_log.on_window(&drained, &discover::describe(&watched)) {
-            unspooled_records += spool_batch(&spool, &batch);
+            unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
         }
         metrics::flush_to(metrics_file.as_deref());
         window_start = end;
@@ -166,7 +172,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
     }
     for batch in flow_log.close_all() {
-        unspooled_records += spool_batch(&spool, &batch);
+        unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
     }
     drop(capture);
     // Deliver what is spooled while the destination accepts it, for a bounded time. What is
@@ -201,12 +207,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a finished batch to the spool, from where the publisher delivers it. A batch that
-/// cannot be spooled (disk full, I/O error) is lost: logged, counted, and returned so the run
-/// ends with an error.
-fn spool_batch(spool: &Spool, batch: &Batch) -> usize {
+/// Writes a finished batch to the spool, from where the publisher delivers it, deleting the
+/// write-ahead log it replaces. A batch that cannot be spooled (disk full, I/O error) is lost:
+/// logged, counted, and returned so the run ends with an error.
+fn spool_batch(spool: &Spool, flow_log: &mut FlowLog, batch: &Batch) -> usize {
     let mut lost = 0;
-    if let Err(e) = tokio::task::block_in_place(|| spool.put(batch)) {
+    let wal = flow_log.take_wal(batch);
+    if let Err(e) = tokio::task::block_in_place(|| spool.put_replacing(batch, wal.as_deref())) {
         lost = batch.records();
         error!(batch = %batch.identity(), records = batch.records(), error = %format!("{e:#}"),
                "cannot spool a finished batch: its records are lost");

@@ -25,6 +25,7 @@ use flowlog_agent::{
     discover::Interface,
     flowlog::FlowLog,
     metadata::Metadata,
+    metrics,
     publish::Batch,
 };
 use flowlog_common::{
@@ -70,6 +71,17 @@ pub struct DrainResult {
     /// The gzip level of the objects and of `gzip_s`. Absent in older results.
     #[serde(default)]
     pub gzip_level: Option<u32>,
+    /// What the write-ahead log costs the window (the same window through a flow log whose
+    /// open object has a WAL, on disk under /var/tmp): its writes and fsync, as the agent's
+    /// `flowlog_wal_last_window_seconds` measures them. Absent in older results.
+    #[serde(default)]
+    pub wal_s: Option<f64>,
+    /// Inside `wal_s`: the fsync.
+    #[serde(default)]
+    pub wal_sync_s: Option<f64>,
+    /// Bytes the window wrote to the WAL.
+    #[serde(default)]
+    pub wal_bytes: Option<u64>,
 }
 
 pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
@@ -89,11 +101,15 @@ pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
         let r: DrainResult = serde_json::from_str(line.trim())
             .with_context(|| format!("drain child printed no result: {line}"))?;
         eprintln!(
-            "  {n:>8} flows: cut {:.3} s, records+format+gzip {:.3} s, total {:.3} s, peak RSS {} MiB",
+            "  {n:>8} flows: cut {:.3} s, records+format+gzip {:.3} s, total {:.3} s, peak RSS {} MiB; \
+             write-ahead log {:.3} s (fsync {:.3} s, {:.1} MiB)",
             r.cut_s,
             r.format_s,
             r.total_s,
-            r.hwm_after_kib / 1024
+            r.hwm_after_kib / 1024,
+            r.wal_s.unwrap_or(f64::NAN),
+            r.wal_sync_s.unwrap_or(f64::NAN),
+            r.wal_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
         );
         out.push(r);
     }
@@ -283,6 +299,8 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         })
         .sum();
     let (text_bytes, gzip_s) = gzip_alone(&batches)?;
+    drop(batches);
+    let (wal_s, wal_sync_s, wal_bytes) = with_wal(&args, &drained, &interfaces)?;
     let result = DrainResult {
         flows: n,
         cut_s,
@@ -296,7 +314,40 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         text_bytes: Some(text_bytes),
         gzip_s: Some(gzip_s),
         gzip_level: Some(flowlog_agent::batch::GZIP_LEVEL),
+        wal_s: Some(wal_s),
+        wal_sync_s: Some(wal_sync_s),
+        wal_bytes: Some(wal_bytes),
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
+}
+
+/// The window again through a flow log whose objects have write-ahead logs, in a directory
+/// under /var/tmp (on disk, like the default spool under /var/lib; /tmp may be tmpfs, where
+/// fsync costs nothing). Returns the time the WAL's writes and fsyncs took (as the agent
+/// measures them for its metrics), the fsyncs' share and the bytes written.
+fn with_wal(
+    args: &flowlog_agent::cli::RunArgs,
+    drained: &flowlog_agent::collect::DrainedWindow,
+    interfaces: &BTreeMap<u32, Interface>,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let dir =
+        std::path::PathBuf::from(format!("/var/tmp/flowlog-bench-wal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = (|| {
+        let mut flow_log = FlowLog::from_args(&args.records, &args.output, Metadata::default())?;
+        flow_log.recover(&dir, |_| false)?;
+        let batches = flow_log.on_window(drained, interfaces);
+        let gauge =
+            |name| metrics::value(name, &[]).with_context(|| format!("the flow log set no {name}"));
+        let total_s = gauge("flowlog_wal_last_window_seconds")?;
+        let sync_s = gauge("flowlog_wal_last_fsync_seconds")?;
+        let bytes = gauge("flowlog_wal_bytes")? as u64;
+        if !batches.is_empty() || bytes == 0 {
+            bail!("the window's object was finished at once (its slot had ended): run again");
+        }
+        Ok((total_s, sync_s, bytes))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

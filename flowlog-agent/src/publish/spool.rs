@@ -97,6 +97,8 @@ pub struct SpoolStats {
 #[derive(Debug)]
 struct Entry {
     path: PathBuf,
+    /// The object key of an object batch.
+    key: Option<String>,
     bytes: u64,
     records: usize,
 }
@@ -157,10 +159,15 @@ impl Spool {
                 Ok((bytes, header)) => {
                     state.stats.records += header.records();
                     state.stats.bytes += bytes;
+                    let key = match &header {
+                        Header::Object { key, .. } => Some(key.clone()),
+                        Header::LogEvents { .. } => None,
+                    };
                     state.entries.insert(
                         seq,
                         Entry {
                             path,
+                            key,
                             bytes,
                             records: header.records(),
                         },
@@ -198,6 +205,14 @@ impl Spool {
     /// Writes `batch` durably (temporary file, fsync, rename, directory fsync), then makes room
     /// by dropping the oldest batches if the spool is over its bound.
     pub fn put(&self, batch: &Batch) -> anyhow::Result<()> {
+        self.put_replacing(batch, None)
+    }
+
+    /// [`Spool::put`], deleting `replaced` (the write-ahead log of the object `batch` finishes)
+    /// once the batch is durable and before the publisher can see it: so a WAL left by a crash
+    /// in between means its object is still in the spool, never that it was already delivered
+    /// (recovering it then would overwrite the delivered object with fewer records).
+    pub fn put_replacing(&self, batch: &Batch, replaced: Option<&Path>) -> anyhow::Result<()> {
         let seq = {
             let mut st = self.state();
             st.next_seq += 1;
@@ -216,11 +231,25 @@ impl Spool {
                 self.dir.display()
             )
         })?;
+        if let Some(wal) = replaced
+            && let Err(e) = fs::remove_file(wal)
+            && e.kind() != ErrorKind::NotFound
+        {
+            // Left behind, the next start would deliver its closed windows again under the
+            // same key: over the complete object if that was delivered by then.
+            error!(file = %wal.display(), error = %e,
+                   "cannot delete the write-ahead log of a spooled object: delete it before the next start");
+        }
+        let key = match batch {
+            Batch::Object(o) => Some(o.key.clone()),
+            Batch::LogEvents(_) => None,
+        };
         let mut st = self.state();
         st.entries.insert(
             seq,
             Entry {
                 path,
+                key,
                 bytes,
                 records: batch.records(),
             },
@@ -268,6 +297,14 @@ impl Spool {
         drop(st);
         self.changed.notify_one();
         Ok(())
+    }
+
+    /// Whether an object batch with this key waits in the spool.
+    pub fn holds_object(&self, key: &str) -> bool {
+        self.state()
+            .entries
+            .values()
+            .any(|e| e.key.as_deref() == Some(key))
     }
 
     /// The oldest batch not yet delivered, marked as being published.
@@ -669,6 +706,35 @@ mod tests {
             batch_files(dir.path())[0].starts_with("000000000002-"),
             "sequence goes on after a restart"
         );
+    }
+
+    /// The write-ahead log an object replaces is gone once the object is spooled, and the
+    /// spool knows the key (also after a restart) until the object is delivered.
+    #[test]
+    fn put_replacing_deletes_the_wal_and_the_key_is_known_until_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("1-1-0-00000000000000ab.wal");
+        fs::write(&wal, b"wal").unwrap();
+        {
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            assert!(!spool.holds_object("k0"));
+            spool
+                .put_replacing(&object("k0", 1, 10), Some(&wal))
+                .unwrap();
+            assert!(!wal.exists());
+            assert!(spool.holds_object("k0"));
+            assert!(!spool.holds_object("k1"));
+            // A WAL already gone is no error.
+            spool
+                .put_replacing(&object("k1", 1, 10), Some(&wal))
+                .unwrap();
+        }
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(spool.holds_object("k0") && spool.holds_object("k1"));
+        let first = spool.claim().unwrap();
+        spool.ack(&first).unwrap();
+        assert!(!spool.holds_object("k0"));
+        assert!(spool.holds_object("k1"));
     }
 
     #[test]

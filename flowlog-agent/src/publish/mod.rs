@@ -107,10 +107,10 @@ impl Destination {
                 Destination::File(FileDestination::new(dir)?)
             }
             DestinationSpec::S3 { bucket, prefix } => {
-                Destination::S3(S3Destination::new(settings, bucket, prefix).await)
+                Destination::S3(S3Destination::new(settings, bucket, prefix).await?)
             }
             DestinationSpec::CloudWatchLogs { group, region } => Destination::CloudWatchLogs(
-                CloudWatchDestination::new(settings, group, region.as_deref()).await,
+                CloudWatchDestination::new(settings, group, region.as_deref()).await?,
             ),
         })
     }

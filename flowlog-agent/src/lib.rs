@@ -30,3 +30,4 @@ pub mod publish;
 pub mod records;
 pub mod run;
 pub mod verdict;
+pub mod window_metrics;

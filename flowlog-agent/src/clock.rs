@@ -26,6 +26,16 @@ pub fn slot_start(t: u64, slot_seconds: u64) -> u64 {
     t - t % slot_seconds.max(1)
 }
 
+/// When the first object of an agent started at `now` is finished (Unix seconds): its first
+/// window ends at the next multiple of `interval`, its records fall in the `rollover`-second
+/// slot holding that end, and the slot's object is finished at the first window end at or
+/// after the slot's end.
+pub fn first_object_at(now: f64, interval: u64, rollover: u64) -> u64 {
+    let interval = interval.max(1);
+    let slot_end = slot_start(next_boundary(now, interval), rollover) + rollover.max(1);
+    slot_end.div_ceil(interval) * interval
+}
+
 /// Converts the datapath's CLOCK_MONOTONIC stamps to Unix time, sampled once per drain.
 #[derive(Debug, Clone, Copy)]
 pub struct MonotonicClock {
@@ -65,6 +75,18 @@ pub fn until(t: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_object_waits_for_the_window_end_after_its_slot() {
+        // Window 60 s, objects 300 s: started 10:01:30 (36_090), the first window ends at
+        // 36_120, slot 36_000..36_300, finished at the window end 36_300.
+        assert_eq!(first_object_at(36_090.5, 60, 300), 36_300);
+        // Window 7 s, objects 60 s: the first window ends at 105, slot 60..120, and the
+        // first window end at or after 120 is 126.
+        assert_eq!(first_object_at(100.0, 7, 60), 126);
+        // Started just before a slot ends: the first window ends at 120, in slot 120..180.
+        assert_eq!(first_object_at(119.0, 10, 60), 180);
+    }
 
     #[test]
     fn boundaries_are_wall_clock_multiples() {

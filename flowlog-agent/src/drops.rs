@@ -362,6 +362,7 @@ impl RejectSetup {
             watched: HashMap::try_from(watched)
                 .with_context(|| format!("map {WATCHED_MAP} has an unexpected type"))?,
             in_map: BTreeSet::new(),
+            reject_names: self.reject_names.clone(),
             uncounted: PerCpuArray::try_from(uncounted)
                 .with_context(|| format!("map {UNCOUNTED_MAP} has an unexpected type"))?,
             uncounted_reported: 0,
@@ -421,6 +422,8 @@ const UNCOUNTED_MAP: &str = "DROPS_UNCOUNTED";
 pub struct DropCapture {
     watched: HashMap<MapData, u32, u8>,
     in_map: BTreeSet<u32>,
+    /// The REJECT reasons, for the counters exported at zero.
+    reject_names: Vec<String>,
     uncounted: PerCpuArray<MapData, DropCounters>,
     uncounted_reported: u64,
 }
@@ -458,6 +461,40 @@ impl DropCapture {
         self.uncounted_reported = total;
     }
 }
+
+/// Exports the REJECT counters at zero for every (interface, direction, REJECT reason), so
+/// alerts can be written before the first drop. Nothing when REJECT is unavailable.
+pub fn export_zero_counters<'a>(
+    capture: Option<&DropCapture>,
+    interfaces: impl IntoIterator<Item = &'a str>,
+) {
+    let Some(capture) = capture else { return };
+    metrics::counter_add(UNCOUNTED.0, UNCOUNTED.1, &[], 0);
+    for iface in interfaces {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for reason in &capture.reject_names {
+                let labels = [
+                    ("interface", iface),
+                    ("direction", direction.as_str()),
+                    ("reason", reason.as_str()),
+                ];
+                metrics::counter_add(REJECTED.0, REJECTED.1, &labels, 0);
+            }
+        }
+    }
+}
+
+/// Name and help of the REJECT packet counter (as [`report_window`] adds to it).
+const REJECTED: (&str, &str) = (
+    "flowlog_rejected_packets_total",
+    "Packets the kernel dropped for a REJECT reason (REJECT records).",
+);
+/// Name and help of the counter of drops the per-reason map had no room for (as
+/// [`DropCapture::report_uncounted`] adds to it).
+const UNCOUNTED: (&str, &str) = (
+    "flowlog_kernel_drops_uncounted_total",
+    "Dropped packets the per-reason drop map had no room for.",
+);
 
 /// Metrics of one window's drops: REJECT packets per (interface, direction, reason), drops for
 /// other reasons (which stay in ACCEPT) the same way, and REJECT-reason drops of packets a raw

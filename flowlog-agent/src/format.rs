@@ -157,6 +157,12 @@ impl FromStr for LogFormat {
 
     /// Fields are `${name}` tokens separated by whitespace; at least one is needed.
     fn from_str(s: &str) -> anyhow::Result<Self> {
+        // AWS's LogFormat has no commas; `${a},${b}` is the most common slip.
+        if s.contains(',') {
+            bail!(
+                "the log format has commas: separate fields with spaces, e.g. '${{srcaddr}} ${{dstaddr}} ${{action}}'"
+            );
+        }
         let mut fields = Vec::new();
         for token in s.split_whitespace() {
             let Some(name) = token.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
@@ -403,6 +409,18 @@ mod tests {
         assert!("${version}${srcaddr}".parse::<LogFormat>().is_err());
         assert!("version srcaddr".parse::<LogFormat>().is_err());
         assert!("  ".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn commas_between_fields_say_to_use_spaces() {
+        for f in [
+            "${srcaddr},${dstaddr}",
+            "${srcaddr}, ${dstaddr}",
+            "${version} ${srcaddr},",
+        ] {
+            let e = f.parse::<LogFormat>().unwrap_err().to_string();
+            assert!(e.contains("separate fields with spaces"), "{f}: {e}");
+        }
     }
 
     #[test]

@@ -31,3 +31,4 @@ pub mod records;
 pub mod run;
 pub mod verdict;
 pub mod wal;
+pub mod window_metrics;

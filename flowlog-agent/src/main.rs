@@ -1,7 +1,7 @@
 //! `flowlog`: the binary. Parses the command line, sets up logging, runs, and turns any error
 //! into one line on stderr and a non-zero exit.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use flowlog_agent::cli::{Cli, Command};
@@ -14,6 +14,12 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal (never in a journal, file or pipe), and
+        // not when NO_COLOR is set (no-color.org).
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

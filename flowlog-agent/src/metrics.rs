@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -144,6 +144,22 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             });
         }
     }))
+}
+
+/// Says once, at start, where the metrics can be read.
+pub fn announce(addr: Option<std::net::SocketAddr>, file: Option<&Path>) {
+    let http = addr.map(|a| format!("http://{a}/metrics"));
+    let file = file.map(|f| f.display().to_string());
+    match (&http, &file) {
+        (None, None) => {
+            info!("metrics are not exported: add --metrics-addr ADDR or --metrics-file PATH")
+        }
+        _ => info!(
+            http = %http.as_deref().unwrap_or("-"),
+            file = %file.as_deref().unwrap_or("-"),
+            "metrics served over HTTP (any path) and/or written to the file after every window"
+        ),
+    }
 }
 
 /// Writes the metrics file if one is configured, logging (not failing) on error.

@@ -13,15 +13,15 @@ use tracing::{error, info, warn};
 use crate::{
     attach::{Capture, spawn_ebpf_logger},
     cli::RunArgs,
-    clock::{next_boundary, unix_now, until},
-    collect::{Collector, DrainedWindow, Window},
+    clock::{first_object_at, next_boundary, unix_now, until},
+    collect::{Collector, Window},
     discover::{self, Selector},
     drops, ebpf_object,
     flowlog::FlowLog,
     metadata::Metadata,
     metrics, privileges,
-    publish::{self, AwsSettings, Batch, Destination, Spool},
-    records::{Direction, interface_label},
+    publish::{self, AwsSettings, Batch, Destination, Spool, WriterLock, writer_lock},
+    window_metrics::{export_zero_counters, report_window},
 };
 
 /// How long a shutdown keeps publishing what is spooled before leaving the rest for the next
@@ -72,6 +72,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.output.spool_dir(&flow_log.id, &spec),
         args.output.spool_max_bytes,
     )?);
+    // After the spool's own lock, so agents sharing a spool are told about the spool.
+    let _writer_lock = WriterLock::acquire(
+        &args.operations.runtime_dir,
+        &flow_log.id,
+        &writer_lock::canonical_destination(&spec, settings.endpoint_url.as_deref()),
+    )?;
     // Before any new window: the closed windows an earlier run left in write-ahead logs.
     let mut unspooled_records = 0;
     for batch in tokio::task::block_in_place(|| {
@@ -96,6 +102,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
     };
+    export_known_series(&capture, rejects.as_ref(), &spool);
+    metrics::flush_to(metrics_file.as_deref());
+    metrics::announce(args.operations.metrics_addr, metrics_file.as_deref());
 
     let (stop_publishing, stop_rx) = watch::channel(false);
     let mut publisher = tokio::spawn(publish::publisher(dest, spool.clone(), stop_rx));
@@ -104,6 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let interval = cap.aggregation_interval;
     let mut window_start = unix_now() as u64;
     let mut drain_failure = None;
+    announce_first_file(&spec, interval, args.output.file_rollover_seconds);
     info!(
         interfaces = ?capture.attached().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
         interval, flow_log_id = %flow_log.id, destination = %destination, spool = %spool.dir().display(),
@@ -142,7 +152,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         metrics::gauge_set(
-            "flowlog_drain_seconds",
+            "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
             &[],
             drain_started.elapsed().as_secs_f64(),
@@ -170,6 +180,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Err(e) => warn!(error = %format!("{e:#}"), "cannot list interfaces"),
         }
         drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
+        export_known_series(&capture, rejects.as_ref(), &spool);
     }
     for batch in flow_log.close_all() {
         unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
@@ -228,107 +239,32 @@ fn spool_batch(spool: &Spool, flow_log: &mut FlowLog, batch: &Batch) -> usize {
     lost
 }
 
-/// One log line and the metrics per window; overflow is loud because it is data AWS would call
-/// SKIPDATA.
-fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: u32) {
-    let name = |ifindex: u32| interface_label(watched.get(&ifindex).map(String::as_str), ifindex);
-    let dir = |d: u8| Direction::of_key(d).as_str();
-    let mut per_iface: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
-    for (k, t) in &d.flows {
-        let e = per_iface.entry((k.ifindex, k.direction)).or_default();
-        e.0 += t.packets;
-        e.1 += t.bytes;
+/// With a file destination whose objects collect several windows, says when the first file can
+/// appear (so an empty directory after the first window is not a surprise) and how to change it.
+fn announce_first_file(spec: &publish::DestinationSpec, interval: u64, rollover: u64) {
+    let publish::DestinationSpec::File(dir) = spec else {
+        return;
+    };
+    if interval >= rollover {
+        return;
     }
-    for ((ifindex, direction), (packets, bytes)) in per_iface {
-        let iface = name(ifindex);
-        let l = [("interface", iface.as_str()), ("direction", dir(direction))];
-        metrics::counter_add(
-            "flowlog_packets_total",
-            "Packets counted in flow records.",
-            &l,
-            packets,
-        );
-        metrics::counter_add(
-            "flowlog_bytes_total",
-            "IP bytes counted in flow records.",
-            &l,
-            bytes,
-        );
-    }
-    let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
-    for (k, c) in &d.ifaces {
-        let iface = name(k.ifindex);
-        let l = [
-            ("interface", iface.as_str()),
-            ("direction", dir(k.direction)),
-        ];
-        metrics::counter_add(
-            "flowlog_overflow_packets_total",
-            "Packets that did not fit in the full flow map (reported as SKIPDATA).",
-            &l,
-            c.overflow_packets,
-        );
-        metrics::counter_add(
-            "flowlog_overflow_bytes_total",
-            "IP bytes of packets that did not fit in the full flow map.",
-            &l,
-            c.overflow_bytes,
-        );
-        metrics::counter_add(
-            "flowlog_non_ip_packets_total",
-            "Frames that are not IPv4 or IPv6.",
-            &l,
-            c.non_ip_packets,
-        );
-        metrics::counter_add(
-            "flowlog_malformed_packets_total",
-            "IP packets with truncated or invalid headers (no flow key).",
-            &l,
-            c.malformed_packets,
-        );
-        overflow_packets += c.overflow_packets;
-        overflow_bytes += c.overflow_bytes;
-        non_ip += c.non_ip_packets;
-        malformed += c.malformed_packets;
-    }
-    metrics::counter_add(
-        "flowlog_unattributed_packets_total",
-        "Packets not attributable to an interface (interface counter map full).",
-        &[],
-        d.lost.overflow_packets,
-    );
-    metrics::counter_add(
-        "flowlog_windows_total",
-        "Aggregation windows closed.",
-        &[],
-        1,
-    );
-    metrics::counter_add(
-        "flowlog_flows_total",
-        "Flows drained from the kernel.",
-        &[],
-        d.flows.len() as u64,
-    );
-    metrics::gauge_set(
-        "flowlog_flow_map_fill_ratio",
-        "Flows in the last window divided by the flow map capacity.",
-        &[],
-        d.flows.len() as f64 / max_flows.max(1) as f64,
-    );
+    let at = first_object_at(unix_now(), interval, rollover);
+    let at = chrono::DateTime::from_timestamp(at as i64, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| at.to_string());
     info!(
-        start = d.window.start,
-        end = d.window.end,
-        flows = d.flows.len(),
-        non_ip_packets = non_ip,
-        malformed_packets = malformed,
-        "window closed"
+        first_file_at = %at, file_rollover_seconds = rollover, dir = %dir.display(),
+        "a file collects {rollover} s of records (as AWS does): the first appears at {at} if there is traffic \
+         before then; set --file-rollover-seconds lower to see files sooner"
     );
-    if overflow_packets > 0 || d.lost.overflow_packets > 0 {
-        warn!(
-            overflow_packets,
-            overflow_bytes,
-            unattributed_packets = d.lost.overflow_packets,
-            "flow map full: packets counted as SKIPDATA (raise --max-flows)"
-        );
-    }
+}
+
+/// Every counter with a known label set at zero (per watched interface and direction, per
+/// REJECT reason) and the spool gauges, so they exist before the first event. Run at start and
+/// after every attach pass (interfaces attached later); counting ones are left as they are.
+fn export_known_series(capture: &Capture, rejects: Option<&drops::DropCapture>, spool: &Spool) {
+    let names: Vec<String> = capture.attached().map(|(_, n)| n.to_string()).collect();
+    export_zero_counters(names.iter().map(String::as_str));
+    drops::export_zero_counters(rejects, names.iter().map(String::as_str));
+    publish::export_spool_metrics(&spool.stats());
 }

@@ -14,13 +14,14 @@ pub struct CaptureArgs {
     pub ifaces: Vec<String>,
 
     /// Length of one aggregation window in seconds. Windows are aligned to wall-clock
-    /// multiples of it. AWS uses 60 (Nitro) or 600.
+    /// multiples of it. AWS uses 60 (Nitro) or 600. [range: 1..=86400]
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub aggregation_interval: u64,
 
     /// Capacity of the in-kernel flow map (flows per window). Packets of flows that do not fit
     /// are counted per interface and reported as SKIPDATA, never dropped silently.
+    /// [range: 1..=16777216]
     #[arg(long, value_name = "N", default_value_t = flowlog_common::DEFAULT_MAX_FLOWS,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_flows: u32,

@@ -22,7 +22,8 @@ pub use records::RecordArgs;
                   the agent turns the counts into records byte-compatible with AWS VPC Flow Logs \
                   (default version 2 format, NODATA and SKIPDATA included) and writes them as \
                   gzip text files laid out like AWS's S3 delivery.\n\nNeeds root (or CAP_BPF, \
-                  CAP_PERFMON and CAP_NET_ADMIN) and Linux >= 5.11 (TCX links on >= 6.6)."
+                  CAP_PERFMON and CAP_NET_ADMIN) and Linux >= 5.11 (TCX links on >= 6.6).",
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,7 +34,48 @@ pub struct Cli {
 pub enum Command {
     /// Capture flows and write flow log records until interrupted (Ctrl-C / SIGTERM flush the
     /// current partial window first).
+    #[command(after_help = run_after_help())]
     Run(RunArgs),
+}
+
+/// A few complete command lines, for `--help`.
+const EXAMPLES: &str = "\
+Examples:
+  # Every interface that is up, 60 s windows, files under /var/log/flowlog
+  flowlog run --destination file:/var/log/flowlog
+
+  # REJECT records only, to S3 as Parquet in hourly Hive-compatible partitions
+  flowlog run --traffic-type REJECT --destination s3://my-bucket/flow-logs \\
+      --file-format parquet --hive-compatible-partitions --per-hour-partition
+
+  # CloudWatch Logs (one stream per interface), interfaces eth0, eth1, ...
+  flowlog run --iface 'eth*' --destination cloud-watch-logs:/vpc/flow-logs
+
+  # A custom format (fields separated by spaces), 10 s windows, a file every minute
+  flowlog run --aggregation-interval 10 --file-rollover-seconds 60 \\
+      --log-format '${version} ${srcaddr} ${dstaddr} ${tcp-flags} ${action} ${reject-reason}'";
+
+/// `flowlog run --help`'s epilogue: the examples and every `${field}` of `--log-format`, by the
+/// flow log version that introduced it.
+fn run_after_help() -> String {
+    use std::fmt::Write as _;
+
+    use crate::format::Field;
+
+    let mut text = format!(
+        "{EXAMPLES}\n\nFields for --log-format, written ${{name}}, in any order (by the flow log version that added them):\n"
+    );
+    let mut versions: Vec<u8> = Field::ALL.iter().map(|f| f.version()).collect();
+    versions.dedup();
+    for v in versions {
+        let names: Vec<&str> = Field::ALL
+            .iter()
+            .filter(|f| f.version() == v)
+            .map(|f| f.name())
+            .collect();
+        let _ = writeln!(text, "  v{v}: {}", names.join(" "));
+    }
+    text.trim_end().to_string()
 }
 
 /// `flowlog run` options, one group per stage that owns them.
@@ -47,4 +89,66 @@ pub struct RunArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub operations: OperationsArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// Shell words of one command line: spaces separate, single quotes group.
+    fn words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let (mut word, mut quoted, mut any) = (String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '\'' => (quoted, any) = (!quoted, true),
+                ' ' if !quoted => {
+                    if any {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                c => (word, any) = (word + &c.to_string(), true),
+            }
+        }
+        if any {
+            words.push(word);
+        }
+        words
+    }
+
+    #[test]
+    fn every_example_parses() {
+        let commands: Vec<String> = EXAMPLES
+            .replace("\\\n", " ")
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("flowlog "))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(commands.len(), 4, "{EXAMPLES}");
+        for c in commands {
+            if let Err(e) = Cli::try_parse_from(words(&c)) {
+                panic!("{c}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn run_help_lists_every_field() {
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_long_help()
+            .to_string();
+        for f in crate::format::Field::ALL {
+            assert!(
+                help.split_whitespace().any(|w| w == f.name()),
+                "{} not in run --help",
+                f.name()
+            );
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Options for operating the agent: metrics.
+//! Options for operating the agent: metrics, the runtime directory.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -15,4 +15,10 @@ pub struct OperationsArgs {
     /// Serve Prometheus metrics over HTTP on this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Directory of the host-wide lock files that keep a second agent from writing the same
+    /// flow log id to the same destination (it would duplicate every record).
+    #[arg(long, value_name = "DIR",
+          default_value = crate::publish::writer_lock::DEFAULT_RUNTIME_DIR)]
+    pub runtime_dir: PathBuf,
 }

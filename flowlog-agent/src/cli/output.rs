@@ -35,7 +35,7 @@ pub struct OutputArgs {
     pub spool_dir: Option<PathBuf>,
 
     /// Bound of the spool. When a new batch does not fit, the oldest undelivered batches are
-    /// dropped, counted and logged.
+    /// dropped, counted and logged. [range: 1..]
     #[arg(long, value_name = "BYTES", default_value_t = crate::publish::spool::DEFAULT_SPOOL_MAX_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub spool_max_bytes: u64,
@@ -57,7 +57,7 @@ pub struct OutputArgs {
     pub per_hour_partition: bool,
 
     /// Seconds one output file collects records before it is written (AWS: 300). Files are
-    /// also closed at 75 MB and on shutdown.
+    /// also closed at 75 MB and on shutdown. [range: 1..=3600]
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub file_rollover_seconds: u64,

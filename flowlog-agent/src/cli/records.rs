@@ -16,7 +16,8 @@ pub struct RecordArgs {
     /// Fields of each record, AWS's LogFormat syntax: `${field}` tokens separated by spaces,
     /// any of versions 2-10 in any order, e.g. '${version} ${srcaddr} ${dstaddr} ${tcp-flags}'.
     /// The `version` field is the highest version among the fields used. Version 9-10 fields
-    /// (resource-id, encryption-status) are accepted and written as `-`.
+    /// (resource-id, encryption-status) are accepted and written as `-`. The field names are
+    /// listed at the end of this help.
     /// [default: the 14 version-2 fields]
     #[arg(long, value_name = "FORMAT", default_value = crate::format::DEFAULT_FORMAT,
           hide_default_value = true, value_parser = clap::value_parser!(LogFormat))]

@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
+use anyhow::bail;
 use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
+use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError};
 use aws_sdk_s3::{
     config::{Region, http::HttpResponse},
     error::{ProvideErrorMetadata, SdkError},
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use tracing::warn;
 
 /// Where the clients connect and in which region, before the standard chain fills in the rest.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +73,46 @@ impl AwsSettings {
     }
 }
 
+/// What to do when the standard chain has no credentials.
+const PROVIDE_CREDENTIALS: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
+     with a profile in ~/.aws/credentials, or run with an instance role";
+
+/// Asks the standard chain for credentials once at start. None anywhere in the chain is a
+/// configuration error: it fails with one line naming the cause. A provider that fails
+/// otherwise (a timeout, a refused role) may recover, so that is only a warning and the
+/// publisher retries.
+pub async fn require_credentials(config: &SdkConfig, destination: &str) -> anyhow::Result<()> {
+    let Some(provider) = config.credentials_provider() else {
+        bail!("no AWS credentials for {destination}: {PROVIDE_CREDENTIALS}");
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => Ok(()),
+        Err(CredentialsError::CredentialsNotLoaded(_)) => {
+            bail!(
+                "no AWS credentials found for {destination} (environment, profile, container and instance role all empty): {PROVIDE_CREDENTIALS}"
+            )
+        }
+        Err(e) => {
+            warn!(destination, error = %chain(&e),
+                  "cannot load AWS credentials yet: records are spooled and publishing is retried");
+            Ok(())
+        }
+    }
+}
+
+/// Whether loading credentials is what failed in a call (the SDK reports it as a dispatch
+/// failure although nothing was sent).
+fn is_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<CredentialsError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Error codes that mean the credentials themselves were refused.
 const CREDENTIAL_CODES: &[&str] = &[
     "InvalidAccessKeyId",
@@ -98,6 +141,9 @@ where
 {
     let detail = chain(&err);
     let problem = match &err {
+        _ if is_credentials_error(&err) => {
+            format!("cannot load AWS credentials ({PROVIDE_CREDENTIALS}): {detail}")
+        }
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = err.code().unwrap_or("");

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{
     Refused,
-    aws::{AwsSettings, explain},
+    aws::{AwsSettings, explain, require_credentials},
     events::LogEventBatch,
 };
 
@@ -27,14 +27,21 @@ pub struct CloudWatchDestination {
 
 impl CloudWatchDestination {
     /// `region` is the log-group ARN's region, if the destination was given as an ARN.
-    pub async fn new(settings: &AwsSettings, group: &str, region: Option<&str>) -> Self {
+    /// Fails when the standard chain has no credentials at all.
+    pub async fn new(
+        settings: &AwsSettings,
+        group: &str,
+        region: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let shared = settings.load(region).await;
         let endpoint = settings.endpoint(&shared);
-        CloudWatchDestination {
+        let destination = CloudWatchDestination {
             client: Client::new(&shared),
             group: group.into(),
             endpoint,
-        }
+        };
+        require_credentials(&shared, &destination.describe()).await?;
+        Ok(destination)
     }
 
     /// With a client configured elsewhere (tests give explicit credentials).

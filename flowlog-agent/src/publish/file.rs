@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::batch::FinishedObject;
 
@@ -15,8 +15,16 @@ pub struct FileDestination {
 }
 
 impl FileDestination {
-    /// Creates `root` if needed and checks that it is writable.
+    /// Creates `root` if needed and checks that it is a writable directory.
     pub fn new(root: &Path) -> anyhow::Result<Self> {
+        if let Ok(meta) = fs::metadata(root)
+            && !meta.is_dir()
+        {
+            bail!(
+                "output directory {} is not a directory: point --destination file: at a directory (it is created if missing)",
+                root.display()
+            );
+        }
         fs::create_dir_all(root)
             .with_context(|| format!("cannot create output directory {}", root.display()))?;
         let probe = root.join(".flowlog-write-test");
@@ -58,4 +66,24 @@ fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot fsync {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_is_not_a_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("flowlogs");
+        fs::write(&file, b"").expect("write");
+        let err = format!("{:#}", FileDestination::new(&file).err().expect("refused"));
+        assert_eq!(
+            err,
+            format!(
+                "output directory {} is not a directory: point --destination file: at a directory (it is created if missing)",
+                file.display()
+            )
+        );
+    }
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod file;
 pub mod s3;
 pub mod spool;
+pub mod writer_lock;
 
 use std::{
     sync::Arc,
@@ -28,6 +29,7 @@ pub use events::{LogEvent, LogEventBatch};
 pub use file::FileDestination;
 pub use s3::S3Destination;
 pub use spool::{Spool, SpoolStats};
+pub use writer_lock::WriterLock;
 
 /// Spool size as gauges (`flowlog_spool_*`).
 pub fn export_spool_metrics(s: &SpoolStats) {
@@ -107,10 +109,10 @@ impl Destination {
                 Destination::File(FileDestination::new(dir)?)
             }
             DestinationSpec::S3 { bucket, prefix } => {
-                Destination::S3(S3Destination::new(settings, bucket, prefix).await)
+                Destination::S3(S3Destination::new(settings, bucket, prefix).await?)
             }
             DestinationSpec::CloudWatchLogs { group, region } => Destination::CloudWatchLogs(
-                CloudWatchDestination::new(settings, group, region.as_deref()).await,
+                CloudWatchDestination::new(settings, group, region.as_deref()).await?,
             ),
         })
     }
@@ -259,7 +261,7 @@ pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Re
                     batch.records() as u64,
                 );
                 metrics::gauge_set(
-                    "flowlog_publish_seconds",
+                    "flowlog_last_publish_seconds",
                     "Duration of the last successful publish.",
                     &l,
                     started.elapsed().as_secs_f64(),

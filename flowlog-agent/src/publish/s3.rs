@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::{Client, primitives::ByteStream};
 
-use super::aws::{AwsSettings, explain};
+use super::aws::{AwsSettings, explain, require_credentials};
 use crate::batch::FinishedObject;
 
 pub struct S3Destination {
@@ -14,7 +14,8 @@ pub struct S3Destination {
 }
 
 impl S3Destination {
-    pub async fn new(settings: &AwsSettings, bucket: &str, prefix: &str) -> Self {
+    /// Fails when the standard chain has no credentials at all.
+    pub async fn new(settings: &AwsSettings, bucket: &str, prefix: &str) -> anyhow::Result<Self> {
         let shared = settings.load(None).await;
         let endpoint = settings.endpoint(&shared);
         let mut config = aws_sdk_s3::config::Builder::from(&shared);
@@ -22,12 +23,14 @@ impl S3Destination {
             // S3-compatible stores rarely resolve virtual-hosted bucket names.
             config = config.force_path_style(true);
         }
-        S3Destination {
+        let destination = S3Destination {
             client: Client::from_conf(config.build()),
             bucket: bucket.into(),
             prefix: prefix.into(),
             endpoint,
-        }
+        };
+        require_credentials(&shared, &destination.describe()).await?;
+        Ok(destination)
     }
 
     /// The key of `obj` in the bucket: `prefix/AWSLogs/...`.

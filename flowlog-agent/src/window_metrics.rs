@@ -1,0 +1,181 @@
+//! The capture's metrics: what each closed window counted (packets, bytes and flows per
+//! interface, overflow, frames without a flow key), and the same counters exported at zero for
+//! every watched interface as soon as it is attached, so alerts can be written before the first
+//! event.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use crate::{
+    collect::DrainedWindow,
+    metrics,
+    records::{Direction, interface_label},
+};
+
+/// A counter's name and help text, stated once for the zero export and the window's update.
+struct Counter {
+    name: &'static str,
+    help: &'static str,
+}
+
+impl Counter {
+    fn add(&self, labels: &[(&str, &str)], v: u64) {
+        metrics::counter_add(self.name, self.help, labels, v);
+    }
+}
+
+const PACKETS: Counter = Counter {
+    name: "flowlog_packets_total",
+    help: "Packets counted in flow records.",
+};
+const BYTES: Counter = Counter {
+    name: "flowlog_bytes_total",
+    help: "IP bytes counted in flow records.",
+};
+const OVERFLOW_PACKETS: Counter = Counter {
+    name: "flowlog_overflow_packets_total",
+    help: "Packets that did not fit in the full flow map (reported as SKIPDATA).",
+};
+const OVERFLOW_BYTES: Counter = Counter {
+    name: "flowlog_overflow_bytes_total",
+    help: "IP bytes of packets that did not fit in the full flow map.",
+};
+const NON_IP_PACKETS: Counter = Counter {
+    name: "flowlog_non_ip_packets_total",
+    help: "Frames that are not IPv4 or IPv6.",
+};
+const MALFORMED_PACKETS: Counter = Counter {
+    name: "flowlog_malformed_packets_total",
+    help: "IP packets with truncated or invalid headers (no flow key).",
+};
+const UNATTRIBUTED_PACKETS: Counter = Counter {
+    name: "flowlog_unattributed_packets_total",
+    help: "Packets not attributable to an interface (interface counter map full).",
+};
+const WINDOWS: Counter = Counter {
+    name: "flowlog_windows_total",
+    help: "Aggregation windows closed.",
+};
+const FLOWS: Counter = Counter {
+    name: "flowlog_flows_total",
+    help: "Flows drained from the kernel.",
+};
+
+/// Counters with a label per (interface, direction).
+const PER_DIRECTION: [&Counter; 6] = [
+    &PACKETS,
+    &BYTES,
+    &OVERFLOW_PACKETS,
+    &OVERFLOW_BYTES,
+    &NON_IP_PACKETS,
+    &MALFORMED_PACKETS,
+];
+
+/// Exports every capture counter at zero for the interfaces in `watched` (their names) and
+/// both directions, and the unlabelled ones. Adding zero leaves a counter that already counts
+/// unchanged, so this runs after every attach.
+pub fn export_zero_counters<'a>(watched: impl IntoIterator<Item = &'a str>) {
+    for iface in watched {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let l = [("interface", iface), ("direction", direction.as_str())];
+            for counter in PER_DIRECTION {
+                counter.add(&l, 0);
+            }
+        }
+        FLOWS.add(&[("interface", iface)], 0);
+    }
+    UNATTRIBUTED_PACKETS.add(&[], 0);
+    WINDOWS.add(&[], 0);
+}
+
+/// One log line and the metrics per window; overflow is loud because it is data AWS would call
+/// SKIPDATA.
+pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: u32) {
+    let name = |ifindex: u32| interface_label(watched.get(&ifindex).map(String::as_str), ifindex);
+    let dir = |d: u8| Direction::of_key(d).as_str();
+    let mut per_iface: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
+    let mut flows_per_iface: BTreeMap<u32, u64> = BTreeMap::new();
+    for (k, t) in &d.flows {
+        let e = per_iface.entry((k.ifindex, k.direction)).or_default();
+        e.0 += t.packets;
+        e.1 += t.bytes;
+        *flows_per_iface.entry(k.ifindex).or_default() += 1;
+    }
+    for ((ifindex, direction), (packets, bytes)) in per_iface {
+        let iface = name(ifindex);
+        let l = [("interface", iface.as_str()), ("direction", dir(direction))];
+        PACKETS.add(&l, packets);
+        BYTES.add(&l, bytes);
+    }
+    for (ifindex, flows) in flows_per_iface {
+        FLOWS.add(&[("interface", name(ifindex).as_str())], flows);
+    }
+    let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
+    for (k, c) in &d.ifaces {
+        let iface = name(k.ifindex);
+        let l = [
+            ("interface", iface.as_str()),
+            ("direction", dir(k.direction)),
+        ];
+        OVERFLOW_PACKETS.add(&l, c.overflow_packets);
+        OVERFLOW_BYTES.add(&l, c.overflow_bytes);
+        NON_IP_PACKETS.add(&l, c.non_ip_packets);
+        MALFORMED_PACKETS.add(&l, c.malformed_packets);
+        overflow_packets += c.overflow_packets;
+        overflow_bytes += c.overflow_bytes;
+        non_ip += c.non_ip_packets;
+        malformed += c.malformed_packets;
+    }
+    UNATTRIBUTED_PACKETS.add(&[], d.lost.overflow_packets);
+    WINDOWS.add(&[], 1);
+    metrics::gauge_set(
+        "flowlog_flow_map_fill_ratio",
+        "Flows in the last window divided by the flow map capacity.",
+        &[],
+        d.flows.len() as f64 / max_flows.max(1) as f64,
+    );
+    info!(
+        start = d.window.start,
+        end = d.window.end,
+        flows = d.flows.len(),
+        non_ip_packets = non_ip,
+        malformed_packets = malformed,
+        "window closed"
+    );
+    if overflow_packets > 0 || d.lost.overflow_packets > 0 {
+        warn!(
+            overflow_packets,
+            overflow_bytes,
+            unattributed_packets = d.lost.overflow_packets,
+            "flow map full: packets counted as SKIPDATA (raise --max-flows)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_counters_cover_each_interface_and_direction() {
+        export_zero_counters(["zerotest0"]);
+        for counter in PER_DIRECTION {
+            for direction in ["ingress", "egress"] {
+                assert_eq!(
+                    metrics::value(
+                        counter.name,
+                        &[("interface", "zerotest0"), ("direction", direction)]
+                    ),
+                    Some(0.0),
+                    "{} {direction}",
+                    counter.name
+                );
+            }
+        }
+        assert_eq!(
+            metrics::value(FLOWS.name, &[("interface", "zerotest0")]),
+            Some(0.0)
+        );
+    }
+}

@@ -1194,8 +1194,10 @@ fn raw_socket_ping_replies_stay_accept_with_no_socket_opted_in() {
             "flowlog_rejected_packets_total",
             &pair.b.iface,
             "NO_SOCKET"
-        ),
-        None,
+        )
+        .as_deref(),
+        // Exported at 0 from the start (a configured REJECT reason), and never counted.
+        Some("0"),
         "metrics:\n{metrics}"
     );
 }

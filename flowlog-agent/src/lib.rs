@@ -25,6 +25,7 @@ pub mod map_batch;
 pub mod metadata;
 pub mod metrics;
 pub mod parquet_object;
+pub mod pid_lock;
 pub mod privileges;
 pub mod publish;
 pub mod records;

@@ -10,6 +10,7 @@ use std::{
     collections::BTreeMap,
     io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    path::PathBuf,
     process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
@@ -920,21 +921,7 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
     );
     // Every port-unreachable B owes is sent (no per-peer ICMP rate limit).
     run(in_netns(&pair.b.netns, "sysctl").args(["-qw", "net.ipv4.icmp_ratelimit=0"]));
-    let dir = tempfile::Builder::new()
-        .prefix("flrj-metrics-")
-        .tempdir()
-        .expect("temp dir");
-    let metrics = dir.path().join("flowlog.prom");
-    let metrics_arg = metrics.to_string_lossy().into_owned();
-    let mut agent = start_agent(
-        &pair.b,
-        &[
-            "--reject-reasons",
-            "NO_SOCKET",
-            "--metrics-file",
-            &metrics_arg,
-        ],
-    );
+    let (mut agent, metrics, _metrics_dir) = start_agent_with_metrics(&pair.b, Some("NO_SOCKET"));
     settle_in_window(Duration::from_secs(20));
     assert_eq!(ping(&pair.a, pair.b.v4, 3, 100), 0);
     assert_eq!(ping(&pair.a, pair.b.v4, 2, 56), 2);
@@ -1125,11 +1112,12 @@ fn ingress_sample(text: &str, name: &str, iface: &str, reason: &str) -> Option<S
         .map(str::to_string)
 }
 
-/// Root's ping from B (the agent's side) to A: the kernel hands each echo reply to ping's raw
-/// socket, then `ping_rcv` finds no ping socket and frees the original with NO_SOCKET. Every
-/// reply is ACCEPT, with tcpdump's exact packets and bytes, whether or not NO_SOCKET is in
-/// `reject_reasons`. Returns the agent's metrics file.
-fn raw_socket_ping_is_accept(pair: Pair, v6: bool, reject_reasons: Option<&str>) -> (Pair, String) {
+/// The agent on `side` writing its metrics to a file, with `--reject-reasons` when given.
+/// Returns the agent, the metrics file and the directory holding it (kept as long as needed).
+fn start_agent_with_metrics(
+    side: &Side,
+    reject_reasons: Option<&str>,
+) -> (Agent, PathBuf, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("flrj-metrics-")
         .tempdir()
@@ -1140,7 +1128,15 @@ fn raw_socket_ping_is_accept(pair: Pair, v6: bool, reject_reasons: Option<&str>)
     if let Some(r) = reject_reasons {
         args.extend(["--reject-reasons", r]);
     }
-    let mut agent = start_agent(&pair.b, &args);
+    (start_agent(side, &args), metrics, dir)
+}
+
+/// Root's ping from B (the agent's side) to A: the kernel hands each echo reply to ping's raw
+/// socket, then `ping_rcv` finds no ping socket and frees the original with NO_SOCKET. Every
+/// reply is ACCEPT, with tcpdump's exact packets and bytes, whether or not NO_SOCKET is in
+/// `reject_reasons`. Returns the agent's metrics file.
+fn raw_socket_ping_is_accept(pair: Pair, v6: bool, reject_reasons: Option<&str>) -> (Pair, String) {
+    let (mut agent, metrics, _metrics_dir) = start_agent_with_metrics(&pair.b, reject_reasons);
     let capture = Tcpdump::start(&pair.b, agent.work_dir());
     let count = 6;
     let to = if v6 {
@@ -1381,21 +1377,7 @@ fn drain_count(fd: &std::os::fd::OwnedFd) -> usize {
 /// tcpdump, and against what the socket itself read.
 fn closed_port_with_copy_taker(subnet: u8, taker: CopyTaker) {
     let pair = Pair::new(subnet);
-    let dir = tempfile::Builder::new()
-        .prefix("flrj-metrics-")
-        .tempdir()
-        .expect("temp dir");
-    let metrics = dir.path().join("flowlog.prom");
-    let metrics_arg = metrics.to_string_lossy().into_owned();
-    let mut agent = start_agent(
-        &pair.b,
-        &[
-            "--reject-reasons",
-            "NO_SOCKET",
-            "--metrics-file",
-            &metrics_arg,
-        ],
-    );
+    let (mut agent, metrics, _metrics_dir) = start_agent_with_metrics(&pair.b, Some("NO_SOCKET"));
     let capture = Tcpdump::start(&pair.b, agent.work_dir());
     let socket = open_copy_taker(&pair.b, taker);
     let datagrams = 4;

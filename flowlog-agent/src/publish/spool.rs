@@ -12,9 +12,8 @@
 
 use std::{
     collections::BTreeMap,
-    fs::{self, TryLockError},
+    fs,
     io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _},
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
 };
@@ -29,7 +28,10 @@ use super::{
     Batch,
     events::{LogEvent, LogEventBatch},
 };
-use crate::batch::FinishedObject;
+use crate::{
+    batch::FinishedObject,
+    pid_lock::{self, Attempt},
+};
 
 /// Where spools live unless `--spool-dir` says otherwise.
 pub const DEFAULT_SPOOL_ROOT: &str = "/var/lib/flowlog/spool";
@@ -412,17 +414,14 @@ fn lock(dir: &Path) -> anyhow::Result<fs::File> {
                 });
             }
         }
-        // Not truncated: while another agent holds it, it names that agent.
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => {
+        match pid_lock::attempt(&path) {
+            Attempt::Locked(file) => return Ok(file),
+            Attempt::Retry => continue,
+            Attempt::Busy(owner) => bail!(
+                "spool directory {} is in use by {owner}: stop that agent first, or give each agent its own --spool-dir",
+                dir.display()
+            ),
+            Attempt::Open(e) => {
                 return Err(e).with_context(|| {
                     format!(
                         "spool directory {} is not writable: choose another with --spool-dir",
@@ -430,32 +429,7 @@ fn lock(dir: &Path) -> anyhow::Result<fs::File> {
                     )
                 });
             }
-        };
-        match file.try_lock() {
-            Ok(()) if is_at(&file, &path) => {
-                file.set_len(0)
-                    .and_then(|()| {
-                        (&file).write_all(format!("{}\n", std::process::id()).as_bytes())
-                    })
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                return Ok(file);
-            }
-            Ok(()) => continue,
-            // Held by an agent that already deleted it on its way out: the next file is free.
-            Err(TryLockError::WouldBlock) if !is_at(&file, &path) => continue,
-            Err(TryLockError::WouldBlock) => {
-                let mut owner = String::new();
-                let _ = (&file).read_to_string(&mut owner);
-                let owner = match owner.trim().parse::<u32>() {
-                    Ok(pid) => format!("flowlog agent pid {pid}"),
-                    Err(_) => "another flowlog agent".to_string(),
-                };
-                bail!(
-                    "spool directory {} is in use by {owner}: stop that agent first, or give each agent its own --spool-dir",
-                    dir.display()
-                );
-            }
-            Err(TryLockError::Error(e)) => {
+            Attempt::Lock(e) => {
                 return Err(e).with_context(|| {
                     format!(
                         "cannot lock {}: choose another spool directory with --spool-dir",
@@ -463,20 +437,15 @@ fn lock(dir: &Path) -> anyhow::Result<fs::File> {
                     )
                 });
             }
+            Attempt::Write(e) => {
+                return Err(e).with_context(|| format!("cannot write {}", path.display()));
+            }
         }
     }
     bail!(
         "cannot lock spool directory {}: its lock file keeps disappearing (is something deleting it?): choose another with --spool-dir",
         dir.display()
     )
-}
-
-/// Whether the open `file` is the file at `path` now (not one deleted or replaced since).
-fn is_at(file: &fs::File, path: &Path) -> bool {
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
-        _ => false,
-    }
 }
 
 /// Reads a spooled batch back, checking its length and CRC-32.
@@ -813,7 +782,7 @@ mod tests {
             // No panic in here: the other thread must be told to stop first.
             for _ in 0..20_000 {
                 match Spool::open(&dir, 1 << 20) {
-                    Ok(spool) if !is_at(&spool._lock, &dir.join(LOCK_FILE)) => {
+                    Ok(spool) if !pid_lock::is_at(&spool._lock, &dir.join(LOCK_FILE)) => {
                         failure = Some(format!(
                             "after {opened} opens: holds a lock file that is no longer the spool's"
                         ));

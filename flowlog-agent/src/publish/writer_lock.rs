@@ -7,14 +7,13 @@
 
 use std::{
     fs,
-    io::{ErrorKind, Read as _, Write as _},
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, bail};
 
 use super::DestinationSpec;
+use crate::pid_lock::{self, Attempt};
 
 /// Where the lock files are unless `--runtime-dir` says otherwise.
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/flowlog";
@@ -60,17 +59,16 @@ impl WriterLock {
         let hash = crc32fast::hash(destination.as_bytes());
         let path = runtime_dir.join(format!("{flow_log_id}-{hash:08x}.lock"));
         for _ in 0..ATTEMPTS {
-            // Not truncated: while another agent holds it, it names that agent.
-            let file = match fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => {
+            match pid_lock::attempt(&path) {
+                Attempt::Locked(file) => return Ok(WriterLock { file, path }),
+                Attempt::Retry => continue,
+                Attempt::Busy(owner) => bail!(
+                    "flow log {flow_log_id} is already written to {destination} by {owner} (lock {}): \
+                     a second agent would duplicate every record; stop that agent, or give this one \
+                     another --flow-log-id",
+                    path.display()
+                ),
+                Attempt::Open(e) => {
                     return Err(e).with_context(|| {
                         format!(
                             "cannot open {}: choose another runtime directory with --runtime-dir",
@@ -78,35 +76,11 @@ impl WriterLock {
                         )
                     });
                 }
-            };
-            match file.try_lock() {
-                Ok(()) if is_at(&file, &path) => {
-                    file.set_len(0)
-                        .and_then(|()| {
-                            (&file).write_all(format!("{}\n", std::process::id()).as_bytes())
-                        })
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(WriterLock { file, path });
-                }
-                // Removed by its holder on the way out after we opened it: the next is free.
-                Ok(()) => continue,
-                Err(fs::TryLockError::WouldBlock) if !is_at(&file, &path) => continue,
-                Err(fs::TryLockError::WouldBlock) => {
-                    let mut owner = String::new();
-                    let _ = (&file).read_to_string(&mut owner);
-                    let owner = match owner.trim().parse::<u32>() {
-                        Ok(pid) => format!("flowlog agent pid {pid}"),
-                        Err(_) => "another flowlog agent".to_string(),
-                    };
-                    bail!(
-                        "flow log {flow_log_id} is already written to {destination} by {owner} (lock {}): \
-                         a second agent would duplicate every record; stop that agent, or give this one \
-                         another --flow-log-id",
-                        path.display()
-                    );
-                }
-                Err(fs::TryLockError::Error(e)) => {
+                Attempt::Lock(e) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                }
+                Attempt::Write(e) => {
+                    return Err(e).with_context(|| format!("cannot write {}", path.display()));
                 }
             }
         }
@@ -125,17 +99,9 @@ impl Drop for WriterLock {
     /// Removes the file while still holding its lock; an agent that opened it just before
     /// sees that it is no longer the file at the path and starts over.
     fn drop(&mut self) {
-        if is_at(&self.file, &self.path) {
+        if pid_lock::is_at(&self.file, &self.path) {
             let _ = fs::remove_file(&self.path);
         }
-    }
-}
-
-/// Whether the open `file` is the file at `path` now (not one deleted or replaced since).
-fn is_at(file: &fs::File, path: &Path) -> bool {
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
-        _ => false,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod discover;
 pub mod drops;
 pub mod ebpf_object;
 pub mod flowlog;
+pub mod flowlogs;
 pub mod format;
 pub mod imds;
 pub mod map_batch;

@@ -3,5 +3,6 @@
 //! The registry and the control socket that serve those calls live here too as they come.
 
 pub mod api;
+pub mod registry;
 pub mod spec;
 pub mod store;

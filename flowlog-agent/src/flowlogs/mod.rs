@@ -3,6 +3,7 @@
 //! The registry and the control socket that serve those calls live here too as they come.
 
 pub mod api;
+pub mod control;
 pub mod registry;
 pub mod spec;
 pub mod store;

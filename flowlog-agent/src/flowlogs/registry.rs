@@ -274,6 +274,8 @@ mod tests {
             .flow_logs
             .into_iter()
             .map(|d| d.resource_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect()
     }
 

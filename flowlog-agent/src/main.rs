@@ -4,7 +4,10 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use flowlog_agent::cli::{Cli, Command};
+use flowlog_agent::{
+    cli::{Cli, Command, call_agent},
+    flowlogs::control::actions,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -21,6 +24,18 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::CreateFlowLogs(a) => {
+            return call_agent(actions::CREATE_FLOW_LOGS, a.request(), &a.socket);
+        }
+        Command::DescribeFlowLogs(a) => {
+            return call_agent(actions::DESCRIBE_FLOW_LOGS, a.request(), &a.socket);
+        }
+        Command::DeleteFlowLogs(a) => {
+            return call_agent(actions::DELETE_FLOW_LOGS, a.request(), &a.socket);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -32,11 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => flowlog_agent::run::run(args).await,
-        }
-    });
+    let result = runtime.block_on(flowlog_agent::run::run(*args));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -234,7 +234,6 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         }
     }
     // The options `flowlog run` gets by default, parsed by the agent's own CLI.
-    #[allow(unreachable_patterns)] // `run` is the only subcommand today
     let args = match Cli::try_parse_from([
         "flowlog",
         "run",

@@ -338,8 +338,10 @@ mod tests {
 
     fn raw(socket: &Path, bytes: &[u8]) -> ControlAnswer {
         let mut s = StdUnixStream::connect(socket).unwrap();
-        s.write_all(bytes).unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // The agent answers a request that is too large without reading all of it, so the
+        // write may fail; the answer is there all the same.
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         serde_json::from_str(&answer).unwrap()

@@ -7,3 +7,4 @@ pub mod control;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod window;

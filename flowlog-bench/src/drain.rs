@@ -256,6 +256,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
             mac: None,
             ipv4: Some(Ipv4Addr::new(10, 255, 0, 1)),
             ipv6: None,
+            ..Default::default()
         },
     )]
     .into();

@@ -16,6 +16,7 @@ use super::api::{
 };
 use crate::{
     batch::FileFormat,
+    discover::Interface,
     format::{DEFAULT_FORMAT, LogFormat},
     metadata::Metadata,
     publish::DestinationSpec,
@@ -78,6 +79,38 @@ pub enum Resource {
     VpcId(String),
     /// `VPC` `*`: every interface except loopback, whatever the VPC.
     AnyVpc,
+    /// The `flowlog run` flag form: interfaces whose names match any of these globs (`--iface`),
+    /// or, with none, every interface that is up and not loopback.
+    RunFlags(Vec<String>),
+}
+
+impl Resource {
+    /// Whether `iface` is part of this resource now. `meta` matches ENI ids and subnet ids to
+    /// interfaces by MAC.
+    pub fn covers(&self, iface: &Interface, meta: &Metadata) -> bool {
+        let name_matches = |p: &str| glob::Pattern::new(p).is_ok_and(|p| p.matches(&iface.name));
+        let mac_is = |mac: &str| iface.mac.as_deref() == Some(mac);
+        match self {
+            Resource::InterfaceName(p) => name_matches(p),
+            Resource::Eni(id) => meta.enis.get(id).is_some_and(|e| mac_is(&e.mac)),
+            Resource::Mac(mac) => mac_is(mac),
+            Resource::Cidr(block) => {
+                !iface.loopback && iface.addrs.iter().any(|a| block.contains(a))
+            }
+            // Without instance metadata, only `--subnet-id` says where this host is: the
+            // host's own subnet holds every interface.
+            Resource::SubnetId(id) if meta.enis.is_empty() => {
+                !iface.loopback && meta.subnet_id == *id
+            }
+            Resource::SubnetId(id) => meta
+                .enis
+                .values()
+                .any(|e| e.subnet_id.as_ref() == Some(id) && mac_is(&e.mac)),
+            Resource::VpcId(_) | Resource::AnyVpc => !iface.loopback,
+            Resource::RunFlags(patterns) if patterns.is_empty() => iface.up && !iface.loopback,
+            Resource::RunFlags(patterns) => patterns.iter().any(|p| name_matches(p)),
+        }
+    }
 }
 
 impl Resource {
@@ -790,6 +823,85 @@ mod tests {
         );
         assert_eq!(check("VPC", "*"), Ok(()));
         assert_eq!(check("NetworkInterface", "veth-not-there-yet"), Ok(()));
+    }
+
+    #[test]
+    fn each_resource_covers_its_interfaces() {
+        let mut meta = Metadata {
+            subnet_id: "subnet-0host".into(),
+            ..Metadata::default()
+        };
+        let iface = |name: &str, mac: &str, addrs: &[&str], up: bool, loopback: bool| Interface {
+            name: name.into(),
+            mac: Some(mac.into()),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            up,
+            loopback,
+            ..Interface::default()
+        };
+        let lo = iface("lo", "00:00:00:00:00:01", &["127.0.0.1", "::1"], true, true);
+        let eth0 = iface(
+            "eth0",
+            "0e:00:00:00:00:01",
+            &["10.0.1.10", "fd00::10"],
+            true,
+            false,
+        );
+        let veth = iface("veth3", "02:42:ac:11:00:02", &["172.17.0.1"], true, false);
+        let down = iface("eth1", "0e:00:00:00:00:02", &[], false, false);
+        let all = [&lo, &eth0, &veth, &down];
+        let covered = |r: Resource, meta: &Metadata| -> Vec<String> {
+            all.iter()
+                .filter(|i| r.covers(i, meta))
+                .map(|i| i.name.clone())
+                .collect()
+        };
+        let r = |kind, id: &str| Resource::parse(kind, id).unwrap();
+        use ResourceType::*;
+        assert_eq!(covered(r(NetworkInterface, "veth*"), &meta), ["veth3"]);
+        assert_eq!(covered(r(NetworkInterface, "lo"), &meta), ["lo"]);
+        assert_eq!(
+            covered(r(NetworkInterface, "0E:00:00:00:00:02"), &meta),
+            ["eth1"]
+        );
+        assert_eq!(covered(r(Subnet, "10.0.0.0/16"), &meta), ["eth0"]);
+        assert_eq!(covered(r(Subnet, "fd00::/64"), &meta), ["eth0"]);
+        assert_eq!(
+            covered(r(Subnet, "127.0.0.0/8"), &meta),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            covered(r(Subnet, "subnet-0host"), &meta),
+            ["eth0", "veth3", "eth1"]
+        );
+        assert_eq!(covered(r(Vpc, "*"), &meta), ["eth0", "veth3", "eth1"]);
+        assert_eq!(
+            covered(Resource::RunFlags(vec![]), &meta),
+            ["eth0", "veth3"]
+        );
+        assert_eq!(
+            covered(Resource::RunFlags(vec!["lo".into(), "eth*".into()]), &meta),
+            ["lo", "eth0", "eth1"]
+        );
+        meta.enis.insert(
+            "eni-0a".into(),
+            crate::metadata::Eni {
+                mac: "0e:00:00:00:00:02".into(),
+                interface_id: "eni-0a".into(),
+                account_id: None,
+                vpc_id: None,
+                subnet_id: Some("subnet-0b".into()),
+                vpc_cidrs: Vec::new(),
+                subnet_cidr: None,
+            },
+        );
+        assert_eq!(covered(r(NetworkInterface, "eni-0a"), &meta), ["eth1"]);
+        assert_eq!(covered(r(Subnet, "subnet-0b"), &meta), ["eth1"]);
+        // Once instance metadata knows the ENIs, a subnet id covers its ENIs only.
+        assert_eq!(
+            covered(r(Subnet, "subnet-0host"), &meta),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

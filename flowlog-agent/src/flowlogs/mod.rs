@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod control;
+pub mod file;
 pub mod registry;
 pub mod spec;
 pub mod store;

@@ -5,8 +5,11 @@ use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use flowlog_agent::{
-    cli::{Cli, Command, call_agent},
-    flowlogs::control::actions,
+    cli::{Cli, Command, ParamError},
+    flowlogs::{
+        client::{EXIT_PARAM_ERROR, call_and_print},
+        control::actions,
+    },
 };
 use tracing_subscriber::EnvFilter;
 
@@ -27,13 +30,25 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Run(args) => args,
         Command::CreateFlowLogs(a) => {
-            return call_agent(actions::CREATE_FLOW_LOGS, a.request(), &a.socket);
+            return api_call(
+                actions::CREATE_FLOW_LOGS,
+                a.request(),
+                &a.socket.control_socket,
+            );
         }
         Command::DescribeFlowLogs(a) => {
-            return call_agent(actions::DESCRIBE_FLOW_LOGS, a.request(), &a.socket);
+            return api_call(
+                actions::DESCRIBE_FLOW_LOGS,
+                a.request(),
+                &a.socket.control_socket,
+            );
         }
         Command::DeleteFlowLogs(a) => {
-            return call_agent(actions::DELETE_FLOW_LOGS, a.request(), &a.socket);
+            return api_call(
+                actions::DELETE_FLOW_LOGS,
+                a.request(),
+                &a.socket.control_socket,
+            );
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -53,6 +68,21 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("flowlog: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// One call to the running agent; a parameter refused before sending exits as the AWS CLI does.
+fn api_call(
+    action: &str,
+    request: Result<serde_json::Value, ParamError>,
+    socket: &std::path::Path,
+) -> ExitCode {
+    match request {
+        Ok(r) => call_and_print(action, r, socket),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_PARAM_ERROR)
         }
     }
 }

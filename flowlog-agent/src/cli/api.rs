@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{Map, Value};
 
-use crate::flowlogs::{
-    api::{ApiError, parse_shorthand},
-    control::DEFAULT_CONTROL_SOCKET,
-};
+use super::DEFAULT_CONTROL_SOCKET;
+use crate::flowlogs::api::{ApiError, parse_shorthand};
 
 /// Where the agent listens (every subcommand).
 #[derive(Debug, Clone, Args)]
@@ -277,61 +275,6 @@ impl DeleteFlowLogsArgs {
             m.insert("DryRun".into(), Value::Bool(true));
         }
         Ok(Value::Object(m))
-    }
-}
-
-/// The AWS CLI's exit code for a parameter it refused before sending anything.
-const EXIT_PARAM_ERROR: u8 = 252;
-/// The AWS CLI's exit code for an error answer from the service.
-const EXIT_SERVICE_ERROR: u8 = 254;
-
-/// Sends `request` to the agent and prints its answer as the AWS CLI does: the response JSON
-/// on stdout (exit 0), or `An error occurred (Code) when calling the Action operation: ...`
-/// on stderr (exit 254). A parameter refused before sending exits 252; no agent, or no
-/// permission, is one line and exit 1.
-pub fn call_agent(
-    action: &str,
-    request: Result<Value, ParamError>,
-    socket: &SocketArgs,
-) -> std::process::ExitCode {
-    use std::process::ExitCode;
-
-    use crate::flowlogs::control::{CallError, call};
-
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_PARAM_ERROR);
-        }
-    };
-    match call(&socket.control_socket, action, request) {
-        Ok(answer) => {
-            let mut out = Vec::new();
-            let pretty = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, pretty);
-            match serde::Serialize::serialize(&answer, &mut ser) {
-                Ok(()) => {
-                    println!("{}", String::from_utf8_lossy(&out));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("flowlog: error: cannot print the answer: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Err(CallError::Api(e)) => {
-            eprintln!(
-                "An error occurred ({}) when calling the {action} operation: {}",
-                e.code, e.message
-            );
-            ExitCode::from(EXIT_SERVICE_ERROR)
-        }
-        Err(e) => {
-            eprintln!("flowlog: error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -2,14 +2,16 @@
 
 mod api;
 mod capture;
+mod definitions;
 mod operations;
 mod output;
 mod records;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use api::{CreateFlowLogsArgs, DeleteFlowLogsArgs, DescribeFlowLogsArgs, call_agent};
+pub use api::{CreateFlowLogsArgs, DeleteFlowLogsArgs, DescribeFlowLogsArgs, ParamError};
 pub use capture::CaptureArgs;
+pub use definitions::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR, DefinitionArgs};
 pub use operations::OperationsArgs;
 pub use output::OutputArgs;
 pub use records::RecordArgs;
@@ -99,6 +101,8 @@ pub struct RunArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub operations: OperationsArgs,
+    #[command(flatten)]
+    pub definitions: DefinitionArgs,
 }
 
 #[cfg(test)]

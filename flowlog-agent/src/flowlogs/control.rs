@@ -1,7 +1,7 @@
 //! The control socket: how `flowlog create-flow-logs`, `describe-flow-logs` and
 //! `delete-flow-logs` reach the running agent.
 //!
-//! A Unix stream socket (default [`DEFAULT_CONTROL_SOCKET`], mode 0600). One request per
+//! A Unix stream socket (`flowlog run --control-socket`, mode 0600). One request per
 //! connection, one JSON line each way: `{"Action": "CreateFlowLogs", "Input": {...}}`, answered
 //! by `{"Output": {...}}` or `{"Error": {"Code": ..., "Message": ...}}`. The peer must be root or
 //! hold CAP_NET_ADMIN (checked from its credentials, beyond the file mode). A bad request gets
@@ -34,8 +34,6 @@ use super::{
 };
 use crate::privileges;
 
-/// `--control-socket` default.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/flowlog/control.sock";
 /// A request line longer than this is refused (a create request is a few hundred bytes).
 const MAX_REQUEST_BYTES: u64 = 1 << 20;
 /// A client that sends nothing for this long is disconnected.
@@ -145,43 +143,101 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Listens on `path` (mode 0600, its directory created). A socket file left by an agent
-    /// that is gone is replaced; one another agent listens on is an error naming it.
+    /// Listens on `path` and serves `service` there (see [`ControlSocket::claim`]).
     pub async fn bind(path: &Path, service: Arc<RegistryService>) -> anyhow::Result<Self> {
+        Ok(Self::serve(Self::claim(path)?, service))
+    }
+
+    /// Takes `path` (mode 0600, its directory created) before anything is served on it: the
+    /// agent that holds the socket owns the flow log API of this host. A socket file left by an
+    /// agent that is gone is replaced; one another agent listens on is [`SocketInUse`].
+    pub fn claim(path: &Path) -> anyhow::Result<ClaimedSocket> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir {
             std::fs::create_dir_all(dir).with_context(|| {
                 format!("cannot create {} for the control socket", dir.display())
             })?;
         }
-        if path.exists() {
-            if StdUnixStream::connect(path).is_ok() {
-                bail!(
-                    "another flowlog agent is listening on the control socket {}: stop it, or give this one its own --control-socket",
-                    path.display()
-                );
+        for _ in 0..3 {
+            match UnixListener::bind(path) {
+                Ok(listener) => {
+                    // Bound with the umask's mode (root's 022 already keeps others from
+                    // connecting); the peer check in `serve` is the real gate.
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| {
+                            format!(
+                                "cannot set the mode of the control socket {}",
+                                path.display()
+                            )
+                        })?;
+                    return Ok(ClaimedSocket {
+                        listener: Some(listener),
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    if StdUnixStream::connect(path).is_ok() {
+                        return Err(SocketInUse(path.to_path_buf()).into());
+                    }
+                    // Left by an agent that is gone (SIGKILL).
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("cannot replace the stale control socket {}", path.display())
+                    })?;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot listen on the control socket {}", path.display())
+                    });
+                }
             }
-            std::fs::remove_file(path).with_context(|| {
-                format!("cannot replace the stale control socket {}", path.display())
-            })?;
         }
-        // Bound under a temporary name and renamed once its mode is 0600, so no client ever
-        // finds it with the default (umask) mode.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp)
-            .with_context(|| format!("cannot listen on the control socket {}", path.display()))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("cannot set up the control socket {}", path.display()))?;
-        info!(socket = %path.display(), "control socket listening (create-flow-logs, describe-flow-logs, delete-flow-logs)");
-        let task = tokio::spawn(accept_loop(listener, service));
-        Ok(ControlSocket {
-            path: path.to_path_buf(),
+        bail!(
+            "cannot listen on the control socket {}: it keeps being replaced (is another agent starting?)",
+            path.display()
+        )
+    }
+
+    /// Starts answering requests on a claimed socket.
+    pub fn serve(mut claimed: ClaimedSocket, service: Arc<RegistryService>) -> Self {
+        info!(socket = %claimed.path.display(), "control socket listening (create-flow-logs, describe-flow-logs, delete-flow-logs)");
+        let task = match claimed.listener.take() {
+            Some(listener) => tokio::spawn(accept_loop(listener, service)),
+            None => tokio::spawn(async {}),
+        };
+        ControlSocket {
+            path: claimed.path.clone(),
             task,
-        })
+        }
     }
 }
+
+/// A control socket this agent holds, not served yet; its file is removed if it never is.
+pub struct ClaimedSocket {
+    /// Taken by [`ControlSocket::serve`].
+    listener: Option<UnixListener>,
+    path: PathBuf,
+}
+
+impl Drop for ClaimedSocket {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl ClaimedSocket {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Another agent listens on the control socket.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another flowlog agent is listening on the control socket {0}: stop it, or give this one its own --control-socket and --state-dir"
+)]
+pub struct SocketInUse(pub PathBuf);
 
 async fn accept_loop(listener: UnixListener, service: Arc<RegistryService>) {
     loop {

@@ -3,8 +3,10 @@
 //! The registry and the control socket that serve those calls live here too as they come.
 
 pub mod api;
+pub mod client;
 pub mod control;
 pub mod file;
+pub mod pipeline;
 pub mod registry;
 pub mod spec;
 pub mod store;

@@ -24,8 +24,6 @@ use super::{
 };
 use crate::publish::DestinationSpec;
 
-/// `--state-dir` default.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/flowlog";
 const SUBDIR: &str = "flow-logs";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,7 +35,9 @@ struct Stored {
     request: CreateFlowLogsRequest,
 }
 
-/// The definitions directory of one agent.
+/// The definitions directory of one agent: the agent that holds the control socket (see
+/// [`super::control::ControlSocket::claim`]), so two agents never share it.
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
 }

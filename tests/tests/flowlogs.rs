@@ -56,6 +56,26 @@ impl ApiAgent {
         agent
     }
 
+    /// Started with a flow log of its own from the flags: `side`'s veth, 1 s windows, a file
+    /// every second, to `out`.
+    fn with_flag_flow_log(side: &Side, dir: &Path, out: &Path) -> ApiAgent {
+        let destination = format!("file:{}", out.display());
+        let spool = dir.join("flag-spool").display().to_string();
+        let args = [
+            "--iface",
+            &side.iface,
+            "--aggregation-interval",
+            "1",
+            "--file-rollover-seconds",
+            "1",
+            "--destination",
+            &destination,
+            "--spool-dir",
+            &spool,
+        ];
+        ApiAgent::start(side, dir, &args)
+    }
+
     fn spawn(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -481,22 +501,7 @@ fn creating_and_deleting_under_traffic_leaves_the_others_exact() {
         .tempdir()
         .expect("temp dir");
     let steady_dir = dir.path().join("steady");
-    let mut agent = ApiAgent::start(
-        b,
-        dir.path(),
-        &[
-            "--iface",
-            &b.iface,
-            "--aggregation-interval",
-            "1",
-            "--file-rollover-seconds",
-            "1",
-            "--destination",
-            &format!("file:{}", steady_dir.display()),
-            "--spool-dir",
-            &dir.path().join("steady-spool").to_string_lossy(),
-        ],
-    );
+    let mut agent = ApiAgent::with_flag_flow_log(b, dir.path(), &steady_dir);
     let tcpdump = Tcpdump::start(b, dir.path());
     send_udp_flows(a, b, 7101, 2, 3, 80);
     let live_dir = dir.path().join("live");
@@ -601,20 +606,7 @@ fn bad_requests_get_aws_errors_and_lose_nothing() {
         .tempdir()
         .expect("temp dir");
     let out_dir = dir.path().join("out");
-    let mut agent = ApiAgent::start(
-        b,
-        dir.path(),
-        &[
-            "--iface",
-            &b.iface,
-            "--aggregation-interval",
-            "1",
-            "--destination",
-            &format!("file:{}", out_dir.display()),
-            "--spool-dir",
-            &dir.path().join("spool").to_string_lossy(),
-        ],
-    );
+    let mut agent = ApiAgent::with_flag_flow_log(b, dir.path(), &out_dir);
     let tcpdump = Tcpdump::start(b, dir.path());
     send_udp_flows(a, b, 7301, 2, 3, 90);
 

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use flowlog_common::IfaceCounters;
+
 use crate::collect::{DrainedWindow, FlowTotals, Window};
 
 /// The part of `cut` that falls on the interfaces in `members`.
@@ -45,14 +47,31 @@ pub fn part_of(cut: &DrainedWindow, members: &BTreeSet<u32>) -> DrainedWindow {
     }
 }
 
+/// Widens the span `first..=last` (monotonic ns, 0: none yet) to take in `other`.
+fn widen(first: &mut u64, last: &mut u64, other_first: u64, other_last: u64) {
+    if *first == 0 || (other_first != 0 && other_first < *first) {
+        *first = other_first;
+    }
+    *last = (*last).max(other_last);
+}
+
 fn add_flow(into: &mut FlowTotals, t: &FlowTotals) {
     into.packets += t.packets;
     into.bytes += t.bytes;
     into.tcp_flags |= t.tcp_flags;
-    if into.first_seen_ns == 0 || (t.first_seen_ns != 0 && t.first_seen_ns < into.first_seen_ns) {
-        into.first_seen_ns = t.first_seen_ns;
-    }
-    into.last_seen_ns = into.last_seen_ns.max(t.last_seen_ns);
+    widen(
+        &mut into.first_seen_ns,
+        &mut into.last_seen_ns,
+        t.first_seen_ns,
+        t.last_seen_ns,
+    );
+}
+
+fn add_counters(into: &mut IfaceCounters, c: &IfaceCounters) {
+    into.overflow_packets += c.overflow_packets;
+    into.overflow_bytes += c.overflow_bytes;
+    into.non_ip_packets += c.non_ip_packets;
+    into.malformed_packets += c.malformed_packets;
 }
 
 /// Sums `(key, value)` lists by key, keeping the order in which keys first appear.
@@ -81,26 +100,21 @@ pub fn merge(acc: &mut DrainedWindow, next: DrainedWindow) {
     acc.clock = next.clock;
     merge_by_key(&mut acc.flows, next.flows, add_flow);
     for (k, c) in next.ifaces {
-        let a = acc.ifaces.entry(k).or_default();
-        a.overflow_packets += c.overflow_packets;
-        a.overflow_bytes += c.overflow_bytes;
-        a.non_ip_packets += c.non_ip_packets;
-        a.malformed_packets += c.malformed_packets;
+        add_counters(acc.ifaces.entry(k).or_default(), &c);
     }
-    acc.lost.overflow_packets += next.lost.overflow_packets;
-    acc.lost.overflow_bytes += next.lost.overflow_bytes;
-    acc.lost.non_ip_packets += next.lost.non_ip_packets;
-    acc.lost.malformed_packets += next.lost.malformed_packets;
+    add_counters(&mut acc.lost, &next.lost);
     merge_by_key(&mut acc.rejects, next.rejects, |a, b| {
         a.packets += b.packets;
         a.bytes += b.bytes;
         a.tc_packets += b.tc_packets;
         a.tc_bytes += b.tc_bytes;
         a.tcp_flags |= b.tcp_flags;
-        if a.first_seen_ns == 0 || (b.first_seen_ns != 0 && b.first_seen_ns < a.first_seen_ns) {
-            a.first_seen_ns = b.first_seen_ns;
-        }
-        a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+        widen(
+            &mut a.first_seen_ns,
+            &mut a.last_seen_ns,
+            b.first_seen_ns,
+            b.last_seen_ns,
+        );
     });
     merge_by_key(&mut acc.other_drops, next.other_drops, |a, b| {
         a.packets += b.packets;

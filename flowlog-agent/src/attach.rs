@@ -151,12 +151,17 @@ impl Capture {
             .with_context(|| format!("cannot attach {prog} to {} ({at:?})", iface.name))
     }
 
-    /// Detaches from interfaces whose ifindex is not in `present` (they vanished).
-    pub fn forget_missing(&mut self, present: &[Interface]) {
+    /// Detaches from every interface whose ifindex is not in `wanted`: it vanished (it is not in
+    /// `present`, the host's interfaces now), or no flow log covers it any more.
+    pub fn keep_only(
+        &mut self,
+        wanted: &std::collections::BTreeSet<u32>,
+        present: &BTreeMap<u32, Interface>,
+    ) {
         let gone: Vec<u32> = self
             .attached
             .keys()
-            .filter(|i| !present.iter().any(|p| p.ifindex == **i))
+            .filter(|i| !wanted.contains(i))
             .copied()
             .collect();
         for ifindex in gone {
@@ -169,7 +174,11 @@ impl Capture {
                     debug!(iface = %a.name, error = %e, "detach after interface removal");
                 }
             }
-            warn!(iface = %a.name, ifindex, "interface went away; detached");
+            if present.get(&ifindex).is_none_or(|i| i.name != a.name) {
+                warn!(iface = %a.name, ifindex, "interface went away; detached");
+            } else {
+                info!(iface = %a.name, ifindex, "no flow log covers the interface any more; detached");
+            }
         }
     }
 }

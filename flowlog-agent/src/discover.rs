@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::{Context, bail};
@@ -23,6 +23,10 @@ pub struct Interface {
     /// else the link-local one, so IPv6 traffic on a link-local-only interface still shows the
     /// interface's own address.
     pub ipv6: Option<Ipv6Addr>,
+    /// Every address, in the order the kernel lists them (what a `Subnet` flow log matches).
+    pub addrs: Vec<IpAddr>,
+    pub up: bool,
+    pub loopback: bool,
 }
 
 fn is_link_local(a: &Ipv6Addr) -> bool {
@@ -40,6 +44,8 @@ fn host_interfaces() -> anyhow::Result<BTreeMap<String, (Interface, InterfaceFla
             let iface = Interface {
                 name: ifa.interface_name.clone(),
                 ifindex,
+                up: ifa.flags.contains(InterfaceFlags::IFF_UP),
+                loopback: ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK),
                 ..Default::default()
             };
             out.insert(ifa.interface_name.clone(), (iface, ifa.flags));
@@ -59,8 +65,10 @@ fn host_interfaces() -> anyhow::Result<BTreeMap<String, (Interface, InterfaceFla
             }
         } else if let Some(v4) = addr.as_sockaddr_in() {
             iface.ipv4.get_or_insert(v4.ip());
+            iface.addrs.push(v4.ip().into());
         } else if let Some(v6) = addr.as_sockaddr_in6() {
             let ip = v6.ip();
+            iface.addrs.push(ip.into());
             if !is_link_local(&ip) || iface.ipv6.is_none() {
                 iface.ipv6 = Some(ip);
             }

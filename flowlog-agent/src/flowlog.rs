@@ -14,10 +14,12 @@ use tracing::debug;
 
 use crate::{
     aws_internal::AwsInternal,
-    batch::{Batcher, FileFormat, ObjectLayout},
+    batch::{Batcher, ObjectLayout},
     cli::{OutputArgs, RecordArgs},
     collect::DrainedWindow,
     discover::Interface,
+    flowlogs::spec::{FlowLogSpec, ObjectOptions},
+    format::LogFormat,
     metadata::Metadata,
     metrics,
     publish::{Batch, DeliveryUnit, DestinationSpec, events::LogEventPacker},
@@ -75,28 +77,91 @@ enum Packer {
     LogEvents(LogEventPacker),
 }
 
+/// What every flow log of this agent shares: the `run` flags that are not a flow log's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// `--include-aws-internal-traffic`.
+    pub include_aws_internal_traffic: bool,
+    /// `--file-rollover-seconds`.
+    pub file_rollover_seconds: u64,
+}
+
+impl RecordOptions {
+    pub fn from_args(rec: &RecordArgs, out: &OutputArgs) -> Self {
+        RecordOptions {
+            include_aws_internal_traffic: rec.include_aws_internal_traffic,
+            file_rollover_seconds: out.file_rollover_seconds,
+        }
+    }
+}
+
+/// The id of the flow log the `run` flags define: `--flow-log-id`, else one derived from the
+/// host name and the destination.
+pub fn flag_flow_log_id(rec: &RecordArgs, out: &OutputArgs) -> anyhow::Result<String> {
+    let id = match &rec.flow_log_id {
+        Some(id) => id.clone(),
+        None => default_flow_log_id(&destination_seed(&out.destination())),
+    };
+    check_token("--flow-log-id", &id)?;
+    Ok(id)
+}
+
 impl FlowLog {
-    /// `meta` comes from [`Metadata::discover`] (instance metadata, then `rec`'s flags).
+    /// The flow log the `run` flags define. `meta` comes from [`Metadata::discover`] (instance
+    /// metadata, then `rec`'s flags).
     pub fn from_args(rec: &RecordArgs, out: &OutputArgs, meta: Metadata) -> anyhow::Result<Self> {
-        let id = match &rec.flow_log_id {
-            Some(id) => id.clone(),
-            None => default_flow_log_id(&destination_seed(&out.destination())),
+        let options = ObjectOptions {
+            file_format: out.file_format,
+            hive_compatible_partitions: out.hive_compatible_partitions,
+            per_hour_partition: out.per_hour_partition,
         };
-        check_token("--flow-log-id", &id)?;
+        Self::new(
+            flag_flow_log_id(rec, out)?,
+            rec.traffic_type,
+            rec.log_format.clone(),
+            &out.destination(),
+            options,
+            RecordOptions::from_args(rec, out),
+            meta,
+        )
+    }
+
+    /// A flow log as its definition says.
+    pub fn from_spec(
+        spec: &FlowLogSpec,
+        host: RecordOptions,
+        meta: Metadata,
+    ) -> anyhow::Result<Self> {
+        Self::new(
+            spec.id.clone(),
+            spec.traffic_type,
+            spec.log_format.clone(),
+            &spec.destination,
+            spec.options,
+            host,
+            meta,
+        )
+    }
+
+    fn new(
+        id: String,
+        traffic_type: TrafficType,
+        format: LogFormat,
+        destination: &DestinationSpec,
+        options: ObjectOptions,
+        host: RecordOptions,
+        meta: Metadata,
+    ) -> anyhow::Result<Self> {
         let layout = ObjectLayout {
             account_id: meta.account_id.clone(),
             region: meta.region.clone(),
             flow_log_id: id.clone(),
-            hive_compatible_partitions: out.hive_compatible_partitions,
-            per_hour_partition: out.per_hour_partition,
+            hive_compatible_partitions: options.hive_compatible_partitions,
+            per_hour_partition: options.per_hour_partition,
         };
-        let format = rec.log_format.clone();
-        let packer = match out.destination().delivery_unit() {
+        let packer = match destination.delivery_unit() {
             DeliveryUnit::LogEvents => {
-                if out.file_format != FileFormat::PlainText
-                    || out.hive_compatible_partitions
-                    || out.per_hour_partition
-                {
+                if options != ObjectOptions::default() {
                     bail!(
                         "--file-format parquet, --hive-compatible-partitions and --per-hour-partition apply to \
                            file and S3 destinations only (as AWS's DestinationOptions): drop them for CloudWatch Logs"
@@ -105,17 +170,17 @@ impl FlowLog {
                 Packer::LogEvents(LogEventPacker::new(format, meta.clone()))
             }
             DeliveryUnit::Objects => Packer::Objects(
-                Batcher::new(layout, format, meta.clone(), out.file_rollover_seconds)
-                    .with_file_format(out.file_format)?,
+                Batcher::new(layout, format, meta.clone(), host.file_rollover_seconds)
+                    .with_file_format(options.file_format)?,
             ),
         };
-        let aws_internal = (!rec.include_aws_internal_traffic).then(|| AwsInternal::new(&meta));
+        let aws_internal = (!host.include_aws_internal_traffic).then(|| AwsInternal::new(&meta));
         Ok(FlowLog {
             id,
             packer,
             meta,
             aws_internal,
-            traffic_type: rec.traffic_type,
+            traffic_type,
         })
     }
 

@@ -306,6 +306,15 @@ impl<'a> RecordView<'a> {
 }
 
 impl LogFormat {
+    /// The format as `--log-format` and LogFormat spell it: `${field} ${field} ...`.
+    pub fn spec_text(&self) -> String {
+        self.fields
+            .iter()
+            .map(|f| format!("${{{}}}", f.name()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub fn fields(&self) -> &[Field] {
         &self.fields
     }

@@ -2,10 +2,11 @@
 //! the `flowlog` binary runs.
 //!
 //! The pipeline, one module per job:
-//! [`discover`] (which interfaces) → [`attach`] (load and attach the programs) →
-//! [`collect`] (the window clock: flip, drain, per-CPU sums) → [`records`] (flows to AWS
-//! records) → [`format`] (records to text) → [`batch`] (records to 5-minute objects) →
-//! [`publish`] (objects to a destination).
+//! [`discover`] (which interfaces) → [`attach`] (load and attach the programs, once for every
+//! flow log) → [`collect`] (the capture's cuts: flip, drain, per-CPU sums) → [`flowlogs`] (each
+//! flow log's part of every cut, merged into its own windows; definitions, the control socket)
+//! → [`records`] (flows to AWS records) → [`format`] (records to text) → [`batch`] (records to
+//! 5-minute objects) → [`publish`] (objects to a destination). [`run`] wires them.
 
 pub mod attach;
 pub mod aws_internal;
@@ -19,6 +20,7 @@ pub mod discover;
 pub mod drops;
 pub mod ebpf_object;
 pub mod flowlog;
+pub mod flowlogs;
 pub mod format;
 pub mod imds;
 pub mod map_batch;

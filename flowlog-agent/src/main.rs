@@ -4,7 +4,13 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use flowlog_agent::cli::{Cli, Command};
+use flowlog_agent::{
+    cli::{Cli, Command, ParamError},
+    flowlogs::{
+        client::{EXIT_PARAM_ERROR, call_and_print},
+        control::actions,
+    },
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -21,6 +27,30 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::CreateFlowLogs(a) => {
+            return api_call(
+                actions::CREATE_FLOW_LOGS,
+                a.request(),
+                &a.socket.control_socket,
+            );
+        }
+        Command::DescribeFlowLogs(a) => {
+            return api_call(
+                actions::DESCRIBE_FLOW_LOGS,
+                a.request(),
+                &a.socket.control_socket,
+            );
+        }
+        Command::DeleteFlowLogs(a) => {
+            return api_call(
+                actions::DELETE_FLOW_LOGS,
+                a.request(),
+                &a.socket.control_socket,
+            );
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -32,16 +62,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => flowlog_agent::run::run(args).await,
-        }
-    });
+    let result = runtime.block_on(flowlog_agent::run::run(*args));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flowlog: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// One call to the running agent; a parameter refused before sending exits as the AWS CLI does.
+fn api_call(
+    action: &str,
+    request: Result<serde_json::Value, ParamError>,
+    socket: &std::path::Path,
+) -> ExitCode {
+    match request {
+        Ok(r) => call_and_print(action, r, socket),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_PARAM_ERROR)
         }
     }
 }

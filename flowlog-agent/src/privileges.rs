@@ -8,9 +8,9 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// Effective capability mask of this process, from `/proc/self/status`.
-fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// Effective capability mask of a process, from `/proc/<pid>/status` (`self` for this one).
+fn effective_caps(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hex = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))?
@@ -18,10 +18,16 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// Whether process `pid` holds CAP_NET_ADMIN in its effective set (a peer of the control
+/// socket that is not root). A process that is gone holds nothing.
+pub fn process_has_net_admin(pid: i32) -> bool {
+    effective_caps(&pid.to_string()).is_some_and(|caps| caps & (1u64 << CAP_NET_ADMIN) != 0)
+}
+
 /// Fails unless the process is root or holds CAP_BPF (or CAP_SYS_ADMIN), CAP_PERFMON and
 /// CAP_NET_ADMIN.
 pub fn check() -> anyhow::Result<()> {
-    let caps = effective_caps().unwrap_or(0);
+    let caps = effective_caps("self").unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     let bpf = has(CAP_BPF) || has(CAP_SYS_ADMIN);
     let perfmon = has(CAP_PERFMON) || has(CAP_SYS_ADMIN);

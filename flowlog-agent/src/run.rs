@@ -1,32 +1,45 @@
-//! `flowlog run`: wires discover → attach → collect → flow log → publish, and owns the window
-//! clock and the shutdown sequence (flush the partial window, publish, detach, exit 0).
+//! `flowlog run`: one capture for every flow log. It loads and attaches the programs to the
+//! union of the flow logs' interfaces, cuts the capture at every boundary of any flow log
+//! (and when one is deleted), hands each cut to every flow log's [`Pipeline`], applies
+//! created and deleted flow logs live (control socket, SIGHUP for `--flow-logs`), and owns the
+//! shutdown sequence (flush the partial windows, publish, detach, exit 0).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::watch,
+    sync::mpsc,
 };
 use tracing::{error, info, warn};
 
 use crate::{
     attach::{Capture, spawn_ebpf_logger},
     cli::RunArgs,
-    clock::{first_object_at, next_boundary, unix_now, until},
-    collect::{Collector, Window},
-    discover::{self, Selector},
+    clock::{first_object_at, unix_now, until},
+    collect::{Collector, DrainedWindow, Window},
+    discover::{self, Interface, Selector},
     drops, ebpf_object,
-    flowlog::FlowLog,
+    flowlog::{RecordOptions, flag_flow_log_id},
+    flowlogs::{
+        control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
+        file,
+        pipeline::{HostSettings, Outcome, Pipeline},
+        registry::{Change, Registry},
+        spec::{FlowLogSpec, ObjectOptions, Resource, ResourceType},
+        store::Store,
+        window::next_cut,
+    },
     metadata::Metadata,
     metrics, privileges,
-    publish::{self, AwsSettings, Batch, Destination, Spool, WriterLock, writer_lock},
+    publish::{self, DeliveryStatus},
     window_metrics::{export_zero_counters, report_window},
 };
-
-/// How long a shutdown keeps publishing what is spooled before leaving the rest for the next
-/// start.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
 
 /// Lets the kernel charge BPF maps to a locked-memory budget large enough for them (kernels
 /// before 5.11 account map memory against RLIMIT_MEMLOCK).
@@ -41,49 +54,307 @@ fn raise_memlock() {
     }
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cap = &args.capture;
-    let selector = Selector::new(&cap.ifaces)?;
-    let initial = selector.select(true)?;
+/// The flow log the `run` flags define: the one-flow-log form of `flowlog run`.
+fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
+    let ifaces = &args.capture.ifaces;
+    Ok(FlowLogSpec {
+        id: flag_flow_log_id(&args.records, &args.output)?,
+        resource_type: ResourceType::NetworkInterface,
+        resource_id: if ifaces.is_empty() {
+            "*".to_string()
+        } else {
+            ifaces.join(",")
+        },
+        resource: Resource::RunFlags(ifaces.clone()),
+        traffic_type: args.records.traffic_type,
+        destination: args.output.destination(),
+        log_format_text: args.records.log_format.spec_text(),
+        log_format: args.records.log_format.clone(),
+        max_aggregation_interval: args.capture.aggregation_interval as u32,
+        options: ObjectOptions {
+            file_format: args.output.file_format,
+            hive_compatible_partitions: args.output.hive_compatible_partitions,
+            per_hour_partition: args.output.per_hour_partition,
+        },
+        tags: Vec::new(),
+        deliver_logs_permission_arn: None,
+        deliver_cross_account_role: None,
+        creation_time: Utc::now(),
+    })
+}
+
+/// The `--iface` names the flags ask for must exist (globs may match nothing yet), and without
+/// `--iface` some interface must be up.
+fn check_flag_interfaces(patterns: &[String]) -> anyhow::Result<()> {
+    let initial = Selector::new(patterns)?.select(true)?;
     if initial.is_empty() {
-        if cap.ifaces.is_empty() {
+        if patterns.is_empty() {
             bail!(
                 "no network interface other than loopback is up: bring one up or name one with --iface"
             );
         }
-        warn!(patterns = ?cap.ifaces, "no interface matches yet; attaching when one appears");
+        warn!(patterns = ?patterns, "no interface matches yet; attaching when one appears");
     }
+    Ok(())
+}
+
+/// The API's state: its definitions directory and its socket, when this agent has them.
+struct ApiState {
+    store: Store,
+    socket: ClaimedSocket,
+}
+
+/// Claims the control socket and opens the state directory, unless another agent serves the
+/// API. When neither was named, that is not an error: this agent then runs only its flag and
+/// file flow logs (`Ok(None)`).
+fn open_api_state(args: &RunArgs) -> anyhow::Result<Option<ApiState>> {
+    let defs = &args.definitions;
+    let socket = match ControlSocket::claim(&defs.control_socket()) {
+        Ok(s) => s,
+        Err(e) if !defs.api_named() && e.downcast_ref::<SocketInUse>().is_some() => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let store = Store::open(&defs.state_dir())?;
+    Ok(Some(ApiState { store, socket }))
+}
+
+/// The flow logs that run, the capture under them, and what is needed to start more.
+struct Agent {
+    pipelines: BTreeMap<String, Pipeline>,
+    registry: Arc<Mutex<Registry>>,
+    host: HostSettings,
+    meta: Metadata,
+    /// `--spool-dir`: the flag flow log's spool.
+    flag_spool_dir: Option<(String, PathBuf)>,
+    /// Ids of the flow logs that came from `--flow-logs` (a reload replaces them).
+    from_file: BTreeSet<String>,
+}
+
+impl Agent {
+    /// Tells the registry how `id`'s delivery goes.
+    fn delivery_status(&self, id: &str) -> DeliveryStatus {
+        let registry = self.registry.clone();
+        let id = id.to_string();
+        let label = id.clone();
+        Arc::new(move |error: Option<String>| {
+            metrics::gauge_set(
+                "flowlog_flow_log_delivery_failing",
+                "1 while a flow log's last delivery attempt failed (DeliverLogsStatus FAILED).",
+                &[("flow_log_id", label.as_str())],
+                if error.is_some() { 1.0 } else { 0.0 },
+            );
+            if let Ok(mut r) = registry.lock() {
+                r.set_delivery_error(&id, error);
+            }
+        })
+    }
+
+    /// Starts `spec`'s pipeline. `required`: a failure is the run's error (the flag flow log at
+    /// start); otherwise it is logged and shown by describe-flow-logs as a delivery failure.
+    async fn start(&mut self, spec: FlowLogSpec, required: bool) -> anyhow::Result<()> {
+        let id = spec.id.clone();
+        let spool_dir = self
+            .flag_spool_dir
+            .as_ref()
+            .filter(|(flag_id, _)| *flag_id == id)
+            .map(|(_, dir)| dir.clone());
+        let status = self.delivery_status(&id);
+        match Pipeline::start(
+            spec,
+            &self.host,
+            self.meta.clone(),
+            spool_dir,
+            status.clone(),
+        )
+        .await
+        {
+            Ok(p) => {
+                info!(flow_log_id = %id, interval = p.interval(), destination = %p.destination(),
+                      spool = %p.spool().dir().display(), "flow log running");
+                self.pipelines.insert(id, p);
+                Ok(())
+            }
+            Err(e) if required => Err(e),
+            Err(e) => {
+                error!(flow_log_id = %id, error = %format!("{e:#}"), "cannot start the flow log");
+                status(Some(format!("Unknown error: {e:#}")));
+                Ok(())
+            }
+        }
+    }
+
+    /// Every interface of the host, and those each flow log covers, by flow log id.
+    fn membership(
+        &self,
+    ) -> (
+        BTreeMap<u32, Interface>,
+        BTreeMap<String, BTreeMap<u32, Interface>>,
+    ) {
+        let host = discover::interfaces_by_index().unwrap_or_else(|e| {
+            warn!(error = %format!("{e:#}"), "cannot list interfaces");
+            BTreeMap::new()
+        });
+        let members = self
+            .pipelines
+            .iter()
+            .map(|(id, p)| (id.clone(), p.members(&host, &self.meta)))
+            .collect();
+        (host, members)
+    }
+}
+
+/// The capture and its window clock.
+struct Cutter {
+    capture: Capture,
+    collector: Collector,
+    rejects: Option<drops::DropCapture>,
+    max_flows: u32,
+    /// Start of the capture's open cut.
+    start: u64,
+    metrics_file: Option<PathBuf>,
+}
+
+impl Cutter {
+    /// Cuts the capture at `end` and hands the cut to every pipeline. `watched`: the
+    /// interfaces each pipeline covers now.
+    fn cut(
+        &mut self,
+        end: u64,
+        pipelines: &mut BTreeMap<String, Pipeline>,
+        watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+    ) -> anyhow::Result<DrainedWindow> {
+        let end = end.max(self.start);
+        let window = Window {
+            start: self.start,
+            end,
+        };
+        let attached: BTreeMap<u32, String> = self
+            .capture
+            .attached()
+            .map(|(i, n)| (i, n.to_string()))
+            .collect();
+        let drain_started = std::time::Instant::now();
+        let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
+        metrics::gauge_set(
+            "flowlog_last_drain_seconds",
+            "Time to flip, drain and clear the last window's maps.",
+            &[],
+            drain_started.elapsed().as_secs_f64(),
+        );
+        self.start = end;
+        report_window(&cut, &attached, self.max_flows);
+        drops::report_window(self.rejects.as_mut(), &cut, &attached);
+        let empty = BTreeMap::new();
+        for (id, p) in pipelines.iter_mut() {
+            p.on_cut(&cut, watched.get(id).unwrap_or(&empty));
+        }
+        metrics::flush_to(self.metrics_file.as_deref());
+        Ok(cut)
+    }
+
+    /// Attaches to every interface some flow log covers, and detaches from the rest. `host`:
+    /// the host's interfaces now.
+    fn sync_attachments(
+        &mut self,
+        host: &BTreeMap<u32, Interface>,
+        watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+    ) {
+        let wanted: BTreeMap<u32, &Interface> = watched
+            .values()
+            .flat_map(|m| m.iter().map(|(k, i)| (*k, i)))
+            .collect();
+        self.capture
+            .keep_only(&wanted.keys().copied().collect(), host);
+        for iface in wanted.values() {
+            if let Err(e) = self.capture.attach(iface) {
+                warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
+            }
+        }
+        drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
+        let names: Vec<String> = self
+            .capture
+            .attached()
+            .map(|(_, n)| n.to_string())
+            .collect();
+        export_zero_counters(names.iter().map(String::as_str));
+        drops::export_zero_counters(self.rejects.as_ref(), names.iter().map(String::as_str));
+    }
+}
+
+/// What woke the capture loop.
+enum Event {
+    Boundary(u64),
+    Stop,
+    Reload,
+    Changed(Change),
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cap = &args.capture;
+    // Local checks first: bad input fails before anything is logged or looked up over the
+    // network, with exactly one line.
+    let flag_spec = if args.definitions.flag_flow_log() {
+        check_flag_interfaces(&cap.ifaces)?;
+        Some(flag_flow_log(&args)?)
+    } else {
+        None
+    };
+    let file_specs = match &args.definitions.flow_logs {
+        Some(path) => file::load(path, Utc::now())?,
+        None => Vec::new(),
+    };
     privileges::check()?;
     let object = ebpf_object::load(cap.ebpf_object.as_deref())?;
-    // Local checks above fail before anything is logged or looked up over the network, so bad
-    // input gets exactly one line.
     let reject_support = drops::prepare(args.records.reject_reasons.as_deref(), &cap.kernel_btf)?;
     let meta = Metadata::discover(&args.records).await?;
-    let mut flow_log = FlowLog::from_args(&args.records, &args.output, meta)?;
     args.output.warn_deprecated();
-    let spec = args.output.destination();
-    let settings = AwsSettings {
-        endpoint_url: args.output.endpoint_url.clone(),
-        fallback_region: Some(flow_log.metadata().region.clone()).filter(|r| r != "-"),
+    let api = open_api_state(&args)?;
+    let stored = match &api {
+        Some(a) => a.store.load()?,
+        None => Vec::new(),
     };
-    let dest = Destination::connect(&spec, &settings).await?;
-    let destination = dest.describe();
-    let spool = Arc::new(Spool::open(
-        &args.output.spool_dir(&flow_log.id, &spec),
-        args.output.spool_max_bytes,
-    )?);
-    // After the spool's own lock, so agents sharing a spool are told about the spool.
-    let _writer_lock = WriterLock::acquire(
-        &args.operations.runtime_dir,
-        &flow_log.id,
-        &writer_lock::canonical_destination(&spec, settings.endpoint_url.as_deref()),
-    )?;
-    // Before any new window: the closed windows an earlier run left in write-ahead logs.
-    let mut unspooled_records = 0;
-    for batch in tokio::task::block_in_place(|| {
-        flow_log.recover(spool.dir(), |key| spool.holds_object(key))
-    })? {
-        unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
+
+    let mut initial: Vec<(FlowLogSpec, bool)> = Vec::new();
+    if let Some(spec) = &flag_spec {
+        initial.push((spec.clone(), true));
+    }
+    initial.extend(file_specs.iter().cloned().map(|s| (s, false)));
+    initial.extend(stored.into_iter().map(|s| (s, false)));
+    let registry = Registry::new(
+        initial.iter().map(|(s, _)| s.clone()).collect(),
+        api.as_ref().map(|a| a.store.clone()),
+        meta.clone(),
+    );
+    let mut agent = Agent {
+        pipelines: BTreeMap::new(),
+        registry: Arc::new(Mutex::new(registry)),
+        host: HostSettings {
+            records: RecordOptions::from_args(&args.records, &args.output),
+            endpoint_url: args.output.endpoint_url.clone(),
+            // The default state directory's spool is the default spool root.
+            spool_root: args.definitions.state_dir().join("spool"),
+            spool_max_bytes: args.output.spool_max_bytes,
+            runtime_dir: args.operations.runtime_dir.clone(),
+        },
+        meta,
+        flag_spool_dir: flag_spec
+            .as_ref()
+            .zip(args.output.spool_dir.clone())
+            .map(|(s, dir)| (s.id.clone(), dir)),
+        from_file: file_specs.iter().map(|s| s.id.clone()).collect(),
+    };
+    for (spec, required) in initial {
+        agent.start(spec, required).await?;
+    }
+
+    if let Some(spec) = &flag_spec {
+        announce_first_file(
+            &spec.destination,
+            cap.aggregation_interval,
+            args.output.file_rollover_seconds,
+        );
     }
 
     raise_memlock();
@@ -91,152 +362,224 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drops::configure(&reject_support, l)
     })?;
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
-    for iface in &initial {
-        capture.attach(iface)?;
-    }
     let mut collector = Collector::new(capture.ebpf_mut())?;
-    let mut rejects = drops::start(reject_support, capture.ebpf_mut(), &mut collector);
-    drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
-    let metrics_file = args.operations.metrics_file.clone();
+    let rejects = drops::start(reject_support, capture.ebpf_mut(), &mut collector);
+    let mut cutter = Cutter {
+        capture,
+        collector,
+        rejects,
+        max_flows: cap.max_flows,
+        start: unix_now() as u64,
+        metrics_file: args.operations.metrics_file.clone(),
+    };
+    let (host, watched) = agent.membership();
+    for (id, members) in &watched {
+        // The flag flow log's named interfaces must attach now; others may come later.
+        if flag_spec.as_ref().is_some_and(|s| s.id == *id) {
+            for iface in members.values() {
+                cutter.capture.attach(iface)?;
+            }
+        }
+    }
+    cutter.sync_attachments(&host, &watched);
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
     };
-    export_known_series(&capture, rejects.as_ref(), &spool);
-    metrics::flush_to(metrics_file.as_deref());
-    metrics::announce(args.operations.metrics_addr, metrics_file.as_deref());
+    for p in agent.pipelines.values() {
+        publish::export_spool_metrics(&p.spool().stats());
+    }
+    metrics::flush_to(cutter.metrics_file.as_deref());
+    metrics::announce(args.operations.metrics_addr, cutter.metrics_file.as_deref());
 
-    let (stop_publishing, stop_rx) = watch::channel(false);
-    let mut publisher = tokio::spawn(publish::publisher(dest, spool.clone(), stop_rx));
+    let (changes_tx, mut changes) = mpsc::unbounded_channel();
+    let _control = match api {
+        Some(a) => Some(ControlSocket::serve(
+            a.socket,
+            Arc::new(RegistryService::new(agent.registry.clone(), changes_tx)),
+        )),
+        None => {
+            info!(socket = %args.definitions.control_socket().display(),
+                  "another agent serves the flow log API on this host: this one runs its own flow logs only \
+                   (give it --control-socket and --state-dir of its own to manage it through the API)");
+            None
+        }
+    };
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let interval = cap.aggregation_interval;
-    let mut window_start = unix_now() as u64;
-    let mut drain_failure = None;
-    announce_first_file(&spec, interval, args.output.file_rollover_seconds);
-    info!(
-        interfaces = ?capture.attached().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
-        interval, flow_log_id = %flow_log.id, destination = %destination, spool = %spool.dir().display(),
-        mode = ?capture.mode(), "capturing"
-    );
+    let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let interfaces: Vec<String> = cutter
+        .capture
+        .attached()
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let flow_logs: Vec<&String> = agent.pipelines.keys().collect();
+    let mode = cutter.capture.mode();
+    // The flag flow log, when there is one, as this line always showed it.
+    match flag_spec.as_ref().and_then(|s| agent.pipelines.get(&s.id)) {
+        Some(p) => info!(
+            ?interfaces, ?flow_logs, interval = p.interval(), flow_log_id = %p.id(),
+            destination = %p.destination(), spool = %p.spool().dir().display(), ?mode, "capturing"
+        ),
+        None => info!(?interfaces, ?flow_logs, ?mode, "capturing"),
+    }
 
+    let mut drain_failure = None;
     loop {
-        let boundary = next_boundary(unix_now(), interval);
-        let stop = tokio::select! {
-            _ = tokio::time::sleep(until(boundary)) => false,
-            _ = sigterm.recv() => true,
-            _ = sigint.recv() => true,
+        let now = unix_now();
+        let next = next_cut(now, agent.pipelines.values().map(Pipeline::interval));
+        // Without flow logs nothing is cut: the loop waits for one to be created.
+        let idle_until = now as u64 + 86_400;
+        let event = tokio::select! {
+            _ = tokio::time::sleep(until(next.unwrap_or(idle_until))), if next.is_some() => {
+                Event::Boundary(next.unwrap_or(idle_until))
+            }
+            _ = sigterm.recv() => Event::Stop,
+            _ = sigint.recv() => Event::Stop,
+            _ = sighup.recv() => Event::Reload,
+            Some(change) = changes.recv() => Event::Changed(change),
         };
-        let end = if stop {
-            (unix_now().ceil() as u64).max(window_start)
-        } else {
-            boundary
-        };
-        let watched: BTreeMap<u32, String> = capture
-            .attached()
-            .map(|(i, n)| (i, n.to_string()))
-            .collect();
-        let window = Window {
-            start: window_start,
-            end,
-        };
-        let drain_started = std::time::Instant::now();
-        let drained = match tokio::task::block_in_place(|| collector.cut(window)) {
-            Ok(d) => d,
-            // The kernel maps cannot be read: stop, but through the normal shutdown so every
-            // batch already open is still spooled and delivered; the run then fails.
-            Err(e) => {
-                error!(error = %format!("{e:#}"), "cannot drain the window's maps; shutting down");
-                drain_failure = Some(e);
+        let (_, watched) = agent.membership();
+        let result = match event {
+            Event::Boundary(end) => cutter.cut(end, &mut agent.pipelines, &watched).map(|_| ()),
+            Event::Stop => {
+                let end = (unix_now().ceil() as u64).max(cutter.start);
+                match cutter.cut(end, &mut agent.pipelines, &watched) {
+                    Ok(_) => info!("shutting down: flushed the partial window"),
+                    Err(e) => drain_failure = Some(e),
+                }
                 break;
             }
+            Event::Reload => reload(&args, &mut agent, &mut cutter, &watched).await,
+            Event::Changed(change) => apply(change, &mut agent, &mut cutter, &watched).await,
         };
-        metrics::gauge_set(
-            "flowlog_last_drain_seconds",
-            "Time to flip, drain and clear the last window's maps.",
-            &[],
-            drain_started.elapsed().as_secs_f64(),
-        );
-        report_window(&drained, &watched, cap.max_flows);
-        drops::report_window(rejects.as_mut(), &drained, &watched);
-        for batch in flow_log.on_window(&drained, &discover::describe(&watched)) {
-            unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
-        }
-        metrics::flush_to(metrics_file.as_deref());
-        window_start = end;
-        if stop {
-            info!("shutting down: flushed the partial window");
+        if let Err(e) = result {
+            // The kernel maps cannot be read: stop, but through the normal shutdown so every
+            // batch already open is still spooled and delivered; the run then fails.
+            error!(error = %format!("{e:#}"), "cannot drain the window's maps; shutting down");
+            drain_failure = Some(e);
             break;
         }
-        match selector.select(false) {
-            Ok(present) => {
-                capture.forget_missing(&present);
-                for iface in &present {
-                    if let Err(e) = capture.attach(iface) {
-                        warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
-                    }
-                }
-            }
-            Err(e) => warn!(error = %format!("{e:#}"), "cannot list interfaces"),
-        }
-        drops::sync(&mut rejects, capture.attached().map(|(i, _)| i));
-        export_known_series(&capture, rejects.as_ref(), &spool);
+        let (host, watched) = agent.membership();
+        cutter.sync_attachments(&host, &watched);
     }
-    for batch in flow_log.close_all() {
-        unspooled_records += spool_batch(&spool, &mut flow_log, &batch);
-    }
-    drop(capture);
-    // Deliver what is spooled while the destination accepts it, for a bounded time. What is
-    // left is safe in the spool and goes out first at the next start, so this is not a failed
-    // run: exit 0 with a warning.
-    let _ = stop_publishing.send(true);
-    if tokio::time::timeout(SHUTDOWN_DRAIN, &mut publisher)
-        .await
-        .is_err()
-    {
-        publisher.abort();
-    }
-    let left = spool.stats();
-    publish::export_spool_metrics(&left);
-    metrics::flush_to(metrics_file.as_deref());
-    if left.batches > 0 {
-        warn!(batches = left.batches, records = left.records, spool = %spool.dir().display(), destination = %destination,
-              "not delivered before exit: the batches stay in the spool and are delivered at the next start");
-    } else if args.output.spool_dir.is_none() {
-        spool.remove_if_empty();
-    }
+
+    let (_, watched) = agent.membership();
+    let outcomes = finish_all(std::mem::take(&mut agent.pipelines), &watched).await;
+    drop(cutter);
+    metrics::flush_to(args.operations.metrics_file.as_deref());
     if let Some(e) = drain_failure {
         return Err(e.context("the window's flows could not be read from the kernel"));
     }
-    if unspooled_records > 0 {
+    let lost: usize = outcomes.iter().map(|o| o.unspooled_records).sum();
+    if lost > 0 {
+        let spools: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.unspooled_records > 0)
+            .map(|o| o.spool.display().to_string())
+            .collect();
         bail!(
-            "{unspooled_records} records were lost because their batches could not be written to the spool {}: \
+            "{lost} records were lost because their batches could not be written to the spool {}: \
                check that it is writable and has space (see the errors above)",
-            spool.dir().display()
+            spools.join(", ")
         );
     }
     Ok(())
 }
 
-/// Writes a finished batch to the spool, from where the publisher delivers it, deleting the
-/// write-ahead log it replaces. A batch that cannot be spooled (disk full, I/O error) is lost:
-/// logged, counted, and returned so the run ends with an error.
-fn spool_batch(spool: &Spool, flow_log: &mut FlowLog, batch: &Batch) -> usize {
-    let mut lost = 0;
-    let wal = flow_log.take_wal(batch);
-    if let Err(e) = tokio::task::block_in_place(|| spool.put_replacing(batch, wal.as_deref())) {
-        lost = batch.records();
-        error!(batch = %batch.identity(), records = batch.records(), error = %format!("{e:#}"),
-               "cannot spool a finished batch: its records are lost");
-        metrics::counter_add(
-            "flowlog_spool_write_failed_records_total",
-            "Records lost because their batch could not be written to the spool.",
-            &[],
-            batch.records() as u64,
-        );
+/// Runs the flow logs' last deliveries side by side and collects how each ended.
+async fn finish_all(
+    pipelines: BTreeMap<String, Pipeline>,
+    watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+) -> Vec<Outcome> {
+    let mut set = tokio::task::JoinSet::new();
+    for (id, p) in pipelines {
+        let members = watched.get(&id).cloned().unwrap_or_default();
+        set.spawn(async move { p.finish(&members).await });
     }
-    publish::export_spool_metrics(&spool.stats());
-    lost
+    let mut outcomes = Vec::new();
+    while let Some(o) = set.join_next().await {
+        match o {
+            Ok(o) => outcomes.push(o),
+            Err(e) => error!(error = %e, "a flow log's shutdown failed"),
+        }
+    }
+    outcomes
+}
+
+/// A created flow log starts with the capture's open cut; a deleted one gets a cut of its own
+/// now, delivers its partial window and stops. The other flow logs merge that extra cut into
+/// their windows: their totals stay exact.
+async fn apply(
+    change: Change,
+    agent: &mut Agent,
+    cutter: &mut Cutter,
+    watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+) -> anyhow::Result<()> {
+    match change {
+        Change::Created(spec) => agent.start(*spec, false).await,
+        Change::Deleted(id) => {
+            if !agent.pipelines.contains_key(&id) {
+                return Ok(());
+            }
+            cutter.cut(unix_now() as u64, &mut agent.pipelines, watched)?;
+            if let Some(p) = agent.pipelines.remove(&id) {
+                let members = watched.get(&id).cloned().unwrap_or_default();
+                agent.from_file.remove(&id);
+                // Its last delivery runs beside the capture.
+                tokio::spawn(async move {
+                    let outcome = p.finish(&members).await;
+                    if outcome.unspooled_records > 0 {
+                        error!(flow_log_id = %id, records = outcome.unspooled_records,
+                               "records of the deleted flow log were lost: its batches could not be spooled");
+                    }
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// SIGHUP: reads `--flow-logs` again; entries that appeared are created, those that went away
+/// deleted. A file that does not read or validate changes nothing (one error line).
+async fn reload(
+    args: &RunArgs,
+    agent: &mut Agent,
+    cutter: &mut Cutter,
+    watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+) -> anyhow::Result<()> {
+    let Some(path) = &args.definitions.flow_logs else {
+        info!("SIGHUP: no --flow-logs file to read again");
+        return Ok(());
+    };
+    let specs = match file::load(path, Utc::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "SIGHUP: the flow logs file was not applied; the running flow logs stay as they are");
+            return Ok(());
+        }
+    };
+    let new: BTreeSet<String> = specs.iter().map(|s| s.id.clone()).collect();
+    let gone: Vec<String> = agent.from_file.difference(&new).cloned().collect();
+    let added: Vec<FlowLogSpec> = specs
+        .into_iter()
+        .filter(|s| !agent.from_file.contains(&s.id))
+        .collect();
+    info!(file = %path.display(), created = added.len(), deleted = gone.len(), "SIGHUP: flow logs file applied");
+    for id in gone {
+        if let Ok(mut r) = agent.registry.lock() {
+            r.forget(&id);
+        }
+        apply(Change::Deleted(id), agent, cutter, watched).await?;
+    }
+    for spec in added {
+        agent.from_file.insert(spec.id.clone());
+        if let Ok(mut r) = agent.registry.lock() {
+            r.adopt(spec.clone());
+        }
+        agent.start(spec, false).await?;
+    }
+    Ok(())
 }
 
 /// With a file destination whose objects collect several windows, says when the first file can
@@ -257,14 +600,4 @@ fn announce_first_file(spec: &publish::DestinationSpec, interval: u64, rollover:
         "a file collects {rollover} s of records (as AWS does): the first appears at {at} if there is traffic \
          before then; set --file-rollover-seconds lower to see files sooner"
     );
-}
-
-/// Every counter with a known label set at zero (per watched interface and direction, per
-/// REJECT reason) and the spool gauges, so they exist before the first event. Run at start and
-/// after every attach pass (interfaces attached later); counting ones are left as they are.
-fn export_known_series(capture: &Capture, rejects: Option<&drops::DropCapture>, spool: &Spool) {
-    let names: Vec<String> = capture.attached().map(|(_, n)| n.to_string()).collect();
-    export_zero_counters(names.iter().map(String::as_str));
-    drops::export_zero_counters(rejects, names.iter().map(String::as_str));
-    publish::export_spool_metrics(&spool.stats());
 }

@@ -496,6 +496,7 @@ fn flow_log_names_enis_by_mac_and_leaves_out_aws_internal_traffic() {
         mac: mac.map(str::to_string),
         ipv4: Some(v4.parse().unwrap()),
         ipv6: None,
+        ..Default::default()
     };
     let interfaces = [
         (2, iface("ens5", 2, Some("0e:00:00:00:00:01"), "10.0.1.10")),

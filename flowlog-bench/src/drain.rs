@@ -82,6 +82,11 @@ pub struct DrainResult {
     /// Bytes the window wrote to the WAL.
     #[serde(default)]
     pub wal_bytes: Option<u64>,
+    /// The same drained window taken by 1 and by 8 flow logs over the one capture (each its
+    /// interfaces' part, records, format, gzip): (flow logs, seconds). The datapath is the same
+    /// program whatever their number. Absent in older results.
+    #[serde(default)]
+    pub flow_logs_s: Vec<(u32, f64)>,
 }
 
 pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
@@ -102,7 +107,7 @@ pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
             .with_context(|| format!("drain child printed no result: {line}"))?;
         eprintln!(
             "  {n:>8} flows: cut {:.3} s, records+format+gzip {:.3} s, total {:.3} s, peak RSS {} MiB; \
-             write-ahead log {:.3} s (fsync {:.3} s, {:.1} MiB)",
+             write-ahead log {:.3} s (fsync {:.3} s, {:.1} MiB); flow logs sharing the window (count, s): {:?}",
             r.cut_s,
             r.format_s,
             r.total_s,
@@ -110,6 +115,7 @@ pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
             r.wal_s.unwrap_or(f64::NAN),
             r.wal_sync_s.unwrap_or(f64::NAN),
             r.wal_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
+            r.flow_logs_s,
         );
         out.push(r);
     }
@@ -234,7 +240,6 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         }
     }
     // The options `flowlog run` gets by default, parsed by the agent's own CLI.
-    #[allow(unreachable_patterns)] // `run` is the only subcommand today
     let args = match Cli::try_parse_from([
         "flowlog",
         "run",
@@ -257,6 +262,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
             mac: None,
             ipv4: Some(Ipv4Addr::new(10, 255, 0, 1)),
             ipv6: None,
+            ..Default::default()
         },
     )]
     .into();
@@ -301,6 +307,10 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let (text_bytes, gzip_s) = gzip_alone(&batches)?;
     drop(batches);
     let (wal_s, wal_sync_s, wal_bytes) = with_wal(&args, &drained, &interfaces)?;
+    let flow_logs_s = [1, 8]
+        .into_iter()
+        .map(|k| Ok((k, shared_by(k, &args, &drained, &interfaces)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let result = DrainResult {
         flows: n,
         cut_s,
@@ -317,9 +327,36 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         wal_s: Some(wal_s),
         wal_sync_s: Some(wal_sync_s),
         wal_bytes: Some(wal_bytes),
+        flow_logs_s,
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
+}
+
+/// The window taken by `k` flow logs of the same capture, as `flowlog run` hands a cut to each:
+/// its interfaces' part, then records, format and gzip of every object. Seconds for all `k`.
+fn shared_by(
+    k: u32,
+    args: &flowlog_agent::cli::RunArgs,
+    drained: &flowlog_agent::collect::DrainedWindow,
+    interfaces: &BTreeMap<u32, Interface>,
+) -> anyhow::Result<f64> {
+    let mut flow_logs = (0..k)
+        .map(|i| {
+            let mut records = args.records.clone();
+            records.flow_log_id = Some(format!("fl-{i:017x}"));
+            FlowLog::from_args(&records, &args.output, Metadata::default())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let members = interfaces.keys().copied().collect();
+    let t = Instant::now();
+    for fl in &mut flow_logs {
+        let part = flowlog_agent::flowlogs::window::part_of(drained, &members);
+        let mut batches = fl.on_window(&part, interfaces);
+        batches.extend(fl.close_all());
+        std::hint::black_box(batches);
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// The window again through a flow log whose objects have write-ahead logs, in a directory

@@ -181,6 +181,10 @@ pub struct EndToEnd {
     pub reps: usize,
     pub runs: Vec<Run>,
     pub bpf: Vec<BpfView>,
+    /// The same BPF run-time view of the UDP workload with the agent running 1 and 8 flow logs
+    /// on the interface (`--flow-logs`): (flow logs, view). Absent in older results.
+    #[serde(default)]
+    pub bpf_by_flow_logs: Vec<(u32, BpfView)>,
     pub versions: Vec<(String, String)>,
 }
 
@@ -252,7 +256,7 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
     }
     let mut bpf = Vec::new();
     for workload in Workload::ALL {
-        let v = bpf_view(&topo, agent, &tmp, workload, cfg.secs)
+        let v = bpf_view(&topo, agent, &tmp, workload, cfg.secs, 1)
             .with_context(|| format!("BPF run-time view of {}", workload.label()))?;
         eprintln!(
             "  bpf_stats {:<20} {:.1} ns per program run, {} runs",
@@ -262,12 +266,25 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
         );
         bpf.push(v);
     }
+    let mut bpf_by_flow_logs = Vec::new();
+    for flow_logs in [1, 8] {
+        let v = bpf_view(&topo, agent, &tmp, Workload::Udp64, cfg.secs, flow_logs)
+            .with_context(|| format!("BPF run-time view with {flow_logs} flow logs"))?;
+        eprintln!(
+            "  bpf_stats {:<20} {:.1} ns per program run, {} runs, {flow_logs} flow log(s)",
+            Workload::Udp64.label(),
+            v.ns_per_run(),
+            v.run_cnt
+        );
+        bpf_by_flow_logs.push((flow_logs, v));
+    }
     server.stop()?;
     Ok(EndToEnd {
         secs: cfg.secs,
         reps: cfg.reps,
         runs,
         bpf,
+        bpf_by_flow_logs,
         versions: versions(),
     })
 }
@@ -405,8 +422,13 @@ fn bpf_view(
     tmp: &TempDir,
     workload: Workload,
     secs: u32,
+    flow_logs: u32,
 ) -> anyhow::Result<BpfView> {
-    let flowlog = start_collector(Variant::Flowlog, agent, tmp)?;
+    let flowlog = if flow_logs == 1 {
+        start_collector(Variant::Flowlog, agent, tmp)?
+    } else {
+        start_flow_logs(agent, tmp, flow_logs)?
+    };
     let ids = prog_ids(flowlog.pid())?;
     let stats_fd: OwnedFd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("BPF_ENABLE_STATS (run time) failed")?;
@@ -515,6 +537,37 @@ fn iperf_client(workload: Workload, secs: u32) -> anyhow::Result<(f64, f64, f64)
             .with_context(|| format!("iperf3 JSON has no end.{side}.bits_per_second"))
     };
     Ok((bps("sum_sent")?, bps("sum_received")?, cpu))
+}
+
+/// The agent with `n` flow logs on the interface, from a `--flow-logs` file: each its own file
+/// destination, all on the one capture.
+fn start_flow_logs(agent: &Path, tmp: &TempDir, n: u32) -> anyhow::Result<Daemon> {
+    let root = tmp.path(&format!("flowlog-{n}"));
+    if root.exists() {
+        fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
+    }
+    fs::create_dir_all(&root)?;
+    let entries: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "ResourceType": "NetworkInterface", "ResourceIds": [IF_A],
+                "LogDestinationType": "file",
+                "LogDestination": root.join(format!("out-{i}")).display().to_string(),
+                "MaxAggregationInterval": 60,
+            })
+        })
+        .collect();
+    let file = root.join("flow-logs.json");
+    fs::write(&file, serde_json::to_vec(&entries)?)?;
+    let mut cmd = netns::in_netns(NS_A, agent);
+    cmd.args(["run", "--no-imds", "--flow-logs"])
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .arg("--control-socket")
+        .arg(root.join("control.sock"))
+        .env("RUST_LOG", "info");
+    Daemon::start("flowlog", cmd, root.join("flowlog.log"), None, "capturing")
 }
 
 fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Result<Daemon> {

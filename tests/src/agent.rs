@@ -158,13 +158,13 @@ impl Agent {
 }
 
 /// An agent's log file so far (empty before it exists).
-pub(crate) fn read_log(log_path: &Path) -> String {
+pub fn read_log(log_path: &Path) -> String {
     fs::read_to_string(log_path).unwrap_or_default()
 }
 
 /// Waits until the agent `child`'s log at `log_path`, from byte `offset` on, contains `needle`;
 /// panics with the log if the agent exits or `timeout` passes first.
-pub(crate) fn wait_for_log_line(
+pub fn wait_for_log_line(
     child: &mut Option<Child>,
     log_path: &Path,
     offset: usize,
@@ -196,7 +196,7 @@ pub(crate) fn wait_for_log_line(
 
 /// SIGTERM to the agent `child`, then waits up to `timeout` for it to exit; if it does not,
 /// kills it and panics with its log at `log_path`.
-pub(crate) fn sigterm_and_wait(mut child: Child, log_path: &Path, timeout: Duration) -> ExitStatus {
+pub fn sigterm_and_wait(mut child: Child, log_path: &Path, timeout: Duration) -> ExitStatus {
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + timeout;

@@ -3,8 +3,9 @@
 //! when the test panics. Deleting a namespace removes its veth end and any TCX links on it.
 
 use std::{
+    io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -256,4 +257,27 @@ pub fn tcp_snmp(netns: &str) -> std::collections::BTreeMap<String, i64> {
         .skip(1)
         .map(|v| v.parse::<i64>().expect("snmp counter"));
     names.map(str::to_string).zip(values).collect()
+}
+
+/// Loads an nft script into `netns`.
+pub fn nft(netns: &str, script: &str) {
+    let mut child = in_netns(netns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write nft script");
+    let out = child.wait_with_output().expect("wait for nft");
+    assert!(
+        out.status.success(),
+        "nft -f failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

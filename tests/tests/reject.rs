@@ -8,7 +8,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     path::PathBuf,
     process::{Command, Stdio},
@@ -18,7 +17,7 @@ use std::{
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, require_root},
-    netns::{Side, in_netns, run},
+    netns::{Side, in_netns, nft, run},
     records::{self, Record, dump},
     traffic::in_ns,
     wire::{Tcpdump, WirePacket},
@@ -137,29 +136,6 @@ impl Drop for Pair {
 
 // ---------------------------------------------------------------------------------------------
 // nftables: rules with named counters, read back as the ground truth.
-
-/// Loads an nft script into `netns`.
-fn nft(netns: &str, script: &str) {
-    let mut child = in_netns(netns, "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write nft script");
-    let out = child.wait_with_output().expect("wait for nft");
-    assert!(
-        out.status.success(),
-        "nft -f failed: {}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// (packets, bytes) of every rule counter in `netns`, by the rule's comment.
 fn nft_counters(netns: &str) -> BTreeMap<String, (u64, u64)> {

@@ -1,13 +1,17 @@
 //! Command line: `flowlog run ...`.
 
+mod api;
 mod capture;
+mod definitions;
 mod operations;
 mod output;
 mod records;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use api::{CreateFlowLogsArgs, DeleteFlowLogsArgs, DescribeFlowLogsArgs, ParamError};
 pub use capture::CaptureArgs;
+pub use definitions::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR, DefinitionArgs};
 pub use operations::OperationsArgs;
 pub use output::OutputArgs;
 pub use records::RecordArgs;
@@ -35,7 +39,15 @@ pub enum Command {
     /// Capture flows and write flow log records until interrupted (Ctrl-C / SIGTERM flush the
     /// current partial window first).
     #[command(after_help = run_after_help())]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Create flow logs in the running agent, as `aws ec2 create-flow-logs` does in AWS: one
+    /// per resource id, live, kept across restarts. Prints AWS's response JSON.
+    CreateFlowLogs(Box<CreateFlowLogsArgs>),
+    /// Describe the running agent's flow logs, as `aws ec2 describe-flow-logs`.
+    DescribeFlowLogs(DescribeFlowLogsArgs),
+    /// Delete flow logs from the running agent, as `aws ec2 delete-flow-logs`: each delivers
+    /// its partial window, then stops.
+    DeleteFlowLogs(DeleteFlowLogsArgs),
 }
 
 /// A few complete command lines, for `--help`.
@@ -89,6 +101,8 @@ pub struct RunArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub operations: OperationsArgs,
+    #[command(flatten)]
+    pub definitions: DefinitionArgs,
 }
 
 #[cfg(test)]

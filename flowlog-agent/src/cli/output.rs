@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing::warn;
 
-use crate::publish::{DestinationSpec, spool::DEFAULT_SPOOL_ROOT};
+use crate::publish::DestinationSpec;
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Output")]
@@ -30,7 +30,9 @@ pub struct OutputArgs {
 
     /// Directory where finished batches wait (fsynced) until the destination acknowledged
     /// them; batches left by a previous run are delivered first.
-    /// [default: /var/lib/flowlog/spool/<flow-log-id>-<hash of the destination>]
+    /// Flow logs created through the API always have one under --state-dir.
+    /// [default: <state-dir>/spool/<flow-log-id>-<hash of the destination>, with the state
+    /// directory /var/lib/flowlog by default]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
@@ -81,22 +83,6 @@ impl OutputArgs {
                 dir.display()
             );
         }
-    }
-
-    /// `--spool-dir`, or a directory of its own per flow log and destination, so batches
-    /// spooled for one destination are never replayed into another.
-    pub fn spool_dir(&self, flow_log_id: &str, destination: &DestinationSpec) -> PathBuf {
-        if let Some(dir) = &self.spool_dir {
-            return dir.clone();
-        }
-        let dest = match destination {
-            DestinationSpec::File(dir) => {
-                DestinationSpec::File(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
-            }
-            other => other.clone(),
-        };
-        let hash = crc32fast::hash(dest.to_string().as_bytes());
-        PathBuf::from(DEFAULT_SPOOL_ROOT).join(format!("{flow_log_id}-{hash:08x}"))
     }
 }
 

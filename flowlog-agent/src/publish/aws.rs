@@ -226,3 +226,33 @@ pub fn cause(err: &anyhow::Error) -> String {
         None => err.root_cause().to_string(),
     }
 }
+
+/// `DeliverLogsErrorMessage` of a failed publish: AWS's category (`Access error`, `Rate
+/// limited` or `Unknown error`), then our one-line cause.
+pub fn delivery_error(err: &anyhow::Error) -> String {
+    let cause = cause(err);
+    let has = |needles: &[&str]| needles.iter().any(|n| cause.contains(n));
+    let category = if has(&[
+        "AccessDenied",
+        "Forbidden",
+        "HTTP 403",
+        "credentials",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "UnrecognizedClient",
+    ]) {
+        "Access error"
+    } else if has(&[
+        "Throttl",
+        "SlowDown",
+        "HTTP 429",
+        "Rate exceeded",
+        "LimitExceeded",
+    ]) {
+        "Rate limited"
+    } else {
+        "Unknown error"
+    };
+    format!("{category}: {cause}")
+}

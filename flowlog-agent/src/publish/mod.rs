@@ -149,6 +149,14 @@ impl Destination {
     }
 }
 
+/// Told how a flow log's delivery goes (see [`publisher`]).
+pub type DeliveryStatus = Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+/// A [`DeliveryStatus`] nobody listens to.
+pub fn unobserved_delivery() -> DeliveryStatus {
+    Arc::new(|_| {})
+}
+
 /// Exponential backoff with "equal jitter": the n-th wait is uniform in [d/2, d] with d
 /// doubling from `first` up to `max`. Jitter keeps many agents that lost the same endpoint from
 /// retrying in lockstep. Written by hand (a few lines) because the retry loop must also watch
@@ -198,7 +206,14 @@ struct Episode {
 /// Publishes spooled batches, oldest first, until `stop` turns true; then delivers what it
 /// still can and returns at the first failure or when the spool is empty. Never gives up on a
 /// batch while running: failed attempts are retried with [`Backoff`].
-pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Receiver<bool>) {
+/// `delivery` hears how publishing goes: `None` after each acknowledged batch, the
+/// `DeliverLogsErrorMessage` after each failure.
+pub async fn publisher(
+    dest: Destination,
+    spool: Arc<Spool>,
+    mut stop: watch::Receiver<bool>,
+    delivery: DeliveryStatus,
+) {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut episode: Option<Episode> = None;
     let destination = dest.describe();
@@ -238,6 +253,7 @@ pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Re
         let started = Instant::now();
         match dest.put(&batch).await {
             Ok(()) => {
+                delivery(None);
                 if let Err(e) = spool.ack(&claim) {
                     warn!(error = %format!("{e:#}"), "delivered, but the spool file stays: it will be published again (same key)");
                 }
@@ -271,6 +287,7 @@ pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Re
                       ms = started.elapsed().as_millis() as u64, "published");
             }
             Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                delivery(Some(aws::delivery_error(&e)));
                 error!(destination = %destination, records = claim.records, file = %claim.path.display(),
                        error = %format!("{e:#}"), "destination refused the batch for good: kept in the spool as *.rejected");
                 spool.reject(&claim);
@@ -282,6 +299,7 @@ pub async fn publisher(dest: Destination, spool: Arc<Spool>, mut stop: watch::Re
                 );
             }
             Err(e) => {
+                delivery(Some(aws::delivery_error(&e)));
                 spool.release(&claim);
                 metrics::counter_add(
                     "flowlog_publish_failures_total",

@@ -33,8 +33,6 @@ use crate::{
     pid_lock::{self, Attempt},
 };
 
-/// Where spools live unless `--spool-dir` says otherwise.
-pub const DEFAULT_SPOOL_ROOT: &str = "/var/lib/flowlog/spool";
 /// `--spool-max-bytes` default: 1 GiB.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 

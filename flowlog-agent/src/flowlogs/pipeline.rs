@@ -1,0 +1,248 @@
+//! One running flow log: its definition, its window over the shared capture, its records and
+//! objects ([`FlowLog`]), its spool and the publisher that ships the spool to its destination.
+//! The capture loop hands every cut to every pipeline; a pipeline takes the part on its own
+//! interfaces ([`FlowLogWindow`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{error, info, warn};
+
+use super::{
+    spec::FlowLogSpec,
+    window::{FlowLogWindow, part_of},
+};
+use crate::{
+    collect::DrainedWindow,
+    discover::Interface,
+    flowlog::{FlowLog, RecordOptions},
+    metadata::Metadata,
+    metrics,
+    publish::{
+        self, AwsSettings, Batch, DeliveryStatus, Destination, Spool, WriterLock, writer_lock,
+    },
+};
+
+/// How long stopping a flow log keeps publishing what is spooled before leaving the rest for
+/// the next start.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
+
+/// What every pipeline of this agent shares.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub records: RecordOptions,
+    pub endpoint_url: Option<String>,
+    pub spool_root: PathBuf,
+    pub spool_max_bytes: u64,
+    pub runtime_dir: PathBuf,
+}
+
+pub struct Pipeline {
+    pub spec: FlowLogSpec,
+    flow_log: FlowLog,
+    window: FlowLogWindow,
+    spool: Arc<Spool>,
+    /// `--spool-dir` named it: kept even when empty.
+    spool_given: bool,
+    destination: String,
+    publisher: JoinHandle<()>,
+    stop_publishing: watch::Sender<bool>,
+    _writer_lock: WriterLock,
+    /// Records whose batches could not be spooled (lost, and said so at the end).
+    unspooled_records: usize,
+}
+
+/// How a stopped pipeline ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub unspooled_records: usize,
+    pub spool: PathBuf,
+}
+
+impl Pipeline {
+    /// Starts `spec`: connects its destination, opens (and locks) its spool, finishes what an
+    /// earlier run's write-ahead logs left, and starts its publisher. `spool_dir` overrides the
+    /// default spool (`<root>/<id>-<hash of the destination>`). `delivery` learns how
+    /// publishing goes.
+    pub async fn start(
+        spec: FlowLogSpec,
+        host: &HostSettings,
+        meta: Metadata,
+        spool_dir: Option<PathBuf>,
+        delivery: DeliveryStatus,
+    ) -> anyhow::Result<Self> {
+        let settings = AwsSettings {
+            endpoint_url: host.endpoint_url.clone(),
+            fallback_region: Some(meta.region.clone()).filter(|r| r != "-"),
+        };
+        let mut flow_log = FlowLog::from_spec(&spec, host.records, meta)?;
+        let dest = Destination::connect(&spec.destination, &settings).await?;
+        let destination = dest.describe();
+        let spool_given = spool_dir.is_some();
+        let dir = spool_dir
+            .unwrap_or_else(|| default_spool_dir(&host.spool_root, &spec.id, &spec.destination));
+        let spool = Arc::new(Spool::open(&dir, host.spool_max_bytes)?);
+        // After the spool's own lock, so agents sharing a spool are told about the spool.
+        let writer_lock = WriterLock::acquire(
+            &host.runtime_dir,
+            &spec.id,
+            &writer_lock::canonical_destination(&spec.destination, host.endpoint_url.as_deref()),
+        )?;
+        // Before any new window: the closed windows an earlier run left in write-ahead logs.
+        let recovered = tokio::task::block_in_place(|| {
+            flow_log.recover(spool.dir(), |key| spool.holds_object(key))
+        })?;
+        let (stop_publishing, stop_rx) = watch::channel(false);
+        let publisher = tokio::spawn(publish::publisher(dest, spool.clone(), stop_rx, delivery));
+        let mut pipeline = Pipeline {
+            window: FlowLogWindow::new(u64::from(spec.max_aggregation_interval)),
+            spec,
+            flow_log,
+            spool,
+            spool_given,
+            destination,
+            publisher,
+            stop_publishing,
+            _writer_lock: writer_lock,
+            unspooled_records: 0,
+        };
+        for batch in recovered {
+            pipeline.spool_batch(&batch);
+        }
+        Ok(pipeline)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn interval(&self) -> u64 {
+        self.window.interval()
+    }
+
+    pub fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The interfaces of `interfaces` this flow log covers now.
+    pub fn members(
+        &self,
+        interfaces: &BTreeMap<u32, Interface>,
+        meta: &Metadata,
+    ) -> BTreeMap<u32, Interface> {
+        interfaces
+            .iter()
+            .filter(|(_, i)| self.spec.resource.covers(i, meta))
+            .map(|(k, i)| (*k, i.clone()))
+            .collect()
+    }
+
+    /// Takes this flow log's part of one cut; when the cut ends its window, the window's
+    /// records go to the spool. `watched`: the interfaces of the cut that this flow log covers.
+    pub fn on_cut(&mut self, cut: &DrainedWindow, watched: &BTreeMap<u32, Interface>) {
+        let members: BTreeSet<u32> = watched.keys().copied().collect();
+        if let Some(window) = self.window.push(part_of(cut, &members)) {
+            self.close_window(&window, watched);
+        }
+    }
+
+    fn close_window(&mut self, window: &DrainedWindow, watched: &BTreeMap<u32, Interface>) {
+        let batches = self.flow_log.on_window(window, watched);
+        let records: usize = batches.iter().map(Batch::records).sum();
+        metrics::counter_add(
+            "flowlog_flow_log_windows_total",
+            "Aggregation windows a flow log closed.",
+            &[("flow_log_id", self.spec.id.as_str())],
+            1,
+        );
+        for batch in batches {
+            self.spool_batch(&batch);
+        }
+        tracing::debug!(flow_log_id = %self.spec.id, start = window.window.start, end = window.window.end,
+                        records_in_finished_batches = records, "flow log window closed");
+    }
+
+    /// Writes a finished batch to the spool, deleting the write-ahead log it replaces. A batch
+    /// that cannot be spooled (disk full, I/O error) is lost: logged, counted, and reported in
+    /// the [`Outcome`].
+    fn spool_batch(&mut self, batch: &Batch) {
+        let wal = self.flow_log.take_wal(batch);
+        let put = tokio::task::block_in_place(|| self.spool.put_replacing(batch, wal.as_deref()));
+        if let Err(e) = put {
+            self.unspooled_records += batch.records();
+            error!(flow_log_id = %self.spec.id, batch = %batch.identity(), records = batch.records(),
+                   error = %format!("{e:#}"), "cannot spool a finished batch: its records are lost");
+            metrics::counter_add(
+                "flowlog_spool_write_failed_records_total",
+                "Records lost because their batch could not be written to the spool.",
+                &[],
+                batch.records() as u64,
+            );
+        }
+        metrics::counter_add(
+            "flowlog_flow_log_records_total",
+            "Records a flow log spooled for delivery.",
+            &[("flow_log_id", self.spec.id.as_str())],
+            batch.records() as u64,
+        );
+        publish::export_spool_metrics(&self.spool.stats());
+    }
+
+    /// Stops the flow log: its open window (already cut by the caller) becomes records, open
+    /// objects are finished, and what is spooled is delivered for at most [`SHUTDOWN_DRAIN`];
+    /// the rest stays in the spool for the next start.
+    pub async fn finish(mut self, watched: &BTreeMap<u32, Interface>) -> Outcome {
+        if let Some(window) = self.window.flush() {
+            self.close_window(&window, watched);
+        }
+        for batch in self.flow_log.close_all() {
+            self.spool_batch(&batch);
+        }
+        let _ = self.stop_publishing.send(true);
+        if tokio::time::timeout(SHUTDOWN_DRAIN, &mut self.publisher)
+            .await
+            .is_err()
+        {
+            self.publisher.abort();
+        }
+        let left = self.spool.stats();
+        publish::export_spool_metrics(&left);
+        if left.batches > 0 {
+            warn!(flow_log_id = %self.spec.id, batches = left.batches, records = left.records,
+                  spool = %self.spool.dir().display(), destination = %self.destination,
+                  "not delivered before exit: the batches stay in the spool and are delivered at the next start");
+        } else if !self.spool_given {
+            self.spool.remove_if_empty();
+        }
+        info!(flow_log_id = %self.spec.id, "flow log stopped");
+        Outcome {
+            unspooled_records: self.unspooled_records,
+            spool: self.spool.dir().to_path_buf(),
+        }
+    }
+}
+
+/// `<root>/<flow log id>-<crc32 of the destination>`: a file destination by its absolute path.
+pub fn default_spool_dir(
+    root: &std::path::Path,
+    flow_log_id: &str,
+    destination: &publish::DestinationSpec,
+) -> PathBuf {
+    let dest = match destination {
+        publish::DestinationSpec::File(dir) => {
+            publish::DestinationSpec::File(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+        }
+        other => other.clone(),
+    };
+    let hash = crc32fast::hash(dest.to_string().as_bytes());
+    root.join(format!("{flow_log_id}-{hash:08x}"))
+}

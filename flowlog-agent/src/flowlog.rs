@@ -106,21 +106,25 @@ pub fn flag_flow_log_id(rec: &RecordArgs, out: &OutputArgs) -> anyhow::Result<St
     Ok(id)
 }
 
+/// The `DestinationOptions` the `run` flags give.
+pub fn flag_object_options(out: &OutputArgs) -> ObjectOptions {
+    ObjectOptions {
+        file_format: out.file_format,
+        hive_compatible_partitions: out.hive_compatible_partitions,
+        per_hour_partition: out.per_hour_partition,
+    }
+}
+
 impl FlowLog {
     /// The flow log the `run` flags define. `meta` comes from [`Metadata::discover`] (instance
     /// metadata, then `rec`'s flags).
     pub fn from_args(rec: &RecordArgs, out: &OutputArgs, meta: Metadata) -> anyhow::Result<Self> {
-        let options = ObjectOptions {
-            file_format: out.file_format,
-            hive_compatible_partitions: out.hive_compatible_partitions,
-            per_hour_partition: out.per_hour_partition,
-        };
         Self::new(
             flag_flow_log_id(rec, out)?,
             rec.traffic_type,
             rec.log_format.clone(),
             &out.destination(),
-            options,
+            flag_object_options(out),
             RecordOptions::from_args(rec, out),
             meta,
         )

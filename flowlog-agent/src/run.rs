@@ -25,13 +25,13 @@ use crate::{
     collect::{Collector, DrainedWindow, Window},
     discover::{self, Interface, Selector},
     drops, ebpf_object,
-    flowlog::{RecordOptions, flag_flow_log_id},
+    flowlog::{RecordOptions, flag_flow_log_id, flag_object_options},
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
         file,
         pipeline::{HostSettings, Outcome, Pipeline},
         registry::{Change, Registry},
-        spec::{FlowLogSpec, ObjectOptions, Resource, ResourceType},
+        spec::{FlowLogSpec, Resource, ResourceType},
         store::Store,
         window::next_cut,
     },
@@ -71,11 +71,7 @@ fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
         log_format_text: args.records.log_format.spec_text(),
         log_format: args.records.log_format.clone(),
         max_aggregation_interval: args.capture.aggregation_interval as u32,
-        options: ObjectOptions {
-            file_format: args.output.file_format,
-            hive_compatible_partitions: args.output.hive_compatible_partitions,
-            per_hour_partition: args.output.per_hour_partition,
-        },
+        options: flag_object_options(&args.output),
         tags: Vec::new(),
         deliver_logs_permission_arn: None,
         deliver_cross_account_role: None,
@@ -439,7 +435,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sighup.recv() => Event::Reload,
             Some(change) = changes.recv() => Event::Changed(change),
         };
-        let (_, watched) = agent.membership();
+        let (host, watched) = agent.membership();
+        // A boundary changes no flow log: the same listing serves the attachments below.
+        let flow_logs_change = matches!(event, Event::Reload | Event::Changed(_));
         let result = match event {
             Event::Boundary(end) => cutter.cut(end, &mut agent.pipelines, &watched).map(|_| ()),
             Event::Stop => {
@@ -460,7 +458,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             drain_failure = Some(e);
             break;
         }
-        let (host, watched) = agent.membership();
+        let (host, watched) = if flow_logs_change {
+            agent.membership()
+        } else {
+            (host, watched)
+        };
         cutter.sync_attachments(&host, &watched);
     }
 

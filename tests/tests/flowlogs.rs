@@ -218,6 +218,18 @@ fn ok_json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// The test host: namespaces `a` (the peer) and `b` (the agent's side) with addresses
+/// 10.213.`subnet`.0/24, and a directory for the agent's state, outputs and captures.
+fn test_host(subnet: u8) -> (Namespaces, tempfile::TempDir) {
+    flowlog_tests::agent::require_root();
+    let ns = Namespaces::new(Setup::new(subnet).ipv4_only().prefix("flfl"));
+    let dir = tempfile::Builder::new()
+        .prefix("flfl-")
+        .tempdir()
+        .expect("temp dir");
+    (ns, dir)
+}
+
 /// An nftables rule in `side`'s namespace dropping UDP to [`DROPPED_PORT`] on input.
 fn drop_udp_port(side: &Side) {
     nft(
@@ -316,16 +328,11 @@ fn parquet_rows(objects: &BTreeMap<String, Vec<u8>>) -> Vec<BTreeMap<String, Str
 /// partitions to S3, and VPC/ALL in a version 5 format to a file.
 #[test]
 fn three_flow_logs_on_one_capture_each_equal_the_wire() {
-    flowlog_tests::agent::require_root();
-    let ns = Namespaces::new(Setup::new(170).ipv4_only().prefix("flfl"));
+    let (ns, dir) = test_host(170);
     let (a, b) = (&ns.a, &ns.b);
     drop_udp_port(b);
     let moto = Moto::start(Some(&b.netns));
     moto.with_clients(async |c| c.create_bucket("flfl-bucket").await);
-    let dir = tempfile::Builder::new()
-        .prefix("flfl-")
-        .tempdir()
-        .expect("temp dir");
     let mut agent = ApiAgent::start(
         b,
         dir.path(),
@@ -493,13 +500,8 @@ fn three_flow_logs_on_one_capture_each_equal_the_wire() {
 /// and hold every packet sent while it existed).
 #[test]
 fn creating_and_deleting_under_traffic_leaves_the_others_exact() {
-    flowlog_tests::agent::require_root();
-    let ns = Namespaces::new(Setup::new(171).ipv4_only().prefix("flfl"));
+    let (ns, dir) = test_host(171);
     let (a, b) = (&ns.a, &ns.b);
-    let dir = tempfile::Builder::new()
-        .prefix("flfl-")
-        .tempdir()
-        .expect("temp dir");
     let steady_dir = dir.path().join("steady");
     let mut agent = ApiAgent::with_flag_flow_log(b, dir.path(), &steady_dir);
     let tcpdump = Tcpdump::start(b, dir.path());
@@ -559,13 +561,8 @@ fn creating_and_deleting_under_traffic_leaves_the_others_exact() {
 /// records again.
 #[test]
 fn definitions_come_back_after_a_restart() {
-    flowlog_tests::agent::require_root();
-    let ns = Namespaces::new(Setup::new(172).ipv4_only().prefix("flfl"));
+    let (ns, dir) = test_host(172);
     let (a, b) = (&ns.a, &ns.b);
-    let dir = tempfile::Builder::new()
-        .prefix("flfl-")
-        .tempdir()
-        .expect("temp dir");
     let mut agent = ApiAgent::start(b, dir.path(), &["--no-flag-flow-log"]);
     let out_dir = dir.path().join("out");
     let ids = agent.create(&format!(
@@ -598,13 +595,8 @@ fn definitions_come_back_after_a_restart() {
 /// loses nothing. No agent, or a caller without privileges, gets one line and exit 1.
 #[test]
 fn bad_requests_get_aws_errors_and_lose_nothing() {
-    flowlog_tests::agent::require_root();
-    let ns = Namespaces::new(Setup::new(173).ipv4_only().prefix("flfl"));
+    let (ns, dir) = test_host(173);
     let (a, b) = (&ns.a, &ns.b);
-    let dir = tempfile::Builder::new()
-        .prefix("flfl-")
-        .tempdir()
-        .expect("temp dir");
     let out_dir = dir.path().join("out");
     let mut agent = ApiAgent::with_flag_flow_log(b, dir.path(), &out_dir);
     let tcpdump = Tcpdump::start(b, dir.path());
@@ -725,13 +717,8 @@ fn bad_requests_get_aws_errors_and_lose_nothing() {
 /// runs on); a file that does not validate changes nothing.
 #[test]
 fn a_flow_logs_file_is_applied_again_on_sighup() {
-    flowlog_tests::agent::require_root();
-    let ns = Namespaces::new(Setup::new(174).ipv4_only().prefix("flfl"));
+    let (ns, dir) = test_host(174);
     let (a, b) = (&ns.a, &ns.b);
-    let dir = tempfile::Builder::new()
-        .prefix("flfl-")
-        .tempdir()
-        .expect("temp dir");
     let entry = |name: &str, format: &str| {
         format!(
             r#"{{"ResourceType":"NetworkInterface","ResourceIds":["{}"],"LogDestinationType":"file",

@@ -226,12 +226,6 @@ impl Drop for ClaimedSocket {
     }
 }
 
-impl ClaimedSocket {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
 /// Another agent listens on the control socket.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use flowlog_common::IfaceCounters;
 
-use crate::collect::{DrainedWindow, FlowTotals, Window};
+use crate::collect::{DrainedWindow, FlowTotals};
 
 /// The part of `cut` that falls on the interfaces in `members`.
 pub fn part_of(cut: &DrainedWindow, members: &BTreeSet<u32>) -> DrainedWindow {
@@ -163,11 +163,6 @@ impl FlowLogWindow {
     pub fn flush(&mut self) -> Option<DrainedWindow> {
         self.open.take()
     }
-
-    /// The window open now, for a view that must not change it.
-    pub fn open_window(&self) -> Option<Window> {
-        self.open.as_ref().map(|w| w.window)
-    }
 }
 
 /// The next cut: the earliest boundary strictly after `now` among flow logs with these
@@ -188,7 +183,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{clock::MonotonicClock, verdict::RejectTotals};
+    use crate::{clock::MonotonicClock, collect::Window, verdict::RejectTotals};
 
     fn key(ifindex: u32, port: u16) -> FlowKey {
         let tuple = FiveTuple {

@@ -152,11 +152,6 @@ impl Destination {
 /// Told how a flow log's delivery goes (see [`publisher`]).
 pub type DeliveryStatus = Arc<dyn Fn(Option<String>) + Send + Sync>;
 
-/// A [`DeliveryStatus`] nobody listens to.
-pub fn unobserved_delivery() -> DeliveryStatus {
-    Arc::new(|_| {})
-}
-
 /// Exponential backoff with "equal jitter": the n-th wait is uniform in [d/2, d] with d
 /// doubling from `first` up to `max`. Jitter keeps many agents that lost the same endpoint from
 /// retrying in lockstep. Written by hand (a few lines) because the retry loop must also watch

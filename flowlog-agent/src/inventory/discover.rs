@@ -160,3 +160,10 @@ impl Selector {
         Ok(selected)
     }
 }
+
+/// How an interface is named in records, logs and metrics: its name (or interface id) when it
+/// is watched, else `if<ifindex>` (it went away, or was never selected).
+pub fn interface_label(name: Option<&str>, ifindex: u32) -> String {
+    name.map(str::to_string)
+        .unwrap_or_else(|| format!("if{ifindex}"))
+}

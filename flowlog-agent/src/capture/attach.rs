@@ -18,7 +18,7 @@ use aya::{
 use flowlog_common::{FLOW_MAPS, PROG_TC_EGRESS, PROG_TC_INGRESS};
 use tracing::{debug, info, warn};
 
-use crate::discover::Interface;
+use crate::inventory::discover::Interface;
 
 /// How programs are attached on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -355,7 +355,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     raise_memlock();
     let mut capture = Capture::load_with(&object, cap.max_flows, |l| {
-        drops::configure(&reject_support, l)
+        drops::configure(&reject_support, cap.max_reject_flows, l)
     })?;
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
     let mut collector = Collector::new(capture.ebpf_mut())?;

@@ -27,8 +27,10 @@ pub const PROG_KFREE_SKB: &str = "flowlog_kfree_skb";
 /// The global ([`DropConfig`]) the agent fills in before loading.
 pub const DROP_CONFIG_GLOBAL: &str = "DROP_CONFIG";
 
-/// Capacity of each REJECT map: distinct (flow, reason) pairs dropped per window. Drops that do
-/// not fit are counted as overflow of their interface (a SKIPDATA record), never lost silently.
+/// Default capacity of each REJECT map: distinct (flow, reason) pairs dropped per window (the
+/// agent overrides it with `--max-reject-flows`). A drop that does not fit is never lost: if the
+/// TC hook had not counted it, it is overflow of its interface (a SKIPDATA record); if it had,
+/// it stays in ACCEPT and is counted in `IfaceCounters::reject_overflow_accept_*`.
 pub const MAX_REJECT_FLOWS: u32 = 16_384;
 /// Capacity of each other-drops map: (interface, direction, reason) triples per window.
 pub const MAX_DROP_REASON_KEYS: u32 = 4_096;

@@ -127,8 +127,26 @@ pub struct IfaceCounters {
     pub non_ip_packets: u64,
     /// IP packets whose headers were truncated or invalid: no key can be built.
     pub malformed_packets: u64,
+    /// Dropped packets the TC hook had counted (so they are in ACCEPT) whose REJECT entry did
+    /// not fit in the full REJECT map: they stay in ACCEPT, and only here say they were
+    /// rejected. Drops the TC hook had not counted go to `overflow_*` instead (SKIPDATA), so
+    /// no packet is in both.
+    pub reject_overflow_accept_packets: u64,
+    pub reject_overflow_accept_bytes: u64,
 }
-const _: () = assert!(size_of::<IfaceCounters>() == 32);
+const _: () = assert!(size_of::<IfaceCounters>() == 48);
+
+impl IfaceCounters {
+    /// Adds `other`'s counts (per-CPU values of one window, or cuts of one flow log's window).
+    pub fn add(&mut self, other: &IfaceCounters) {
+        self.overflow_packets += other.overflow_packets;
+        self.overflow_bytes += other.overflow_bytes;
+        self.non_ip_packets += other.non_ip_packets;
+        self.malformed_packets += other.malformed_packets;
+        self.reject_overflow_accept_packets += other.reject_overflow_accept_packets;
+        self.reject_overflow_accept_bytes += other.reject_overflow_accept_bytes;
+    }
+}
 
 /// AWS's per-packet `tcp-flags` value: FIN, SYN and RST as they are; ACK kept only together
 /// with SYN (SYN-ACK = 18); every other bit dropped.

@@ -384,17 +384,18 @@ fn count_reject(
         Ok(()) => {}
         Err(e) if e == -EEXIST => match map.get_ptr_mut(key) {
             Some(s) => add(s),
-            None => overflow(slot, key, p),
+            None => overflow(slot, key, p, tc_packets, tc_bytes),
         },
-        // Map full: the interface's overflow ledger, as for the flow map (a SKIPDATA record).
-        Err(_) => overflow(slot, key, p),
+        // Map full: into the interface's ledger, never evicting another entry.
+        Err(_) => overflow(slot, key, p, tc_packets, tc_bytes),
     }
 }
 
-/// A REJECT that did not fit: counted where the TC programs count flows that do not fit, so
-/// the interface gets a SKIPDATA record for the window instead of a silent loss.
+/// A REJECT that did not fit, counted once: the part the TC hook had not counted where the TC
+/// programs count flows that do not fit (a SKIPDATA record), the part it had counted (already
+/// in ACCEPT) in its own counter, so no packet is both ACCEPT and SKIPDATA.
 #[inline(always)]
-fn overflow(slot: u32, key: &RejectKey, p: &DroppedPacket) {
+fn overflow(slot: u32, key: &RejectKey, p: &DroppedPacket, tc_packets: u64, tc_bytes: u64) {
     let map = if slot == 0 {
         &crate::IFACE_A
     } else {
@@ -415,8 +416,10 @@ fn overflow(slot: u32, key: &RejectKey, p: &DroppedPacket) {
     if let Some(c) = ptr {
         // SAFETY: this CPU's value of a per-CPU map.
         let c = unsafe { &mut *c };
-        c.overflow_packets += p.packets;
-        c.overflow_bytes += p.bytes;
+        c.overflow_packets += p.packets.saturating_sub(tc_packets);
+        c.overflow_bytes += p.bytes.saturating_sub(tc_bytes);
+        c.reject_overflow_accept_packets += tc_packets;
+        c.reject_overflow_accept_bytes += tc_bytes;
     }
 }
 

@@ -1430,3 +1430,130 @@ fn closed_port_datagrams_a_raw_socket_received_stay_accept() {
 fn closed_port_packets_a_packet_socket_received_stay_accept() {
     closed_port_with_copy_taker(15, CopyTaker::PacketIp);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A full REJECT map: every rejected packet still counted once.
+
+/// One `name{interface=..,direction=..}` sample of a Prometheus text file.
+fn direction_sample(text: &str, name: &str, iface: &str, direction: &str) -> Option<u64> {
+    let prefix = format!("{name}{{interface=\"{iface}\",direction=\"{direction}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `--max-reject-flows 2`: nftables in B drops UDP from A to B:7000-7005 at INPUT (after the TC
+/// ingress hook counted the packets) and UDP from B to A:8000-8005 at OUTPUT (before the TC
+/// egress hook), 3 datagrams per port, in one window. The first two rejected flows (7000 and
+/// 7001) fit in the REJECT map. The other ingress drops stay in ACCEPT, where TC counted them,
+/// and are counted in `flowlog_reject_overflow_accept_packets_total`; the egress drops TC never
+/// saw are SKIPDATA (`flowlog_overflow_packets_total`) and in no ACCEPT record. No packet is
+/// both ACCEPT and SKIPDATA: the records and the overflow add up to what nftables dropped.
+#[test]
+fn full_reject_map_counts_every_rejected_packet_once() {
+    let pair = Pair::new(17);
+    nft(
+        &pair.b.netns,
+        r#"table inet flrj {
+        chain input { type filter hook input priority 0; policy accept;
+            udp dport 7000-7005 counter drop comment "in"
+        }
+        chain output { type filter hook output priority 0; policy accept;
+            udp dport 8000-8005 counter drop comment "out"
+        }
+    }"#,
+    );
+    let metrics_dir = tempfile::Builder::new()
+        .prefix("flrj-metrics-")
+        .tempdir()
+        .expect("temp dir");
+    let metrics = metrics_dir.path().join("flowlog.prom");
+    let metrics_arg = metrics.to_string_lossy().into_owned();
+    let mut agent = start_agent(
+        &pair.b,
+        &["--metrics-file", &metrics_arg, "--max-reject-flows", "2"],
+    );
+    settle_in_window(Duration::from_secs(15));
+    // 100 payload bytes: 128 IP bytes; 50: 78.
+    let send = |from: &Side, to: Ipv4Addr, ports: std::ops::Range<u16>, payload: usize| {
+        in_ns(&from.netns, || {
+            let s = UdpSocket::bind((from.v4, 0)).expect("bind sender");
+            for port in ports {
+                for _ in 0..3 {
+                    // An OUTPUT drop is reported to the sender (EPERM); an INPUT one is not.
+                    let _ = s.send_to(&vec![1u8; payload], SocketAddr::new(IpAddr::V4(to), port));
+                }
+            }
+            s.local_addr().expect("local addr").port()
+        })
+    };
+    let a_port = send(&pair.a, pair.b.v4, 7000..7006, 100);
+    // Every INPUT drop happened before the OUTPUT ones start (the map fills in that order).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nft_counters(&pair.b.netns)["in"].0 < 18 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nft dropped {:?}",
+            nft_counters(&pair.b.netns)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send(&pair.b, pair.a.v4, 8000..8006, 50);
+    let records = stop_and_read(&mut agent);
+    let counters = nft_counters(&pair.b.netns);
+    assert_eq!(counters["in"], (18, 18 * 128));
+    assert_eq!(counters["out"], (18, 18 * 78));
+
+    let got: Vec<_> = packets_and_bytes(&records)
+        .into_iter()
+        .filter(|(f, _, _)| f.protocol == UDP)
+        .collect();
+    let ingress = |port: u16, action: &str, reason: &str| {
+        flow(
+            "ingress",
+            pair.a.v4,
+            pair.b.v4,
+            (a_port, port),
+            UDP,
+            action,
+            reason,
+        )
+    };
+    // Sorted as `packets_and_bytes` sorts: by direction, then addresses, then ports.
+    let mut expected = vec![
+        (ingress(7000, "REJECT", "NETFILTER_DROP"), 3, 3 * 128),
+        (ingress(7001, "REJECT", "NETFILTER_DROP"), 3, 3 * 128),
+    ];
+    for port in 7002..7006 {
+        expected.push((ingress(port, "ACCEPT", "-"), 3, 3 * 128));
+    }
+    expected.sort();
+    assert_eq!(got, expected, "records:\n{}", dump(&records));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.log_status == "SKIPDATA" && r.interface_id == pair.b.iface),
+        "a SKIPDATA record for the egress drops:\n{}",
+        dump(&records)
+    );
+    let text = std::fs::read_to_string(&metrics).expect("metrics file");
+    let sample = |name: &str, direction: &str| {
+        direction_sample(&text, name, &pair.b.iface, direction)
+            .unwrap_or_else(|| panic!("no {name} {direction} in:\n{text}"))
+    };
+    assert_eq!(
+        sample("flowlog_reject_overflow_accept_packets_total", "ingress"),
+        12,
+        "{text}"
+    );
+    assert_eq!(
+        sample("flowlog_overflow_packets_total", "egress"),
+        18,
+        "{text}"
+    );
+    assert_eq!(
+        sample("flowlog_overflow_packets_total", "ingress"),
+        0,
+        "{text}"
+    );
+}

@@ -96,10 +96,7 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> Ifa
     per_cpu
         .into_iter()
         .fold(IfaceCounters::default(), |mut a, c| {
-            a.overflow_packets += c.overflow_packets;
-            a.overflow_bytes += c.overflow_bytes;
-            a.non_ip_packets += c.non_ip_packets;
-            a.malformed_packets += c.malformed_packets;
+            a.add(c);
             a
         })
 }

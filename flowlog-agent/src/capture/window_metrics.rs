@@ -48,6 +48,11 @@ const MALFORMED_PACKETS: Counter = Counter {
     name: "flowlog_malformed_packets_total",
     help: "IP packets with truncated or invalid headers (no flow key).",
 };
+const REJECT_OVERFLOW_ACCEPT_PACKETS: Counter = Counter {
+    name: "flowlog_reject_overflow_accept_packets_total",
+    help: "Rejected packets whose REJECT entry did not fit (REJECT map full) and that stay in \
+           ACCEPT, where the TC hook counted them (raise --max-reject-flows).",
+};
 const UNATTRIBUTED_PACKETS: Counter = Counter {
     name: "flowlog_unattributed_packets_total",
     help: "Packets not attributable to an interface (interface counter map full).",
@@ -62,13 +67,14 @@ const FLOWS: Counter = Counter {
 };
 
 /// Counters with a label per (interface, direction).
-const PER_DIRECTION: [&Counter; 6] = [
+const PER_DIRECTION: [&Counter; 7] = [
     &PACKETS,
     &BYTES,
     &OVERFLOW_PACKETS,
     &OVERFLOW_BYTES,
     &NON_IP_PACKETS,
     &MALFORMED_PACKETS,
+    &REJECT_OVERFLOW_ACCEPT_PACKETS,
 ];
 
 /// Exports every capture counter at zero for the interfaces in `watched` (their names) and
@@ -111,6 +117,7 @@ pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flo
         FLOWS.add(&[("interface", name(ifindex).as_str())], flows);
     }
     let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
+    let mut reject_overflow = 0;
     for (k, c) in &d.ifaces {
         let iface = name(k.ifindex);
         let l = [
@@ -121,6 +128,8 @@ pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flo
         OVERFLOW_BYTES.add(&l, c.overflow_bytes);
         NON_IP_PACKETS.add(&l, c.non_ip_packets);
         MALFORMED_PACKETS.add(&l, c.malformed_packets);
+        REJECT_OVERFLOW_ACCEPT_PACKETS.add(&l, c.reject_overflow_accept_packets);
+        reject_overflow += c.reject_overflow_accept_packets;
         overflow_packets += c.overflow_packets;
         overflow_bytes += c.overflow_bytes;
         non_ip += c.non_ip_packets;
@@ -148,6 +157,13 @@ pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flo
             overflow_bytes,
             unattributed_packets = d.lost.overflow_packets,
             "flow map full: packets counted as SKIPDATA (raise --max-flows)"
+        );
+    }
+    if reject_overflow > 0 {
+        warn!(
+            packets = reject_overflow,
+            "REJECT map full: rejected packets the TC hook had counted stay in ACCEPT \
+             (raise --max-reject-flows)"
         );
     }
 }

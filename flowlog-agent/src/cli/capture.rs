@@ -26,6 +26,14 @@ pub struct CaptureArgs {
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_flows: u32,
 
+    /// Capacity of the in-kernel REJECT map: distinct (flow, drop reason) pairs per window.
+    /// A rejected packet that does not fit is never lost: one the TC hook had not counted is
+    /// SKIPDATA, one it had counted stays in ACCEPT and is counted in
+    /// flowlog_reject_overflow_accept_packets_total. [range: 1..=16777216]
+    #[arg(long, value_name = "N", default_value_t = flowlog_common::MAX_REJECT_FLOWS,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_reject_flows: u32,
+
     /// Load the eBPF object from this file instead of the one embedded at build time.
     #[arg(long, value_name = "PATH")]
     pub ebpf_object: Option<PathBuf>,

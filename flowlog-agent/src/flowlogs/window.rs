@@ -8,8 +8,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use flowlog_common::IfaceCounters;
-
 use crate::capture::collect::{DrainedWindow, FlowTotals};
 
 /// The part of `cut` that falls on the interfaces in `members`.
@@ -67,13 +65,6 @@ fn add_flow(into: &mut FlowTotals, t: &FlowTotals) {
     );
 }
 
-fn add_counters(into: &mut IfaceCounters, c: &IfaceCounters) {
-    into.overflow_packets += c.overflow_packets;
-    into.overflow_bytes += c.overflow_bytes;
-    into.non_ip_packets += c.non_ip_packets;
-    into.malformed_packets += c.malformed_packets;
-}
-
 /// Sums `(key, value)` lists by key, keeping the order in which keys first appear.
 fn merge_by_key<K: Copy + Eq + std::hash::Hash, V>(
     into: &mut Vec<(K, V)>,
@@ -100,9 +91,9 @@ pub fn merge(acc: &mut DrainedWindow, next: DrainedWindow) {
     acc.clock = next.clock;
     merge_by_key(&mut acc.flows, next.flows, add_flow);
     for (k, c) in next.ifaces {
-        add_counters(acc.ifaces.entry(k).or_default(), &c);
+        acc.ifaces.entry(k).or_default().add(&c);
     }
-    add_counters(&mut acc.lost, &next.lost);
+    acc.lost.add(&next.lost);
     merge_by_key(&mut acc.rejects, next.rejects, |a, b| {
         a.packets += b.packets;
         a.bytes += b.bytes;

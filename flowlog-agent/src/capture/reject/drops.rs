@@ -28,7 +28,9 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray},
     programs::BtfTracePoint,
 };
-use flowlog_common::{DROP_CONFIG_GLOBAL, DropConfig, DropCounters, PROG_KFREE_SKB, WATCHED_MAP};
+use flowlog_common::{
+    DROP_CONFIG_GLOBAL, DropConfig, DropCounters, PROG_KFREE_SKB, REJECT_MAPS, WATCHED_MAP,
+};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -229,11 +231,19 @@ impl RejectSetup {
     }
 }
 
-/// Writes the drop program's configuration into the object about to be loaded (nothing when
-/// REJECT is unavailable: the program then stays unloaded).
-pub fn configure<'a>(support: &'a RejectSupport, loader: &mut EbpfLoader<'a>) {
+/// Writes the drop program's configuration into the object about to be loaded, with REJECT
+/// maps of `max_reject_flows` entries (nothing when REJECT is unavailable: the program then
+/// stays unloaded).
+pub fn configure<'a>(
+    support: &'a RejectSupport,
+    max_reject_flows: u32,
+    loader: &mut EbpfLoader<'a>,
+) {
     if let RejectSupport::Ready(setup) = support {
         setup.configure(loader);
+        for name in REJECT_MAPS {
+            loader.map_max_entries(name, max_reject_flows);
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 //! - [`discover`]: the host's interfaces, matched against name globs and selectors.
 //! - [`metadata`]: the AWS identity that records carry (account, region, VPC, subnet,
 //!   instance, ENI ids), from instance metadata ([`imds`]) or flags.
+//! - [`owners`]: who is behind a host-side interface (containers, VMs, ECS tasks).
 
 pub mod aws_ranges;
 pub mod discover;
 pub mod imds;
 pub mod metadata;
+pub mod owners;

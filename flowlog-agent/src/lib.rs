@@ -23,6 +23,8 @@ pub mod flowlog;
 pub mod flowlogs;
 pub mod format;
 pub mod imds;
+pub mod lifecycle;
+pub mod logging;
 pub mod map_batch;
 pub mod metadata;
 pub mod metrics;

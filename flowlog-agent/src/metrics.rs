@@ -117,8 +117,9 @@ pub fn write_file(path: &Path) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
 }
 
-/// Serves the metrics over HTTP on `addr` (any path, GET only) until the task is aborted.
-/// One small response per request; no HTTP framework needed for that.
+/// Serves the metrics over HTTP on `addr` until the task is aborted: `/healthz` and `/readyz`
+/// answer the probes ([`crate::lifecycle`]), any other path the metrics. One small response per
+/// request; no HTTP framework needed for that.
 pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -130,12 +131,19 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let _ =
+                let n =
                     tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf))
-                        .await;
-                let body = render();
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(0);
+                let (status, content_type, body) = match request_path(&buf[..n]) {
+                    Some("/healthz") => probe(crate::lifecycle::AGENT.liveness()),
+                    Some("/readyz") => probe(crate::lifecycle::AGENT.readiness()),
+                    _ => ("200 OK", "text/plain; version=0.0.4", render()),
+                };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 if let Err(e) = conn.write_all(resp.as_bytes()).await {
@@ -144,6 +152,17 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             });
         }
     }))
+}
+
+/// The path of an HTTP request's first line (`GET /readyz HTTP/1.1`), without a query string.
+fn request_path(request: &[u8]) -> Option<&str> {
+    let line = std::str::from_utf8(request).ok()?.lines().next()?;
+    let target = line.split(' ').nth(1)?;
+    target.split('?').next()
+}
+
+fn probe(p: crate::lifecycle::Probe) -> (&'static str, &'static str, String) {
+    (p.status, "text/plain; charset=utf-8", p.body)
 }
 
 /// Says once, at start, where the metrics can be read.
@@ -203,6 +222,20 @@ mod tests {
             ),
             Some(7.0)
         );
+    }
+
+    #[test]
+    fn request_paths() {
+        assert_eq!(
+            request_path(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n"),
+            Some("/readyz")
+        );
+        assert_eq!(
+            request_path(b"GET /healthz?verbose HTTP/1.1\r\n"),
+            Some("/healthz")
+        );
+        assert_eq!(request_path(b"GET"), None);
+        assert_eq!(request_path(b""), None);
     }
 
     #[test]

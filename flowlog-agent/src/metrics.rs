@@ -131,12 +131,12 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let n =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or(0);
+                let n = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    read_head(&mut conn, &mut buf),
+                )
+                .await
+                .unwrap_or(0);
                 let (status, content_type, body) = match request_path(&buf[..n]) {
                     Some("/healthz") => probe(crate::lifecycle::AGENT.liveness()),
                     Some("/readyz") => probe(crate::lifecycle::AGENT.readiness()),
@@ -152,6 +152,23 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             });
         }
     }))
+}
+
+/// Reads a request's head (up to the blank line, or as much of it as fits in `buf`), so that
+/// closing the connection after the answer never leaves request bytes unread (the kernel would
+/// answer them with a reset that discards the response). Returns the bytes read.
+async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    n
 }
 
 /// The path of an HTTP request's first line (`GET /readyz HTTP/1.1`), without a query string.

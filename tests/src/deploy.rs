@@ -176,3 +176,39 @@ pub fn status_number(pid: u32, field: &str) -> u64 {
         .parse()
         .expect("a number")
 }
+
+/// Packets and bytes per tuple in `records` equal what tcpdump saw on `local`'s interface,
+/// every tuple of either side (an IPv4-only link: nothing is left out).
+pub fn assert_records_equal_wire(
+    records: &[crate::records::Record],
+    wire: &[crate::wire::WirePacket],
+    local: &crate::netns::Side,
+) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let from_records: BTreeMap<crate::records::Tuple, (u64, u64)> = crate::records::totals(records)
+        .into_iter()
+        .map(|(t, tot)| (t, (tot.packets, tot.bytes)))
+        .collect();
+    let from_wire: BTreeMap<crate::records::Tuple, (u64, u64)> = crate::wire::totals(wire, local)
+        .into_iter()
+        .map(|(t, (tot, _))| (t, (tot.packets, tot.bytes)))
+        .collect();
+    let keys: BTreeSet<_> = from_records.keys().chain(from_wire.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|t| from_records.get(t) != from_wire.get(t))
+        .map(|t| {
+            format!(
+                "{t:?}: records {:?}, capture {:?}",
+                from_records.get(t),
+                from_wire.get(t)
+            )
+        })
+        .collect();
+    assert!(
+        !from_wire.is_empty() && differ.is_empty(),
+        "records vs capture per tuple (packets, bytes):\n{}\nrecords:\n{}",
+        differ.join("\n"),
+        crate::records::dump(records)
+    );
+}

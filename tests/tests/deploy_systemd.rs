@@ -129,18 +129,34 @@ fn setpriv_caps(names: &[String]) -> String {
     s
 }
 
-/// Waits for a datagram on the notify socket containing `needle`; returns the message.
-fn wait_for_notify(socket: &UnixDatagram, needle: &str, timeout: Duration) -> String {
+/// Waits for a datagram on the notify socket with the line `needle`; returns the message.
+/// Panics with the agent's log if it exits first (`agent`) or the deadline passes.
+fn wait_for_notify(
+    socket: &UnixDatagram,
+    needle: &str,
+    timeout: Duration,
+    mut agent: Option<&mut std::process::Child>,
+    log: &Path,
+) -> String {
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             !left.is_zero(),
-            "no {needle:?} on the notify socket within {timeout:?}"
+            "no {needle:?} on the notify socket within {timeout:?}; agent log:\n{}",
+            read_log(log)
         );
+        if let Some(status) = agent.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!(
+                "the agent exited ({status}) before {needle:?}; its log:\n{}",
+                read_log(log)
+            );
+        }
         socket
-            .set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .set_read_timeout(Some(
+                left.clamp(Duration::from_millis(10), Duration::from_millis(50)),
+            ))
             .expect("timeout");
         if let Ok(n) = socket.recv(&mut buf) {
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -239,7 +255,13 @@ fn unit_user_and_capabilities_suffice_and_ready_means_attached() {
     let pid = child.id();
     let mut child = Some(child);
 
-    let ready = wait_for_notify(&socket, "READY=1", Duration::from_secs(30));
+    let ready = wait_for_notify(
+        &socket,
+        "READY=1",
+        Duration::from_secs(30),
+        child.as_mut(),
+        &log_path,
+    );
     assert!(ready.contains("STATUS=capturing on 1 interface"), "{ready}");
     // Attached by now: tcpdump and traffic start only after READY, and all of it is counted.
     let capture = Tcpdump::start(a, dir.path());
@@ -286,7 +308,13 @@ fn unit_user_and_capabilities_suffice_and_ready_means_attached() {
     let agent = child.take().expect("agent");
     // SIGTERM: STOPPING=1, the partial window flushed, exit 0.
     let exit = sigterm_and_wait(agent, &log_path, Duration::from_secs(30));
-    wait_for_notify(&socket, "STOPPING=1", Duration::from_secs(5));
+    wait_for_notify(
+        &socket,
+        "STOPPING=1",
+        Duration::from_secs(5),
+        None,
+        &log_path,
+    );
     assert!(exit.success(), "exit {exit}:\n{}", read_log(&log_path));
     let log_text = read_log(&log_path);
     assert!(

@@ -19,13 +19,13 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    attach::{Capture, spawn_ebpf_logger},
-    cli::RunArgs,
-    clock::{first_object_at, unix_now, until},
-    collect::{Collector, DrainedWindow, Window},
-    discover::{self, Interface, Selector},
-    drops, ebpf_object,
-    flowlog::{RecordOptions, flag_flow_log_id, flag_object_options},
+    capture::attach::{Capture, spawn_ebpf_logger},
+    capture::clock::{first_object_at, unix_now, until},
+    capture::collect::{Collector, DrainedWindow, Window},
+    capture::object,
+    capture::reject::drops,
+    capture::window_metrics::{export_zero_counters, report_window},
+    cli::{RunArgs, flag_flow_log},
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
         file,
@@ -35,11 +35,10 @@ use crate::{
         store::Store,
         window::next_cut,
     },
-    lifecycle,
-    metadata::Metadata,
-    metrics, privileges,
+    inventory::discover::{self, Interface, Selector},
+    inventory::metadata::Metadata,
+    lifecycle, metrics, privileges,
     publish::{self, DeliveryStatus},
-    window_metrics::{export_zero_counters, report_window},
 };
 
 /// Lets the kernel charge BPF maps to a locked-memory budget large enough for them (kernels
@@ -59,7 +58,7 @@ fn raise_memlock() {
 fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
     let ifaces = &args.capture.ifaces;
     Ok(FlowLogSpec {
-        id: flag_flow_log_id(&args.records, &args.output)?,
+        id: flag_flow_log::flow_log_id(&args.records, &args.output)?,
         resource_type: ResourceType::NetworkInterface,
         resource_id: if ifaces.is_empty() {
             "*".to_string()
@@ -72,7 +71,7 @@ fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
         log_format_text: args.records.log_format.spec_text(),
         log_format: args.records.log_format.clone(),
         max_aggregation_interval: args.capture.aggregation_interval as u32,
-        options: flag_object_options(&args.output),
+        options: flag_flow_log::object_options(&args.output),
         tags: Vec::new(),
         deliver_logs_permission_arn: None,
         deliver_cross_account_role: None,
@@ -304,9 +303,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     privileges::check()?;
-    let object = ebpf_object::load(cap.ebpf_object.as_deref())?;
+    let object = object::load(cap.ebpf_object.as_deref())?;
     let reject_support = drops::prepare(args.records.reject_reasons.as_deref(), &cap.kernel_btf)?;
-    let meta = Metadata::discover(&args.records).await?;
+    let meta = Metadata::discover(&args.records.metadata_config()).await?;
     args.output.warn_deprecated();
     let api = open_api_state(&args)?;
     let stored = match &api {
@@ -329,7 +328,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipelines: BTreeMap::new(),
         registry: Arc::new(Mutex::new(registry)),
         host: HostSettings {
-            records: RecordOptions::from_args(&args.records, &args.output),
+            records: flag_flow_log::record_options(&args.records, &args.output),
             endpoint_url: args.output.endpoint_url.clone(),
             // The default state directory's spool is the default spool root.
             spool_root: args.definitions.state_dir().join("spool"),

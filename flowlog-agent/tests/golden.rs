@@ -5,9 +5,8 @@
 mod support;
 
 use flowlog_agent::{
-    format::LogFormat,
-    metadata::Metadata,
-    records::{Action, FlowRecord},
+    capture::reject::verdict::Action, inventory::metadata::Metadata, records::FlowRecord,
+    records::format::LogFormat,
 };
 use support::{Flow, build, drained, fixture, format_string, iface, metadata};
 
@@ -415,7 +414,7 @@ fn local_side_is_the_primary_address_of_the_packets_family() {
 #[test]
 fn all_fields_render_one_token_each() {
     let meta = metadata(&["--account-id", "123456789012", "--region", "us-east-1"]);
-    let all = format_string(flowlog_agent::format::Field::ALL);
+    let all = format_string(flowlog_agent::records::format::Field::ALL);
     let f = Flow {
         packets: 3,
         bytes: 252,

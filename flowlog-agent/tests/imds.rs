@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowlog_agent::{imds, metadata::Metadata};
+use flowlog_agent::{inventory::imds, inventory::metadata::Metadata};
 use support::record_args;
 
 const TOKEN: &str = "AQAEAFakeTokenForTests==";
@@ -152,7 +152,7 @@ async fn ec2_identity_comes_from_imdsv2_with_a_token_on_every_get() {
         no_imds: false,
         ..args
     };
-    let meta = Metadata::discover(&args).await.unwrap();
+    let meta = Metadata::discover(&args.metadata_config()).await.unwrap();
     assert_eq!(meta.account_id, "123456789012");
     assert_eq!(
         meta.region, "ap-southeast-2",
@@ -192,7 +192,7 @@ async fn ec2_identity_comes_from_imdsv2_with_a_token_on_every_get() {
         Some("100.64.3.0/24")
     );
     // The resolver (VPC base + 2) and both subnet routers (base + 1) are AWS-internal.
-    let internal = flowlog_agent::aws_internal::AwsInternal::new(&meta);
+    let internal = flowlog_agent::records::aws_internal::AwsInternal::new(&meta);
     let addrs: Vec<String> = internal.addresses().iter().map(|a| a.to_string()).collect();
     for a in ["10.0.0.2", "10.0.1.1", "100.64.3.1", "169.254.169.254"] {
         assert!(addrs.contains(&a.to_string()), "{a} in {addrs:?}");
@@ -231,7 +231,7 @@ async fn an_endpoint_that_never_answers_costs_at_most_the_timeout() {
         ..record_args(&["--imds-endpoint", &url, "--account-id", "123456789010"])
     };
     let started = Instant::now();
-    let meta = Metadata::discover(&args).await.unwrap();
+    let meta = Metadata::discover(&args.metadata_config()).await.unwrap();
     let took = started.elapsed();
     assert!(
         took >= imds::DEFAULT_TIMEOUT && took < imds::DEFAULT_TIMEOUT + Duration::from_millis(500),
@@ -254,7 +254,7 @@ async fn a_refused_connection_falls_back_at_once() {
         ..record_args(&["--imds-endpoint", &format!("http://127.0.0.1:{port}")])
     };
     let started = Instant::now();
-    let meta = Metadata::discover(&args).await.unwrap();
+    let meta = Metadata::discover(&args.metadata_config()).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "{:?}",
@@ -266,9 +266,10 @@ async fn a_refused_connection_falls_back_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_imds_does_not_connect() {
     let server = serve(ec2_paths());
-    let meta = Metadata::discover(&record_args(&["--imds-endpoint", &server.url]))
-        .await
-        .unwrap();
+    let meta =
+        Metadata::discover(&record_args(&["--imds-endpoint", &server.url]).metadata_config())
+            .await
+            .unwrap();
     assert_eq!(meta, Metadata::default());
     assert_eq!(server.seen.lock().unwrap().len(), 0);
 }

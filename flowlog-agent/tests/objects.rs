@@ -8,10 +8,11 @@ use std::io::Read;
 
 use flate2::read::GzDecoder;
 use flowlog_agent::{
-    batch::{Batcher, FileFormat, FinishedObject, ObjectLayout},
-    format::LogFormat,
-    metadata::Metadata,
+    inventory::metadata::Metadata,
+    publish::batch::{Batcher, FinishedObject},
+    publish::layout::{FileFormat, ObjectLayout},
     records::FlowRecord,
+    records::format::LogFormat,
 };
 use parquet::{
     basic::{Compression, ConvertedType, LogicalType, Repetition, Type as PhysicalType},
@@ -289,7 +290,7 @@ fn gzip_text_reads_like_athenas_table_definition() {
 #[test]
 fn parquet_files_have_aws_column_names_types_and_gzip() {
     let (meta, recs) = sample_records();
-    let all: LogFormat = format_string(flowlog_agent::format::Field::ALL)
+    let all: LogFormat = format_string(flowlog_agent::records::format::Field::ALL)
         .parse()
         .unwrap();
     let obj = one_object(&all, &meta, &recs, FileFormat::Parquet, false);
@@ -436,11 +437,11 @@ fn parquet_objects_roll_over_at_the_size_limit_and_keep_every_record() {
 fn flow_log_names_enis_by_mac_and_leaves_out_aws_internal_traffic() {
     use clap::Parser;
     use flowlog_agent::{
+        cli::flag_flow_log,
         cli::{OutputArgs, RecordArgs},
-        discover::Interface,
-        flowlog::FlowLog,
-        imds::ImdsInfo,
-        metadata::Eni,
+        inventory::discover::Interface,
+        inventory::imds::Eni,
+        inventory::imds::ImdsInfo,
         publish::Batch,
     };
     #[derive(Parser)]
@@ -488,8 +489,8 @@ fn flow_log_names_enis_by_mac_and_leaves_out_aws_internal_traffic() {
             },
         ],
     };
-    let meta = Metadata::resolve(&args.records, Some(&imds)).unwrap();
-    let mut fl = FlowLog::from_args(&args.records, &args.output, meta).unwrap();
+    let meta = Metadata::resolve(&args.records.metadata_config(), Some(&imds)).unwrap();
+    let mut fl = flag_flow_log::flow_log(&args.records, &args.output, meta).unwrap();
     let iface = |name: &str, ifindex: u32, mac: Option<&str>, v4: &str| Interface {
         name: name.into(),
         ifindex,

@@ -17,7 +17,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
     util::nr_cpus,
 };
-use flowlog_agent::attach::Capture;
+use flowlog_agent::capture::attach::Capture;
 use flowlog_common::{
     DIR_INGRESS, FAMILY_IPV4, FLOW_MAPS, FiveTuple, FlowKey, FlowStats, PROG_TC_INGRESS,
     ipv4_mapped,

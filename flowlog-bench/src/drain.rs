@@ -19,12 +19,12 @@ use aya::{
 };
 use clap::Parser as _;
 use flowlog_agent::{
-    attach::Capture,
+    capture::attach::Capture,
+    capture::collect::{Collector, Window},
+    cli::flag_flow_log,
     cli::{Cli, Command as AgentCommand},
-    collect::{Collector, Window},
-    discover::Interface,
-    flowlog::FlowLog,
-    metadata::Metadata,
+    inventory::discover::Interface,
+    inventory::metadata::Metadata,
     metrics,
     publish::Batch,
 };
@@ -198,7 +198,7 @@ fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
     for text in &texts {
         let mut gz = flate2::write::GzEncoder::new(
             Vec::new(),
-            flate2::Compression::new(flowlog_agent::batch::GZIP_LEVEL),
+            flate2::Compression::new(flowlog_agent::publish::batch::GZIP_LEVEL),
         );
         gz.write_all(text)?;
         std::hint::black_box(gz.finish()?);
@@ -254,7 +254,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         Ok(_) => bail!("`flowlog run` did not parse as the run command"),
         Err(e) => bail!("parsing `flowlog run` options: {e}"),
     };
-    let mut flow_log = FlowLog::from_args(&args.records, &args.output, Metadata::default())?;
+    let mut flow_log = flag_flow_log::flow_log(&args.records, &args.output, Metadata::default())?;
     let interfaces: BTreeMap<u32, Interface> = [(
         IFINDEX,
         Interface {
@@ -315,7 +315,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let result = DrainResult {
         flows: n,
         cut_s,
-        grace_s: flowlog_agent::collect::DEFAULT_GRACE.as_secs_f64(),
+        grace_s: flowlog_agent::capture::collect::DEFAULT_GRACE.as_secs_f64(),
         format_s,
         total_s,
         hwm_before_kib,
@@ -324,7 +324,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         gzip_bytes,
         text_bytes: Some(text_bytes),
         gzip_s: Some(gzip_s),
-        gzip_level: Some(flowlog_agent::batch::GZIP_LEVEL),
+        gzip_level: Some(flowlog_agent::publish::batch::GZIP_LEVEL),
         wal_s: Some(wal_s),
         wal_sync_s: Some(wal_sync_s),
         wal_bytes: Some(wal_bytes),
@@ -339,14 +339,14 @@ pub fn child(n: u32) -> anyhow::Result<()> {
 fn shared_by(
     k: u32,
     args: &flowlog_agent::cli::RunArgs,
-    drained: &flowlog_agent::collect::DrainedWindow,
+    drained: &flowlog_agent::capture::collect::DrainedWindow,
     interfaces: &BTreeMap<u32, Interface>,
 ) -> anyhow::Result<f64> {
     let mut flow_logs = (0..k)
         .map(|i| {
             let mut records = args.records.clone();
             records.flow_log_id = Some(format!("fl-{i:017x}"));
-            FlowLog::from_args(&records, &args.output, Metadata::default())
+            flag_flow_log::flow_log(&records, &args.output, Metadata::default())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let members = interfaces.keys().copied().collect();
@@ -366,14 +366,15 @@ fn shared_by(
 /// measures them for its metrics), the fsyncs' share and the bytes written.
 fn with_wal(
     args: &flowlog_agent::cli::RunArgs,
-    drained: &flowlog_agent::collect::DrainedWindow,
+    drained: &flowlog_agent::capture::collect::DrainedWindow,
     interfaces: &BTreeMap<u32, Interface>,
 ) -> anyhow::Result<(f64, f64, u64)> {
     let dir =
         std::path::PathBuf::from(format!("/var/tmp/flowlog-bench-wal-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = (|| {
-        let mut flow_log = FlowLog::from_args(&args.records, &args.output, Metadata::default())?;
+        let mut flow_log =
+            flag_flow_log::flow_log(&args.records, &args.output, Metadata::default())?;
         flow_log.recover(&dir, |_| false)?;
         let batches = flow_log.on_window(drained, interfaces);
         let gauge =

@@ -16,6 +16,10 @@ pub const LOST_MAP: &str = "LOST";
 /// Program names in the eBPF object.
 pub const PROG_TC_INGRESS: &str = "flowlog_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "flowlog_tc_egress";
+/// The same programs for interfaces without a link-layer header (tun, WireGuard, ipip, sit,
+/// gre): packets start with the IP header.
+pub const PROG_TC_INGRESS_L3: &str = "flowlog_tc_ingress_l3";
+pub const PROG_TC_EGRESS_L3: &str = "flowlog_tc_egress_l3";
 
 /// Default capacity of each flow map (the agent overrides it with `--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;

@@ -1,7 +1,9 @@
 //! flowlog's datapath: count every packet on TC ingress and egress into a per-flow, per-CPU
 //! hash map, in the map pair the agent has marked active for the current window.
 //!
-//! Where a packet is counted: [`count_packet`]. The programs are passive observers: they
+//! Where a packet is counted: [`count_packet`]. Interfaces with an Ethernet header get
+//! `flowlog_tc_{ingress,egress}`; those without one (tun, WireGuard, ipip, ...) get the `_l3`
+//! twins, which parse from the IP header. The programs are passive observers: they
 //! always return `TC_ACT_UNSPEC` (= `TCX_NEXT`), so whatever runs after them still decides.
 #![no_std]
 #![no_main]
@@ -19,7 +21,7 @@ use aya_log_ebpf::warn;
 use flowlog_common::{
     DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, IfaceKey,
     MAX_IFACES,
-    parse::{Outcome, Parsed, parse_ethernet},
+    parse::{Outcome, Parsed, parse_ethernet, parse_l3},
 };
 use flowlog_ebpf::SkbBytes;
 
@@ -53,29 +55,62 @@ static LOST: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(2, 0);
 
 const EEXIST: i32 = 17;
 
+/// How the frames of an interface start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LinkHeader {
+    /// An Ethernet header (Ethernet, veth, bridge, macvlan, tap, loopback).
+    Ethernet,
+    /// None: the IP header comes first, and `skb->protocol` says which (tun, WireGuard, ipip,
+    /// sit, gre). The agent attaches the `_l3` programs to such interfaces.
+    None,
+}
+
 #[classifier]
 pub fn flowlog_tc_ingress(ctx: TcContext) -> i32 {
-    count_packet(&ctx, DIR_INGRESS);
+    count_packet(&ctx, DIR_INGRESS, LinkHeader::Ethernet);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn flowlog_tc_egress(ctx: TcContext) -> i32 {
-    count_packet(&ctx, DIR_EGRESS);
+    count_packet(&ctx, DIR_EGRESS, LinkHeader::Ethernet);
     TC_ACT_UNSPEC
 }
 
+#[classifier]
+pub fn flowlog_tc_ingress_l3(ctx: TcContext) -> i32 {
+    count_packet(&ctx, DIR_INGRESS, LinkHeader::None);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn flowlog_tc_egress_l3(ctx: TcContext) -> i32 {
+    count_packet(&ctx, DIR_EGRESS, LinkHeader::None);
+    TC_ACT_UNSPEC
+}
+
+/// Where a packet is counted. `link` is a constant in each program, so each one is compiled
+/// with only its own parser.
 #[inline(always)]
-fn count_packet(ctx: &TcContext, direction: u8) {
+fn count_packet(ctx: &TcContext, direction: u8, link: LinkHeader) {
     // SAFETY: `skb` is the context pointer the kernel passed in; the fields read are readable
     // by SCHED_CLS programs.
-    let (ifindex, gso_segs) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).gso_segs) };
+    let (ifindex, gso_segs, protocol) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.ifindex, skb.gso_segs, skb.protocol)
+    };
     let slot = match WINDOW.get(0) {
         Some(&s) => s & 1,
         None => 0,
     };
     let iface = IfaceKey::new(ifindex, direction);
-    let parsed = match parse_ethernet(&SkbBytes::new(ctx)) {
+    let bytes = SkbBytes::new(ctx);
+    let outcome = match link {
+        LinkHeader::Ethernet => parse_ethernet(&bytes),
+        // `protocol` holds the ethertype in network byte order in its low 16 bits.
+        LinkHeader::None => parse_l3(&bytes, 0, u16::from_be(protocol as u16)),
+    };
+    let parsed = match outcome {
         Outcome::Flow(p) => p,
         Outcome::NotIp => {
             bump_iface(ctx, slot, &iface, |c| c.non_ip_packets += 1);

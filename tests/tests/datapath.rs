@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aya::programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions};
 use flowlog_agent::{
-    attach::Capture,
-    collect::{Collector, DrainedWindow, Window},
-    ebpf_object,
+    capture::attach::Capture,
+    capture::collect::{Collector, DrainedWindow, Window},
+    capture::object,
 };
 use flowlog_common::{
     DIR_EGRESS, DIR_INGRESS, FlowKey, IfaceCounters, IfaceKey, PROG_TC_EGRESS, PROG_TC_INGRESS,
@@ -48,7 +48,7 @@ impl Datapath {
             euid, 0,
             "the datapath tests load eBPF programs and need root: run `sudo -E cargo test -p flowlog-tests --test datapath` or `cargo xtask test`"
         );
-        let object = ebpf_object::load(None).unwrap_or_else(|e| {
+        let object = object::load(None).unwrap_or_else(|e| {
             panic!(
                 "{e:#}\nembed the eBPF object: from the workspace root, after `cargo xtask build`, run FLOWLOG_EBPF_OBJECT=$PWD/target/bpfel-unknown-none/release/flowlog-ebpf cargo test -p flowlog-tests --test datapath"
             )

@@ -6,9 +6,9 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_agent::{
-    attach::Capture,
-    collect::{Collector, Window},
-    ebpf_object,
+    capture::attach::Capture,
+    capture::collect::{Collector, Window},
+    capture::object,
 };
 use flowlog_common::{FAMILY_IPV4, FLOW_MAPS, FiveTuple, FlowKey, FlowStats, ipv4_mapped};
 
@@ -41,7 +41,7 @@ fn drain_exactly(n: u32) {
         nix_is_root(),
         "the drain test loads BPF maps: run it as root (cargo xtask test)"
     );
-    let object = ebpf_object::load(None).expect("eBPF object (build with cargo xtask build/test)");
+    let object = object::load(None).expect("eBPF object (build with cargo xtask build/test)");
     let mut capture = Capture::load(&object, n + 16).expect("load");
     let cpus = nr_cpus().expect("possible cpus");
     {

@@ -727,7 +727,7 @@ fn a_flow_logs_file_is_applied_again_on_sighup() {
             dir.path().join(name).display()
         )
     };
-    let v2 = flowlog_agent::format::DEFAULT_FORMAT;
+    let v2 = flowlog_agent::records::format::DEFAULT_FORMAT;
     let file = dir.path().join("flow-logs.json");
     fs::write(
         &file,

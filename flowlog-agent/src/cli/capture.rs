@@ -32,6 +32,6 @@ pub struct CaptureArgs {
 
     /// The running kernel's BTF, for REJECT records (sk_buff layout, drop reason names).
     /// Without readable BTF the agent emits ACCEPT records only and says why.
-    #[arg(long, value_name = "PATH", default_value = crate::btf_offsets::VMLINUX_BTF)]
+    #[arg(long, value_name = "PATH", default_value = crate::capture::reject::btf::VMLINUX_BTF)]
     pub kernel_btf: PathBuf,
 }

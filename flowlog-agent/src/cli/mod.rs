@@ -3,6 +3,7 @@
 mod api;
 mod capture;
 mod definitions;
+pub mod flag_flow_log;
 mod generate;
 mod operations;
 mod output;
@@ -80,7 +81,7 @@ Examples:
 fn run_after_help() -> String {
     use std::fmt::Write as _;
 
-    use crate::format::Field;
+    use crate::records::format::Field;
 
     let mut text = format!(
         "{EXAMPLES}\n\nFields for --log-format, written ${{name}}, in any order (by the flow log version that added them):\n"
@@ -118,6 +119,30 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::*;
+
+    #[test]
+    fn help_documents_the_default_reject_reasons() {
+        use clap::CommandFactory as _;
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run subcommand");
+        let arg = run
+            .get_arguments()
+            .find(|a| a.get_id() == "reject_reasons")
+            .expect("--reject-reasons");
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .expect("help text")
+            .to_string();
+        // Exactly as --reject-reasons takes it: no space inside the list.
+        assert!(
+            help.contains(&format!(
+                "[default: {}:",
+                crate::capture::reject::reasons::DEFAULT_REJECT_REASONS.join(",")
+            )),
+            "{help}"
+        );
+    }
 
     /// Shell words of one command line: spaces separate, single quotes group.
     fn words(line: &str) -> Vec<String> {
@@ -165,7 +190,7 @@ mod tests {
             .expect("run")
             .render_long_help()
             .to_string();
-        for f in crate::format::Field::ALL {
+        for f in crate::records::format::Field::ALL {
             assert!(
                 help.split_whitespace().any(|w| w == f.name()),
                 "{} not in run --help",

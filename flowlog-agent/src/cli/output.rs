@@ -45,8 +45,8 @@ pub struct OutputArgs {
     /// Format of the objects written to file and S3 destinations (AWS DestinationOptions
     /// FileFormat): plain-text is gzip text with a header line (.log.gz); parquet is a Parquet
     /// file with GZIP-compressed columns named like the fields with `_` for `-` (.log.parquet).
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::batch::FileFormat::PlainText)]
-    pub file_format: crate::batch::FileFormat,
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::publish::layout::FileFormat::PlainText)]
+    pub file_format: crate::publish::layout::FileFormat,
 
     /// Hive-compatible S3 prefixes (AWS DestinationOptions HiveCompatiblePartitions):
     /// AWSLogs/aws-account-id=<account>/aws-service=vpcflowlogs/aws-region=<region>/year=YYYY/month=MM/day=DD/.

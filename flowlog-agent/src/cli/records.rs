@@ -8,7 +8,13 @@ use std::path::PathBuf;
 use clap::Args;
 use ipnet::IpNet;
 
-use crate::{format::LogFormat, imds::DEFAULT_ENDPOINT, metadata::parse_traffic_path};
+use crate::{
+    inventory::{
+        imds::DEFAULT_ENDPOINT,
+        metadata::{MetadataConfig, parse_traffic_path},
+    },
+    records::format::LogFormat,
+};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Records")]
@@ -19,7 +25,7 @@ pub struct RecordArgs {
     /// (resource-id, encryption-status) are accepted and written as `-`. The field names are
     /// listed at the end of this help.
     /// [default: the 14 version-2 fields]
-    #[arg(long, value_name = "FORMAT", default_value = crate::format::DEFAULT_FORMAT,
+    #[arg(long, value_name = "FORMAT", default_value = crate::records::format::DEFAULT_FORMAT,
           hide_default_value = true, value_parser = clap::value_parser!(LogFormat))]
     pub log_format: LogFormat,
 
@@ -27,8 +33,8 @@ pub struct RecordArgs {
     /// REJECT (packets the kernel dropped for a --reject-reasons reason) or ALL. NODATA and
     /// SKIPDATA records are emitted with every type.
     #[arg(long, value_name = "TYPE", default_value = "ALL",
-          value_parser = clap::value_parser!(crate::verdict::TrafficType))]
-    pub traffic_type: crate::verdict::TrafficType,
+          value_parser = clap::value_parser!(crate::records::traffic_type::TrafficType))]
+    pub traffic_type: crate::records::traffic_type::TrafficType,
 
     /// Kernel drop reasons that make REJECT records, comma-separated, as the kernel names them
     /// without SKB_DROP_REASON_ (its enum skb_drop_reason, read from BTF); the record's
@@ -137,5 +143,213 @@ fn parse_imds_endpoint(s: &str) -> anyhow::Result<String> {
         _ => anyhow::bail!(
             "invalid instance metadata endpoint {s:?}: write it as http://HOST[:PORT]"
         ),
+    }
+}
+
+impl RecordArgs {
+    /// The identity flags, for [`Metadata::discover`](crate::inventory::metadata::Metadata).
+    pub fn metadata_config(&self) -> MetadataConfig {
+        MetadataConfig {
+            account_id: self.account_id.clone(),
+            region: self.region.clone(),
+            az_id: self.az_id.clone(),
+            vpc_id: self.vpc_id.clone(),
+            subnet_id: self.subnet_id.clone(),
+            instance_id: self.instance_id.clone(),
+            interface_ids: self.interface_ids.clone(),
+            sublocation_type: self.sublocation_type.clone(),
+            sublocation_id: self.sublocation_id.clone(),
+            vpc_cidrs: self.vpc_cidrs.clone(),
+            traffic_paths: self.traffic_paths.clone(),
+            aws_ip_ranges: self.aws_ip_ranges.clone(),
+            imds_endpoint: self.imds_endpoint.clone(),
+            no_imds: self.no_imds,
+        }
+    }
+}
+
+#[cfg(test)]
+mod metadata_from_flags {
+    use clap::Parser;
+
+    use super::*;
+    use crate::inventory::{
+        imds::{Eni, ImdsInfo},
+        metadata::*,
+    };
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        records: RecordArgs,
+    }
+
+    fn args(argv: &[&str]) -> MetadataConfig {
+        let mut full = vec!["flowlog"];
+        full.extend_from_slice(argv);
+        Args::try_parse_from(full)
+            .unwrap()
+            .records
+            .metadata_config()
+    }
+
+    fn eni(mac: &str, id: &str, vpc: &str) -> Eni {
+        Eni {
+            mac: mac.into(),
+            interface_id: id.into(),
+            account_id: Some("123456789012".into()),
+            vpc_id: Some(vpc.into()),
+            subnet_id: Some("subnet-aaaaaaaa012345678".into()),
+            vpc_cidrs: vec![
+                "10.0.0.0/16".parse().unwrap(),
+                "100.64.0.0/16".parse().unwrap(),
+            ],
+            subnet_cidr: Some("10.0.1.0/24".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn nothing_known_gives_what_aws_writes_when_unknown() {
+        let m = Metadata::resolve(&args(&[]), None).unwrap();
+        assert_eq!(m, Metadata::default());
+    }
+
+    #[test]
+    fn flags_fill_in_without_instance_metadata() {
+        let m = Metadata::resolve(
+            &args(&[
+                "--account-id",
+                "123456789010",
+                "--region",
+                "eu-west-1",
+                "--az-id",
+                "euw1-az2",
+                "--vpc-id",
+                "vpc-1",
+                "--subnet-id",
+                "subnet-1",
+                "--instance-id",
+                "i-1",
+                "--interface-id",
+                "eth0=eni-0abc",
+                "--vpc-cidr",
+                "10.1.0.5/16",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (m.account_id.as_str(), m.region.as_str(), m.az_id.as_str()),
+            ("123456789010", "eu-west-1", "euw1-az2")
+        );
+        assert_eq!(
+            (
+                m.vpc_id.as_str(),
+                m.subnet_id.as_str(),
+                m.instance_id.as_str()
+            ),
+            ("vpc-1", "subnet-1", "i-1")
+        );
+        assert_eq!(
+            m.interface_id("eth0", Some("02:00:00:00:00:01")),
+            "eni-0abc"
+        );
+        assert_eq!(m.interface_id("eth1", None), "eth1");
+        assert_eq!(m.vpc_cidrs, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
+    }
+
+    #[test]
+    fn instance_metadata_wins_and_enis_match_by_mac() {
+        let imds = ImdsInfo {
+            instance_id: Some("i-0c50d5961bcb2d47b".into()),
+            region: Some("ap-southeast-2".into()),
+            az_id: Some("apse2-az3".into()),
+            primary_mac: Some("0e:00:00:00:00:01".into()),
+            enis: vec![
+                eni("0e:00:00:00:00:02", "eni-2", "vpc-b"),
+                eni("0e:00:00:00:00:01", "eni-1", "vpc-a"),
+            ],
+        };
+        let m = Metadata::resolve(
+            &args(&["--region", "us-east-1", "--account-id", "999"]),
+            Some(&imds),
+        )
+        .unwrap();
+        assert_eq!(m.region, "ap-southeast-2");
+        assert_eq!(m.account_id, "123456789012");
+        assert_eq!(m.vpc_id, "vpc-a", "host values are the primary ENI's");
+        assert_eq!(m.instance_id, "i-0c50d5961bcb2d47b");
+        assert_eq!(m.interface_id("ens5", Some("0E:00:00:00:00:02")), "eni-2");
+        assert_eq!(m.eni("eni-2").unwrap().vpc_id.as_deref(), Some("vpc-b"));
+    }
+
+    #[test]
+    fn sublocation_blanks_az_id_and_is_validated() {
+        let m = Metadata::resolve(
+            &args(&[
+                "--az-id",
+                "usw2-az1",
+                "--sublocation-type",
+                "outpost",
+                "--sublocation-id",
+                "op-0123456789abcdef0",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (m.az_id.as_str(), m.sublocation_type.as_str()),
+            ("-", "outpost")
+        );
+        let e = Metadata::resolve(&args(&["--sublocation-type", "outpost"]), None).unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_what_to_do() {
+        let e = Metadata::resolve(&args(&["--vpc-id", "vpc 1"]), None).unwrap_err();
+        assert!(e.to_string().contains("vpc id"), "{e}");
+        let e = Metadata::resolve(&args(&["--interface-id", "eth0"]), None).unwrap_err();
+        assert!(e.to_string().contains("NAME=VALUE"), "{e}");
+        assert!(parse_traffic_path("0.0.0.0/0=9").is_err());
+        assert!(parse_traffic_path("0.0.0.0/33=8").is_err());
+        assert_eq!(
+            parse_traffic_path("10.2.3.4/8=4").unwrap(),
+            ("10.0.0.0/8".parse().unwrap(), 4)
+        );
+    }
+
+    #[test]
+    fn traffic_path_is_local_inside_the_vpc_else_the_longest_route() {
+        let m = Metadata::resolve(
+            &args(&[
+                "--vpc-cidr",
+                "10.0.0.0/16",
+                "--traffic-path",
+                "0.0.0.0/0=8",
+                "--traffic-path",
+                "192.168.0.0/16=4",
+                "--traffic-path",
+                "10.0.5.0/24=3",
+            ]),
+            None,
+        )
+        .unwrap();
+        let tp = |ip: &str| m.traffic_path(None, ip.parse().unwrap());
+        assert_eq!(tp("10.0.133.8"), Some(1));
+        assert_eq!(
+            tp("10.0.5.9"),
+            Some(3),
+            "a more specific route beats the local route"
+        );
+        assert_eq!(tp("192.168.3.3"), Some(4));
+        assert_eq!(tp("52.95.128.179"), Some(8));
+        assert_eq!(tp("2001:db8::1"), None);
+        let e = eni("0e:00:00:00:00:01", "eni-1", "vpc-a");
+        assert_eq!(
+            m.traffic_path(Some(&e), "100.64.9.9".parse().unwrap()),
+            Some(1),
+            "the ENI's own VPC blocks"
+        );
     }
 }

@@ -369,7 +369,7 @@ mod tests {
     use super::*;
     use crate::{
         flowlogs::{api::codes, store::Store},
-        metadata::Metadata,
+        inventory::metadata::Metadata,
     };
 
     async fn agent(dir: &Path) -> (ControlSocket, mpsc::UnboundedReceiver<Change>) {

@@ -1,11 +1,15 @@
 //! Flow logs as resources: what a flow log is ([`spec::FlowLogSpec`], one type whatever its
 //! source) and the EC2 API shapes it is created, described and deleted through ([`api`]).
-//! The registry and the control socket that serve those calls live here too as they come.
+//! The [`registry`] holds the live flow logs and the [`control`] socket serves those calls;
+//! [`store`] and [`file`](mod@file) keep definitions across restarts. Each flow log is a [`flow_log`]
+//! (its records' metadata, format and delivery units) fed by a [`pipeline`], which merges the
+//! capture's cuts into its own [`window`]s.
 
 pub mod api;
 pub mod client;
 pub mod control;
 pub mod file;
+pub mod flow_log;
 pub mod pipeline;
 pub mod registry;
 pub mod spec;

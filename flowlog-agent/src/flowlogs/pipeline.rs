@@ -18,10 +18,10 @@ use super::{
     window::{FlowLogWindow, part_of},
 };
 use crate::{
-    collect::DrainedWindow,
-    discover::Interface,
-    flowlog::{FlowLog, RecordOptions},
-    metadata::Metadata,
+    capture::collect::DrainedWindow,
+    flowlogs::flow_log::{FlowLog, RecordOptions},
+    inventory::discover::Interface,
+    inventory::metadata::Metadata,
     metrics,
     publish::{
         self, AwsSettings, Batch, DeliveryStatus, Destination, Spool, WriterLock, writer_lock,

@@ -16,7 +16,7 @@ use super::{
     spec::FlowLogSpec,
     store::Store,
 };
-use crate::metadata::Metadata;
+use crate::inventory::metadata::Metadata;
 
 /// What changed, for the part of the agent that runs the flow logs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,12 +15,12 @@ use super::api::{
     self, ApiError, CreateFlowLogsRequest, DestinationOptions, FlowLogDescription, Tag, codes,
 };
 use crate::{
-    batch::FileFormat,
-    discover::Interface,
-    format::{DEFAULT_FORMAT, LogFormat},
-    metadata::Metadata,
+    inventory::discover::Interface,
+    inventory::metadata::Metadata,
     publish::DestinationSpec,
-    verdict::TrafficType,
+    publish::layout::FileFormat,
+    records::format::{DEFAULT_FORMAT, LogFormat},
+    records::traffic_type::TrafficType,
 };
 
 /// AWS's default `MaxAggregationInterval` in a request.
@@ -788,7 +788,7 @@ mod tests {
         };
         meta.enis.insert(
             "eni-0ccc".into(),
-            crate::metadata::Eni {
+            crate::inventory::imds::Eni {
                 mac: "0e:00:00:00:00:01".into(),
                 interface_id: "eni-0ccc".into(),
                 account_id: None,
@@ -885,7 +885,7 @@ mod tests {
         );
         meta.enis.insert(
             "eni-0a".into(),
-            crate::metadata::Eni {
+            crate::inventory::imds::Eni {
                 mac: "0e:00:00:00:00:02".into(),
                 interface_id: "eni-0a".into(),
                 account_id: None,

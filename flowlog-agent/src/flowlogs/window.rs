@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use flowlog_common::IfaceCounters;
 
-use crate::collect::{DrainedWindow, FlowTotals};
+use crate::capture::collect::{DrainedWindow, FlowTotals};
 
 /// The part of `cut` that falls on the interfaces in `members`.
 pub fn part_of(cut: &DrainedWindow, members: &BTreeSet<u32>) -> DrainedWindow {
@@ -170,7 +170,7 @@ impl FlowLogWindow {
 pub fn next_cut(now: f64, intervals: impl IntoIterator<Item = u64>) -> Option<u64> {
     intervals
         .into_iter()
-        .map(|i| crate::clock::next_boundary(now, i))
+        .map(|i| crate::capture::clock::next_boundary(now, i))
         .min()
 }
 
@@ -183,7 +183,9 @@ mod tests {
     };
 
     use super::*;
-    use crate::{clock::MonotonicClock, collect::Window, verdict::RejectTotals};
+    use crate::{
+        capture::clock::MonotonicClock, capture::collect::RejectTotals, capture::collect::Window,
+    };
 
     fn key(ifindex: u32, port: u16) -> FlowKey {
         let tuple = FiveTuple {

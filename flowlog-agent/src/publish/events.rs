@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{format::LogFormat, metadata::Metadata, records::FlowRecord};
+use crate::{inventory::metadata::Metadata, records::FlowRecord, records::format::LogFormat};
 
 /// PutLogEvents: events per call.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
@@ -114,7 +114,10 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::records::{Action, Direction, LogStatus, Traffic};
+    use crate::{
+        capture::{collect::Direction, reject::verdict::Action},
+        records::{LogStatus, Traffic},
+    };
 
     fn event(ts: i64, len: usize) -> LogEvent {
         LogEvent {

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::batch::FinishedObject;
+use crate::publish::batch::FinishedObject;
 
 pub struct FileDestination {
     root: PathBuf,

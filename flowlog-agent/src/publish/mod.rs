@@ -2,14 +2,23 @@
 //! [`publisher`] task publishes spooled batches oldest first and deletes each only once the
 //! destination acknowledged it. Failures are retried with backoff and jitter for as long as the
 //! agent runs; what is left at shutdown stays spooled for the next start.
+//!
+//! Records become delivery units in [`batch`] (objects of the S3 key layout, text or
+//! [`parquet_object`]) and [`events`] (CloudWatch Logs event batches); an open object's records
+//! are made durable as they are added by its write-ahead log ([`wal`]).
 
 pub mod aws;
+pub mod batch;
 pub mod cloudwatch;
 pub mod destination;
 pub mod events;
 pub mod file;
+pub mod layout;
+pub mod parquet_object;
+pub mod pid_lock;
 pub mod s3;
 pub mod spool;
+pub mod wal;
 pub mod writer_lock;
 
 use std::{
@@ -20,7 +29,7 @@ use std::{
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::{batch::FinishedObject, metrics};
+use crate::{metrics, publish::batch::FinishedObject};
 
 pub use aws::AwsSettings;
 pub use cloudwatch::CloudWatchDestination;

@@ -4,7 +4,7 @@
 use aws_sdk_s3::{Client, primitives::ByteStream};
 
 use super::aws::{AwsSettings, explain, require_credentials};
-use crate::batch::FinishedObject;
+use crate::publish::batch::FinishedObject;
 
 pub struct S3Destination {
     client: Client,

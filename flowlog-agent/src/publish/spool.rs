@@ -29,8 +29,8 @@ use super::{
     events::{LogEvent, LogEventBatch},
 };
 use crate::{
-    batch::FinishedObject,
-    pid_lock::{self, Attempt},
+    publish::batch::FinishedObject,
+    publish::pid_lock::{self, Attempt},
 };
 
 /// `--spool-max-bytes` default: 1 GiB.

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::DestinationSpec;
-use crate::pid_lock::{self, Attempt};
+use crate::publish::pid_lock::{self, Attempt};
 
 /// Where the lock files are unless `--runtime-dir` says otherwise.
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/flowlog";

@@ -8,11 +8,11 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use clap::Parser;
 use flowlog_agent::{
+    capture::clock::MonotonicClock,
+    capture::collect::{DrainedWindow, FlowTotals, Window},
     cli::RecordArgs,
-    clock::MonotonicClock,
-    collect::{DrainedWindow, FlowTotals, Window},
-    format::Field,
-    metadata::Metadata,
+    inventory::metadata::Metadata,
+    records::format::Field,
     records::{self, FlowRecord, WatchedInterface},
 };
 use flowlog_common::{
@@ -35,7 +35,7 @@ pub fn record_args(flags: &[&str]) -> RecordArgs {
 
 /// Metadata resolved from flags (no instance metadata).
 pub fn metadata(flags: &[&str]) -> Metadata {
-    Metadata::resolve(&record_args(flags), None).expect("metadata resolves")
+    Metadata::resolve(&record_args(flags).metadata_config(), None).expect("metadata resolves")
 }
 
 /// A `--log-format` string of `fields` in order: `${version} ${account-id} ...`.

@@ -27,6 +27,34 @@ pub struct Interface {
     pub addrs: Vec<IpAddr>,
     pub up: bool,
     pub loopback: bool,
+    /// The kernel's `ARPHRD_*` link type (`/sys/class/net/<name>/type`), when known.
+    pub link_type: Option<u16>,
+}
+
+/// `ARPHRD_*` link types whose frames start with the IP header: `ARPHRD_RAWIP` (519),
+/// `ARPHRD_TUNNEL` (ipip, 768), `ARPHRD_TUNNEL6` (ip6tnl, 769), `ARPHRD_SIT` (776),
+/// `ARPHRD_IPGRE` (778), `ARPHRD_IP6GRE` (823) and `ARPHRD_NONE` (tun, WireGuard, 65534).
+/// Values from `include/uapi/linux/if_arp.h`.
+const LINK_TYPES_WITHOUT_HEADER: [u16; 7] = [519, 768, 769, 776, 778, 823, 65534];
+
+/// The interface's `ARPHRD_*` type from sysfs (getifaddrs has no link-layer entry for
+/// interfaces without a hardware address, such as tun).
+fn link_type(name: &str) -> Option<u16> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/type"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Interface {
+    /// Whether the interface's frames start with the IP header instead of an Ethernet header.
+    /// Unknown link types are taken as Ethernet, as every interface was before L3 devices were
+    /// told apart.
+    pub fn is_l3(&self) -> bool {
+        self.link_type
+            .is_some_and(|t| LINK_TYPES_WITHOUT_HEADER.contains(&t))
+    }
 }
 
 fn is_link_local(a: &Ipv6Addr) -> bool {
@@ -46,6 +74,7 @@ fn host_interfaces() -> anyhow::Result<BTreeMap<String, (Interface, InterfaceFla
                 ifindex,
                 up: ifa.flags.contains(InterfaceFlags::IFF_UP),
                 loopback: ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK),
+                link_type: link_type(&ifa.interface_name),
                 ..Default::default()
             };
             out.insert(ifa.interface_name.clone(), (iface, ifa.flags));
@@ -159,4 +188,11 @@ impl Selector {
             .collect();
         Ok(selected)
     }
+}
+
+/// How an interface is named in records, logs and metrics: its name (or interface id) when it
+/// is watched, else `if<ifindex>` (it went away, or was never selected).
+pub fn interface_label(name: Option<&str>, ifindex: u32) -> String {
+    name.map(str::to_string)
+        .unwrap_or_else(|| format!("if{ifindex}"))
 }

@@ -28,45 +28,25 @@
 //! (flags cannot be subtracted); `start`/`end` are TC's first/last times. A REJECT record's
 //! flags and times are those of its dropped packets.
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::collections::BTreeMap;
 
-use anyhow::bail;
-use flowlog_common::{FlowKey, RejectKey, RejectStats};
+use flowlog_common::{FlowKey, RejectKey};
 
-use crate::{
-    collect::FlowTotals,
-    records::{Action, FlowRecord},
-};
+use crate::capture::collect::{FlowTotals, RejectTotals};
 
-/// One (flow, reason)'s drop counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RejectTotals {
-    pub packets: u64,
-    pub bytes: u64,
-    /// Of `packets`/`bytes`, those the TC hook had counted as seen before the drop.
-    pub tc_packets: u64,
-    pub tc_bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub tcp_flags: u8,
+/// What a verdict says about one flow in one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Accept,
+    Reject,
 }
 
-impl RejectTotals {
-    /// Sums per-CPU values as [`FlowTotals::sum`] does.
-    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a RejectStats>) -> Self {
-        let mut t = RejectTotals::default();
-        for s in per_cpu.into_iter().filter(|s| s.packets > 0) {
-            t.packets += s.packets;
-            t.bytes += s.bytes;
-            t.tc_packets += s.tc_packets;
-            t.tc_bytes += s.tc_bytes;
-            t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
-            }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "ACCEPT",
+            Action::Reject => "REJECT",
         }
-        t
     }
 }
 
@@ -143,60 +123,16 @@ pub fn verdicts<'a>(
     accept.chain(reject)
 }
 
-/// `--traffic-type`: which records a flow log emits (AWS's `TrafficType`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TrafficType {
-    Accept,
-    Reject,
-    #[default]
-    All,
-}
-
-impl TrafficType {
-    /// Whether a flow log of this type emits `rec`. NODATA and SKIPDATA describe the interface,
-    /// not a verdict, so every flow log keeps them.
-    pub fn keeps(self, rec: &FlowRecord) -> bool {
-        match (self, &rec.traffic) {
-            (TrafficType::All, _) | (_, None) => true,
-            (TrafficType::Accept, Some(t)) => t.action == Action::Accept,
-            (TrafficType::Reject, Some(t)) => t.action == Action::Reject,
-        }
-    }
-}
-
-impl FromStr for TrafficType {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        Ok(match s.to_ascii_uppercase().as_str() {
-            "ACCEPT" => TrafficType::Accept,
-            "REJECT" => TrafficType::Reject,
-            "ALL" => TrafficType::All,
-            _ => bail!("invalid traffic type {s:?}: use ACCEPT, REJECT or ALL"),
-        })
-    }
-}
-
-impl fmt::Display for TrafficType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TrafficType::Accept => "ACCEPT",
-            TrafficType::Reject => "REJECT",
-            TrafficType::All => "ALL",
-        })
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use flowlog_common::{DIR_EGRESS, DIR_INGRESS, FiveTuple, ipv4_mapped};
 
     use super::*;
 
-    const NETFILTER_DROP: u32 = 12;
-    const NO_SOCKET: u32 = 3;
+    pub(crate) const NETFILTER_DROP: u32 = 12;
+    pub(crate) const NO_SOCKET: u32 = 3;
 
-    fn key(direction: u8, dst_port: u16) -> FlowKey {
+    pub(crate) fn key(direction: u8, dst_port: u16) -> FlowKey {
         let tuple = FiveTuple {
             family: 4,
             protocol: 6,
@@ -208,7 +144,7 @@ mod tests {
         FlowKey::new(7, direction, &tuple)
     }
 
-    fn seen(packets: u64, bytes: u64) -> FlowTotals {
+    pub(crate) fn seen(packets: u64, bytes: u64) -> FlowTotals {
         FlowTotals {
             packets,
             bytes,
@@ -218,7 +154,12 @@ mod tests {
         }
     }
 
-    fn dropped(packets: u64, bytes: u64, tc_packets: u64, tc_bytes: u64) -> RejectTotals {
+    pub(crate) fn dropped(
+        packets: u64,
+        bytes: u64,
+        tc_packets: u64,
+        tc_bytes: u64,
+    ) -> RejectTotals {
         RejectTotals {
             packets,
             bytes,
@@ -396,144 +337,6 @@ mod tests {
                 2,
                 120
             )]
-        );
-    }
-
-    #[test]
-    fn per_cpu_reject_stats_sum() {
-        let a = RejectStats {
-            packets: 2,
-            bytes: 20,
-            tc_packets: 1,
-            tc_bytes: 10,
-            first_seen_ns: 50,
-            last_seen_ns: 60,
-            tcp_flags: 2,
-            _pad: [0; 7],
-        };
-        let b = RejectStats {
-            packets: 1,
-            bytes: 10,
-            tc_packets: 1,
-            tc_bytes: 10,
-            first_seen_ns: 40,
-            last_seen_ns: 45,
-            tcp_flags: 4,
-            _pad: [0; 7],
-        };
-        let t = RejectTotals::sum([a, RejectStats::default(), b].iter());
-        assert_eq!(
-            t,
-            RejectTotals {
-                packets: 3,
-                bytes: 30,
-                tc_packets: 2,
-                tc_bytes: 20,
-                first_seen_ns: 40,
-                last_seen_ns: 60,
-                tcp_flags: 6
-            }
-        );
-    }
-
-    #[test]
-    fn traffic_type_parses_and_rejects_bad_values() {
-        assert_eq!(
-            "ACCEPT".parse::<TrafficType>().unwrap(),
-            TrafficType::Accept
-        );
-        assert_eq!(
-            "reject".parse::<TrafficType>().unwrap(),
-            TrafficType::Reject
-        );
-        assert_eq!("All".parse::<TrafficType>().unwrap(), TrafficType::All);
-        assert_eq!(
-            "DENY".parse::<TrafficType>().unwrap_err().to_string(),
-            "invalid traffic type \"DENY\": use ACCEPT, REJECT or ALL"
-        );
-    }
-
-    /// Through `records::build`: an interface whose only traffic was rejected has a REJECT
-    /// record named by the kernel's reason and no NODATA record; ACCEPT is what is left.
-    #[test]
-    fn records_carry_the_reason_name_and_reject_only_interfaces_are_not_nodata() {
-        use std::{collections::BTreeMap, sync::Arc};
-
-        use flowlog_common::IfaceCounters;
-
-        use crate::{
-            clock::MonotonicClock,
-            collect::{DrainedWindow, Window},
-            drops::DropReasons,
-            records::{self, LogStatus, WatchedInterface},
-        };
-
-        let egress = key(DIR_EGRESS, 9999);
-        let mut ingress = key(DIR_INGRESS, 3389);
-        ingress.ifindex = 8;
-        let drained = DrainedWindow {
-            window: Window {
-                start: 1_000,
-                end: 1_060,
-            },
-            flows: vec![(ingress, seen(4, 240))],
-            ifaces: BTreeMap::new(),
-            lost: IfaceCounters::default(),
-            clock: MonotonicClock::with_offset(1_000_000_000_000),
-            rejects: vec![
-                (
-                    RejectKey::new(egress, NETFILTER_DROP),
-                    dropped(2, 200, 0, 0),
-                ),
-                (RejectKey::new(ingress, NO_SOCKET), dropped(1, 60, 1, 60)),
-            ],
-            other_drops: Vec::new(),
-            drop_reasons: Some(Arc::new(DropReasons::from_members(vec![
-                ("SKB_DROP_REASON_NO_SOCKET".into(), NO_SOCKET),
-                ("SKB_DROP_REASON_NETFILTER_DROP".into(), NETFILTER_DROP),
-            ]))),
-        };
-        let watched = BTreeMap::from([
-            (7, WatchedInterface::named("eth7")),
-            (8, WatchedInterface::named("eth8")),
-        ]);
-        // Sorted as records are: same start second, then by the traffic fields.
-        let recs = records::build(&drained, &watched, &|_| false);
-        let got: Vec<_> = recs
-            .iter()
-            .map(|r| {
-                let t = r.traffic.as_ref().expect("only OK records");
-                (
-                    r.interface_id.as_str(),
-                    r.log_status,
-                    t.action,
-                    t.reject_reason.as_deref(),
-                    t.packets,
-                    t.bytes,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (
-                    "eth7",
-                    LogStatus::Ok,
-                    Action::Reject,
-                    Some("NETFILTER_DROP"),
-                    2,
-                    200
-                ),
-                (
-                    "eth8",
-                    LogStatus::Ok,
-                    Action::Reject,
-                    Some("NO_SOCKET"),
-                    1,
-                    60
-                ),
-                ("eth8", LogStatus::Ok, Action::Accept, None, 3, 180),
-            ]
         );
     }
 }

@@ -11,8 +11,9 @@ use std::{
 use anyhow::bail;
 
 use crate::{
-    metadata::{Eni, Metadata},
-    records::{Direction, FlowRecord},
+    capture::collect::Direction,
+    inventory::{imds::Eni, metadata::Metadata},
+    records::FlowRecord,
 };
 
 macro_rules! fields {

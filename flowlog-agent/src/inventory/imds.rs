@@ -15,14 +15,28 @@ use aws_config::{
 };
 use ipnet::IpNet;
 
-use crate::metadata::Eni;
-
 /// Where IMDS answers on EC2.
 pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
 /// Deadline for the whole lookup (token and every path).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 const META: &str = "/latest/meta-data/";
+
+/// One ENI as instance metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eni {
+    /// MAC address, lowercase `0e:12:34:56:78:9a`: how an ENI is matched to a Linux interface.
+    pub mac: String,
+    /// `eni-...`: the `interface-id` of records captured on the matching interface.
+    pub interface_id: String,
+    /// Owner of the ENI (`account-id`).
+    pub account_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    /// CIDR blocks of the ENI's VPC, the primary IPv4 block first.
+    pub vpc_cidrs: Vec<IpNet>,
+    pub subnet_cidr: Option<IpNet>,
+}
 
 /// What instance metadata said. Absent keys are `None`/empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -3,31 +3,47 @@
 //! decide `traffic-path`, and AWS's published service ranges for `pkt-*-aws-service`.
 //!
 //! Each value comes from the first source that knows it: EC2 instance metadata (IMDSv2, see
-//! [`crate::imds`]), then the command line, then what AWS writes when it does not know (`-`,
+//! [`crate::inventory::imds`]), then the command line, then what AWS writes when it does not know (`-`,
 //! and `unknown` for the account).
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use tracing::{info, warn};
 
-use crate::{aws_ranges::AwsIpRanges, cli::RecordArgs, flowlog::check_token, imds::ImdsInfo};
+use crate::{
+    inventory::aws_ranges::AwsIpRanges,
+    inventory::imds::{Eni, ImdsInfo},
+};
 
-/// One ENI as instance metadata describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Eni {
-    /// MAC address, lowercase `0e:12:34:56:78:9a`: how an ENI is matched to a Linux interface.
-    pub mac: String,
-    /// `eni-...`: the `interface-id` of records captured on the matching interface.
-    pub interface_id: String,
-    /// Owner of the ENI (`account-id`).
+/// What the command line says about the host's identity, for the values instance metadata
+/// does not give (the `run` flags of the same names).
+#[derive(Debug, Clone, Default)]
+pub struct MetadataConfig {
     pub account_id: Option<String>,
+    pub region: Option<String>,
+    pub az_id: Option<String>,
     pub vpc_id: Option<String>,
     pub subnet_id: Option<String>,
-    /// CIDR blocks of the ENI's VPC, the primary IPv4 block first.
+    pub instance_id: Option<String>,
+    /// `IFACE=ID` pairs.
+    pub interface_ids: Vec<String>,
+    pub sublocation_type: Option<String>,
+    pub sublocation_id: Option<String>,
     pub vpc_cidrs: Vec<IpNet>,
-    pub subnet_cidr: Option<IpNet>,
+    pub traffic_paths: Vec<(IpNet, u8)>,
+    pub aws_ip_ranges: Option<PathBuf>,
+    pub imds_endpoint: String,
+    pub no_imds: bool,
+}
+
+/// A value that lands in a record or a key must be one token.
+pub fn check_token(what: &str, v: &str) -> anyhow::Result<()> {
+    if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/') {
+        bail!("invalid {what} {v:?}: it must be one word without spaces or '/'");
+    }
+    Ok(())
 }
 
 /// `sublocation-type` values AWS writes.
@@ -100,7 +116,7 @@ pub fn parse_traffic_path(v: &str) -> anyhow::Result<(IpNet, u8)> {
 
 impl Metadata {
     /// Combines instance metadata (if it answered) with the command line.
-    pub fn resolve(args: &RecordArgs, imds: Option<&ImdsInfo>) -> anyhow::Result<Self> {
+    pub fn resolve(args: &MetadataConfig, imds: Option<&ImdsInfo>) -> anyhow::Result<Self> {
         let primary = imds.and_then(ImdsInfo::primary_eni);
         let pick = |flag: &str,
                     from_imds: Option<&String>,
@@ -193,11 +209,16 @@ impl Metadata {
 
     /// Asks instance metadata (unless `--no-imds`), then resolves. Off EC2 this costs at most
     /// the IMDS timeout.
-    pub async fn discover(args: &RecordArgs) -> anyhow::Result<Self> {
+    pub async fn discover(args: &MetadataConfig) -> anyhow::Result<Self> {
         let imds = if args.no_imds {
             None
         } else {
-            match crate::imds::fetch(&args.imds_endpoint, crate::imds::DEFAULT_TIMEOUT).await {
+            match crate::inventory::imds::fetch(
+                &args.imds_endpoint,
+                crate::inventory::imds::DEFAULT_TIMEOUT,
+            )
+            .await
+            {
                 Ok(info) => {
                     info!(endpoint = %args.imds_endpoint, instance_id = ?info.instance_id,
                           enis = info.enis.len(), "instance metadata found");
@@ -294,184 +315,5 @@ impl Metadata {
             (None, Some((_, code))) => Some(*code),
             (None, None) => None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Args {
-        #[command(flatten)]
-        records: RecordArgs,
-    }
-
-    fn args(argv: &[&str]) -> RecordArgs {
-        let mut full = vec!["flowlog"];
-        full.extend_from_slice(argv);
-        Args::try_parse_from(full).unwrap().records
-    }
-
-    fn eni(mac: &str, id: &str, vpc: &str) -> Eni {
-        Eni {
-            mac: mac.into(),
-            interface_id: id.into(),
-            account_id: Some("123456789012".into()),
-            vpc_id: Some(vpc.into()),
-            subnet_id: Some("subnet-aaaaaaaa012345678".into()),
-            vpc_cidrs: vec![
-                "10.0.0.0/16".parse().unwrap(),
-                "100.64.0.0/16".parse().unwrap(),
-            ],
-            subnet_cidr: Some("10.0.1.0/24".parse().unwrap()),
-        }
-    }
-
-    #[test]
-    fn nothing_known_gives_what_aws_writes_when_unknown() {
-        let m = Metadata::resolve(&args(&[]), None).unwrap();
-        assert_eq!(m, Metadata::default());
-    }
-
-    #[test]
-    fn flags_fill_in_without_instance_metadata() {
-        let m = Metadata::resolve(
-            &args(&[
-                "--account-id",
-                "123456789010",
-                "--region",
-                "eu-west-1",
-                "--az-id",
-                "euw1-az2",
-                "--vpc-id",
-                "vpc-1",
-                "--subnet-id",
-                "subnet-1",
-                "--instance-id",
-                "i-1",
-                "--interface-id",
-                "eth0=eni-0abc",
-                "--vpc-cidr",
-                "10.1.0.5/16",
-            ]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            (m.account_id.as_str(), m.region.as_str(), m.az_id.as_str()),
-            ("123456789010", "eu-west-1", "euw1-az2")
-        );
-        assert_eq!(
-            (
-                m.vpc_id.as_str(),
-                m.subnet_id.as_str(),
-                m.instance_id.as_str()
-            ),
-            ("vpc-1", "subnet-1", "i-1")
-        );
-        assert_eq!(
-            m.interface_id("eth0", Some("02:00:00:00:00:01")),
-            "eni-0abc"
-        );
-        assert_eq!(m.interface_id("eth1", None), "eth1");
-        assert_eq!(m.vpc_cidrs, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
-    }
-
-    #[test]
-    fn instance_metadata_wins_and_enis_match_by_mac() {
-        let imds = ImdsInfo {
-            instance_id: Some("i-0c50d5961bcb2d47b".into()),
-            region: Some("ap-southeast-2".into()),
-            az_id: Some("apse2-az3".into()),
-            primary_mac: Some("0e:00:00:00:00:01".into()),
-            enis: vec![
-                eni("0e:00:00:00:00:02", "eni-2", "vpc-b"),
-                eni("0e:00:00:00:00:01", "eni-1", "vpc-a"),
-            ],
-        };
-        let m = Metadata::resolve(
-            &args(&["--region", "us-east-1", "--account-id", "999"]),
-            Some(&imds),
-        )
-        .unwrap();
-        assert_eq!(m.region, "ap-southeast-2");
-        assert_eq!(m.account_id, "123456789012");
-        assert_eq!(m.vpc_id, "vpc-a", "host values are the primary ENI's");
-        assert_eq!(m.instance_id, "i-0c50d5961bcb2d47b");
-        assert_eq!(m.interface_id("ens5", Some("0E:00:00:00:00:02")), "eni-2");
-        assert_eq!(m.eni("eni-2").unwrap().vpc_id.as_deref(), Some("vpc-b"));
-    }
-
-    #[test]
-    fn sublocation_blanks_az_id_and_is_validated() {
-        let m = Metadata::resolve(
-            &args(&[
-                "--az-id",
-                "usw2-az1",
-                "--sublocation-type",
-                "outpost",
-                "--sublocation-id",
-                "op-0123456789abcdef0",
-            ]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            (m.az_id.as_str(), m.sublocation_type.as_str()),
-            ("-", "outpost")
-        );
-        let e = Metadata::resolve(&args(&["--sublocation-type", "outpost"]), None).unwrap_err();
-        assert!(e.to_string().contains("go together"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_are_rejected_with_what_to_do() {
-        let e = Metadata::resolve(&args(&["--vpc-id", "vpc 1"]), None).unwrap_err();
-        assert!(e.to_string().contains("vpc id"), "{e}");
-        let e = Metadata::resolve(&args(&["--interface-id", "eth0"]), None).unwrap_err();
-        assert!(e.to_string().contains("NAME=VALUE"), "{e}");
-        assert!(parse_traffic_path("0.0.0.0/0=9").is_err());
-        assert!(parse_traffic_path("0.0.0.0/33=8").is_err());
-        assert_eq!(
-            parse_traffic_path("10.2.3.4/8=4").unwrap(),
-            ("10.0.0.0/8".parse().unwrap(), 4)
-        );
-    }
-
-    #[test]
-    fn traffic_path_is_local_inside_the_vpc_else_the_longest_route() {
-        let m = Metadata::resolve(
-            &args(&[
-                "--vpc-cidr",
-                "10.0.0.0/16",
-                "--traffic-path",
-                "0.0.0.0/0=8",
-                "--traffic-path",
-                "192.168.0.0/16=4",
-                "--traffic-path",
-                "10.0.5.0/24=3",
-            ]),
-            None,
-        )
-        .unwrap();
-        let tp = |ip: &str| m.traffic_path(None, ip.parse().unwrap());
-        assert_eq!(tp("10.0.133.8"), Some(1));
-        assert_eq!(
-            tp("10.0.5.9"),
-            Some(3),
-            "a more specific route beats the local route"
-        );
-        assert_eq!(tp("192.168.3.3"), Some(4));
-        assert_eq!(tp("52.95.128.179"), Some(8));
-        assert_eq!(tp("2001:db8::1"), None);
-        let e = eni("0e:00:00:00:00:01", "eni-1", "vpc-a");
-        assert_eq!(
-            m.traffic_path(Some(&e), "100.64.9.9".parse().unwrap()),
-            Some(1),
-            "the ENI's own VPC blocks"
-        );
     }
 }

@@ -15,10 +15,12 @@ use aya::{
     },
     util::KernelVersion,
 };
-use flowlog_common::{FLOW_MAPS, PROG_TC_EGRESS, PROG_TC_INGRESS};
+use flowlog_common::{
+    FLOW_MAPS, PROG_TC_EGRESS, PROG_TC_EGRESS_L3, PROG_TC_INGRESS, PROG_TC_INGRESS_L3,
+};
 use tracing::{debug, info, warn};
 
-use crate::discover::Interface;
+use crate::inventory::discover::Interface;
 
 /// How programs are attached on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +42,18 @@ impl AttachMode {
 
 struct Attached {
     name: String,
-    ingress: SchedClassifierLinkId,
-    egress: SchedClassifierLinkId,
+    /// The ingress and egress programs, each with its link.
+    links: [(&'static str, SchedClassifierLinkId); 2],
+}
+
+/// The ingress and egress programs for `iface`: the `_l3` pair when its frames have no
+/// link-layer header.
+fn programs_for(iface: &Interface) -> [&'static str; 2] {
+    if iface.is_l3() {
+        [PROG_TC_INGRESS_L3, PROG_TC_EGRESS_L3]
+    } else {
+        [PROG_TC_INGRESS, PROG_TC_EGRESS]
+    }
 }
 
 /// The loaded eBPF object with its programs attached to the selected interfaces.
@@ -76,7 +88,12 @@ impl Capture {
                 "cannot load the eBPF object into the kernel: {e} (needs root and Linux >= 5.11)"
             )
         })?;
-        for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
+        for name in [
+            PROG_TC_INGRESS,
+            PROG_TC_EGRESS,
+            PROG_TC_INGRESS_L3,
+            PROG_TC_EGRESS_L3,
+        ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("the kernel rejected program {name}"))?;
@@ -116,21 +133,22 @@ impl Capture {
                 }
             }
         }
-        let ingress = self.attach_one(PROG_TC_INGRESS, iface, TcAttachType::Ingress)?;
-        let egress = match self.attach_one(PROG_TC_EGRESS, iface, TcAttachType::Egress) {
+        let [ingress_prog, egress_prog] = programs_for(iface);
+        let ingress = self.attach_one(ingress_prog, iface, TcAttachType::Ingress)?;
+        let egress = match self.attach_one(egress_prog, iface, TcAttachType::Egress) {
             Ok(l) => l,
             Err(e) => {
-                let _ = classifier(&mut self.ebpf, PROG_TC_INGRESS).map(|p| p.detach(ingress));
+                let _ = classifier(&mut self.ebpf, ingress_prog).map(|p| p.detach(ingress));
                 return Err(e);
             }
         };
-        info!(iface = %iface.name, ifindex = iface.ifindex, mode = ?self.mode, "attached");
+        info!(iface = %iface.name, ifindex = iface.ifindex, mode = ?self.mode,
+              link_header = if iface.is_l3() { "none" } else { "ethernet" }, "attached");
         self.attached.insert(
             iface.ifindex,
             Attached {
                 name: iface.name.clone(),
-                ingress,
-                egress,
+                links: [(ingress_prog, ingress), (egress_prog, egress)],
             },
         );
         Ok(())
@@ -168,7 +186,7 @@ impl Capture {
             let Some(a) = self.attached.remove(&ifindex) else {
                 continue;
             };
-            for (prog, link) in [(PROG_TC_INGRESS, a.ingress), (PROG_TC_EGRESS, a.egress)] {
+            for (prog, link) in a.links {
                 if let Err(e) = classifier(&mut self.ebpf, prog).and_then(|p| Ok(p.detach(link)?)) {
                     // The kernel already removed the link with the interface.
                     debug!(iface = %a.name, error = %e, "detach after interface removal");

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flowlog_common::{FAMILY_IPV4, FlowKey, ipv4_mapped};
 use ipnet::IpNet;
 
-use crate::metadata::Metadata;
+use crate::inventory::metadata::Metadata;
 
 const IPPROTO_UDP: u8 = 17;
 /// DHCP server/client and DHCPv6 client/server ports.
@@ -108,7 +108,7 @@ mod tests {
     use flowlog_common::{DIR_EGRESS, FAMILY_IPV4, FAMILY_IPV6, FiveTuple, ipv4_mapped};
 
     use super::*;
-    use crate::metadata::Eni;
+    use crate::inventory::imds::Eni;
 
     fn key(src: IpAddr, dst: IpAddr, protocol: u8, sport: u16, dport: u16) -> FlowKey {
         let (family, s, d) = match (src, dst) {

@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 use crate::{
-    collect::DrainedWindow,
-    metrics,
-    records::{Direction, interface_label},
+    capture::collect::Direction, capture::collect::DrainedWindow,
+    inventory::discover::interface_label, metrics,
 };
 
 /// A counter's name and help text, stated once for the zero export and the window's update.

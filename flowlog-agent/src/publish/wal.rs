@@ -25,7 +25,7 @@ use std::{
 use anyhow::{Context, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{FileFormat, ObjectLayout};
+use crate::publish::layout::{FileFormat, ObjectLayout};
 
 const MAGIC: &[u8] = b"flowlog-wal 1\n";
 pub const EXTENSION: &str = "wal";

@@ -21,7 +21,7 @@ use parquet::{
     schema::types::Type,
 };
 
-use crate::format::{ColumnType, LogFormat, Value};
+use crate::records::format::{ColumnType, LogFormat, Value};
 
 /// A row group is written once its buffered values reach this size (uncompressed).
 const ROW_GROUP_BYTES: usize = 32 * 1024 * 1024;

@@ -14,11 +14,11 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_common::{
-    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
+    DIR_EGRESS, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::{clock::MonotonicClock, drops::DropReasons, map_batch, verdict::RejectTotals};
+use crate::capture::{clock::MonotonicClock, map_batch, reject::reasons::DropReasons};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -60,6 +60,38 @@ impl FlowTotals {
     }
 }
 
+/// One (flow, reason)'s drop counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Of `packets`/`bytes`, those the TC hook had counted as seen before the drop.
+    pub tc_packets: u64,
+    pub tc_bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub tcp_flags: u8,
+}
+
+impl RejectTotals {
+    /// Sums per-CPU values as [`FlowTotals::sum`] does.
+    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a RejectStats>) -> Self {
+        let mut t = RejectTotals::default();
+        for s in per_cpu.into_iter().filter(|s| s.packets > 0) {
+            t.packets += s.packets;
+            t.bytes += s.bytes;
+            t.tc_packets += s.tc_packets;
+            t.tc_bytes += s.tc_bytes;
+            t.tcp_flags |= s.tcp_flags;
+            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
+                t.first_seen_ns = s.first_seen_ns;
+            }
+            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+        }
+        t
+    }
+}
+
 fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> IfaceCounters {
     per_cpu
         .into_iter()
@@ -70,6 +102,31 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> Ifa
             a.malformed_packets += c.malformed_packets;
             a
         })
+}
+
+/// Which way a counted packet went through its interface's TC hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    /// The direction stored in a flow key (`DIR_INGRESS`/`DIR_EGRESS`).
+    pub fn of_key(direction: u8) -> Self {
+        if direction == DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
 }
 
 /// Everything the datapath counted in one window.
@@ -231,6 +288,43 @@ fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn per_cpu_reject_stats_sum() {
+        let a = RejectStats {
+            packets: 2,
+            bytes: 20,
+            tc_packets: 1,
+            tc_bytes: 10,
+            first_seen_ns: 50,
+            last_seen_ns: 60,
+            tcp_flags: 2,
+            _pad: [0; 7],
+        };
+        let b = RejectStats {
+            packets: 1,
+            bytes: 10,
+            tc_packets: 1,
+            tc_bytes: 10,
+            first_seen_ns: 40,
+            last_seen_ns: 45,
+            tcp_flags: 4,
+            _pad: [0; 7],
+        };
+        let t = RejectTotals::sum([a, RejectStats::default(), b].iter());
+        assert_eq!(
+            t,
+            RejectTotals {
+                packets: 3,
+                bytes: 30,
+                tc_packets: 2,
+                tc_bytes: 20,
+                first_seen_ns: 40,
+                last_seen_ns: 60,
+                tcp_flags: 6
+            }
+        );
+    }
+
     use super::*;
 
     fn stats(packets: u64, first: u64, last: u64, flags: u8) -> FlowStats {

@@ -13,53 +13,19 @@ use flowlog_common::FlowKey;
 use tracing::debug;
 
 use crate::{
-    aws_internal::AwsInternal,
-    batch::{Batcher, ObjectLayout},
-    cli::{OutputArgs, RecordArgs},
-    collect::DrainedWindow,
-    discover::Interface,
+    capture::collect::DrainedWindow,
     flowlogs::spec::{FlowLogSpec, ObjectOptions},
-    format::LogFormat,
-    metadata::Metadata,
+    inventory::{discover::Interface, metadata::Metadata},
     metrics,
-    publish::{Batch, DeliveryUnit, DestinationSpec, events::LogEventPacker},
-    records::{self, WatchedInterface},
-    verdict::TrafficType,
+    publish::{
+        Batch, DeliveryUnit, DestinationSpec, batch::Batcher, events::LogEventPacker,
+        layout::ObjectLayout,
+    },
+    records::{
+        self, WatchedInterface, aws_internal::AwsInternal, format::LogFormat,
+        traffic_type::TrafficType,
+    },
 };
-
-/// A value that lands in a record or a key must be one token.
-pub fn check_token(what: &str, v: &str) -> anyhow::Result<()> {
-    if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/') {
-        bail!("invalid {what} {v:?}: it must be one word without spaces or '/'");
-    }
-    Ok(())
-}
-
-/// Stable default flow log id: `fl-` and 17 hex digits derived from the host name and the
-/// destination, so a restarted agent keeps writing under the same id.
-fn default_flow_log_id(destination: &str) -> String {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut h = crc32fast::Hasher::new();
-    h.update(host.as_bytes());
-    let hi = h.clone().finalize();
-    h.update(destination.as_bytes());
-    let lo = h.finalize();
-    format!(
-        "fl-{:017x}",
-        ((hi as u128) << 32 | lo as u128) & 0x1_ffff_ffff_ffff_ffff
-    )
-}
-
-/// What the default flow log id is derived from: the directory for `file` (as before
-/// `--destination` existed), else the canonical destination.
-fn destination_seed(dest: &DestinationSpec) -> String {
-    match dest {
-        DestinationSpec::File(dir) => dir.to_string_lossy().into_owned(),
-        other => other.to_string(),
-    }
-}
 
 pub struct FlowLog {
     pub id: String,
@@ -86,50 +52,7 @@ pub struct RecordOptions {
     pub file_rollover_seconds: u64,
 }
 
-impl RecordOptions {
-    pub fn from_args(rec: &RecordArgs, out: &OutputArgs) -> Self {
-        RecordOptions {
-            include_aws_internal_traffic: rec.include_aws_internal_traffic,
-            file_rollover_seconds: out.file_rollover_seconds,
-        }
-    }
-}
-
-/// The id of the flow log the `run` flags define: `--flow-log-id`, else one derived from the
-/// host name and the destination.
-pub fn flag_flow_log_id(rec: &RecordArgs, out: &OutputArgs) -> anyhow::Result<String> {
-    let id = match &rec.flow_log_id {
-        Some(id) => id.clone(),
-        None => default_flow_log_id(&destination_seed(&out.destination())),
-    };
-    check_token("--flow-log-id", &id)?;
-    Ok(id)
-}
-
-/// The `DestinationOptions` the `run` flags give.
-pub fn flag_object_options(out: &OutputArgs) -> ObjectOptions {
-    ObjectOptions {
-        file_format: out.file_format,
-        hive_compatible_partitions: out.hive_compatible_partitions,
-        per_hour_partition: out.per_hour_partition,
-    }
-}
-
 impl FlowLog {
-    /// The flow log the `run` flags define. `meta` comes from [`Metadata::discover`] (instance
-    /// metadata, then `rec`'s flags).
-    pub fn from_args(rec: &RecordArgs, out: &OutputArgs, meta: Metadata) -> anyhow::Result<Self> {
-        Self::new(
-            flag_flow_log_id(rec, out)?,
-            rec.traffic_type,
-            rec.log_format.clone(),
-            &out.destination(),
-            flag_object_options(out),
-            RecordOptions::from_args(rec, out),
-            meta,
-        )
-    }
-
     /// A flow log as its definition says.
     pub fn from_spec(
         spec: &FlowLogSpec,
@@ -147,7 +70,7 @@ impl FlowLog {
         )
     }
 
-    fn new(
+    pub fn new(
         id: String,
         traffic_type: TrafficType,
         format: LogFormat,

@@ -8,7 +8,7 @@
 //! overwrites instead of duplicating.
 //!
 //! With [`Batcher::recover`] called, every open object also has a write-ahead log
-//! ([`crate::wal`]) that holds its records as the same text lines, written as they fill a chunk
+//! ([`crate::publish::wal`]) that holds its records as the same text lines, written as they fill a chunk
 //! and made durable per window by [`Batcher::commit_window`]: each record is rendered once.
 
 use std::{
@@ -19,19 +19,20 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use flate2::{Compression, write::GzEncoder};
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::{
-    clock::slot_start,
-    format::{ColumnType, LogFormat, Value},
-    metadata::Metadata,
+    capture::clock::slot_start,
+    inventory::metadata::Metadata,
     metrics,
-    parquet_object::ParquetObject,
+    publish::wal::{self, WalHeader, WalWriter},
+    publish::{
+        layout::{FileFormat, ObjectLayout},
+        parquet_object::ParquetObject,
+    },
     records::FlowRecord,
-    wal::{self, WalHeader, WalWriter},
+    records::format::{ColumnType, LogFormat, Value},
 };
 
 /// AWS starts a new file at 75 MB.
@@ -47,71 +48,6 @@ pub const GZIP_LEVEL: u32 = 3;
 /// compression itself. A text object's compressed size grows a buffer at a time, so it can pass
 /// 75 MB by one buffer's compressed bytes.
 const TEXT_CHUNK_BYTES: usize = 128 * 1024;
-
-/// `DestinationOptions.FileFormat`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FileFormat {
-    /// Gzip text with a header line (`.log.gz`).
-    #[default]
-    PlainText,
-    /// Parquet with GZIP-compressed columns (`.log.parquet`).
-    Parquet,
-}
-
-impl FileFormat {
-    /// File name extension after the hash.
-    pub fn extension(self) -> &'static str {
-        match self {
-            FileFormat::PlainText => "log.gz",
-            FileFormat::Parquet => "log.parquet",
-        }
-    }
-}
-
-/// Where objects go under the destination root, as `DestinationOptions` shape it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectLayout {
-    pub account_id: String,
-    pub region: String,
-    pub flow_log_id: String,
-    pub hive_compatible_partitions: bool,
-    pub per_hour_partition: bool,
-}
-
-impl ObjectLayout {
-    /// `AWSLogs/...` key of the object for the slot starting at `slot` (Unix seconds).
-    pub fn key(&self, slot: u64, hash: u32, extension: &str) -> String {
-        let t: DateTime<Utc> = DateTime::from_timestamp(slot as i64, 0).unwrap_or_default();
-        let (acct, region) = (&self.account_id, &self.region);
-        let mut key = if self.hive_compatible_partitions {
-            format!(
-                "AWSLogs/aws-account-id={acct}/aws-service=vpcflowlogs/aws-region={region}/year={}/month={}/day={}/",
-                t.format("%Y"),
-                t.format("%m"),
-                t.format("%d")
-            )
-        } else {
-            format!(
-                "AWSLogs/{acct}/vpcflowlogs/{region}/{}/",
-                t.format("%Y/%m/%d")
-            )
-        };
-        if self.per_hour_partition {
-            if self.hive_compatible_partitions {
-                key.push_str(&format!("hour={}/", t.format("%H")));
-            } else {
-                key.push_str(&format!("{}/", t.format("%H")));
-            }
-        }
-        key.push_str(&format!(
-            "{acct}_vpcflowlogs_{region}_{}_{}_{hash:08x}.{extension}",
-            self.flow_log_id,
-            t.format("%Y%m%dT%H%MZ")
-        ));
-        key
-    }
-}
 
 /// A finished object, ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,7 +311,7 @@ impl Batcher {
     /// Parquet schema (it always has one: names and types are fixed per field).
     pub fn with_file_format(mut self, file_format: FileFormat) -> anyhow::Result<Self> {
         if file_format == FileFormat::Parquet {
-            crate::parquet_object::schema(&self.shape.format)?;
+            crate::publish::parquet_object::schema(&self.shape.format)?;
         }
         self.shape.file_format = file_format;
         Ok(self)
@@ -392,7 +328,7 @@ impl Batcher {
         self
     }
 
-    /// From now on, every open object has a write-ahead log in `dir` (see [`crate::wal`]),
+    /// From now on, every open object has a write-ahead log in `dir` (see [`crate::publish::wal`]),
     /// committed by [`Batcher::commit_window`]. First finishes the objects whose WALs an
     /// earlier run left in `dir` (it crashed or was killed), under the keys that run would have
     /// given them, except those `spooled` says are already in the spool (a crash between
@@ -681,7 +617,10 @@ mod tests {
     };
 
     use super::*;
-    use crate::records::{Action, Direction, LogStatus, Traffic};
+    use crate::{
+        capture::{collect::Direction, reject::verdict::Action},
+        records::{LogStatus, Traffic},
+    };
 
     fn record(i: u32, end: u64) -> FlowRecord {
         let a = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));

@@ -3,6 +3,10 @@
 //! `NODATA` for a watched interface without traffic, `SKIPDATA` for one whose packets did not
 //! all fit in the flow map.
 
+pub mod aws_internal;
+pub mod format;
+pub mod traffic_type;
+
 use std::{
     cmp::Ordering,
     collections::{BTreeMap, BTreeSet},
@@ -12,11 +16,14 @@ use std::{
     sync::Arc,
 };
 
-use flowlog_common::{DIR_EGRESS, FAMILY_IPV4, FlowKey};
+use flowlog_common::{FAMILY_IPV4, FlowKey};
 
 use crate::{
-    collect::{DrainedWindow, FlowTotals},
-    verdict,
+    capture::{
+        collect::{Direction, DrainedWindow, FlowTotals},
+        reject::verdict::{self, Action},
+    },
+    inventory::discover::interface_label,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,45 +39,6 @@ impl LogStatus {
             LogStatus::Ok => "OK",
             LogStatus::NoData => "NODATA",
             LogStatus::SkipData => "SKIPDATA",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Action {
-    Accept,
-    Reject,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Accept => "ACCEPT",
-            Action::Reject => "REJECT",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    /// The direction stored in a flow key (`DIR_INGRESS`/`DIR_EGRESS`).
-    pub fn of_key(direction: u8) -> Self {
-        if direction == DIR_EGRESS {
-            Direction::Egress
-        } else {
-            Direction::Ingress
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
         }
     }
 }
@@ -202,13 +170,6 @@ impl WatchedInterface {
             IpAddr::V6(_) => self.primary_ipv6.map_or(header, IpAddr::V6),
         }
     }
-}
-
-/// How an interface is named in records, logs and metrics: its name (or interface id) when it
-/// is watched, else `if<ifindex>` (it went away, or was never selected).
-pub fn interface_label(name: Option<&str>, ifindex: u32) -> String {
-    name.map(str::to_string)
-        .unwrap_or_else(|| format!("if{ifindex}"))
 }
 
 /// The address stored in a key: IPv4-mapped for IPv4 flows.
@@ -379,8 +340,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        clock::MonotonicClock,
-        collect::{DrainedWindow, Window},
+        capture::clock::MonotonicClock,
+        capture::collect::{DrainedWindow, Window},
     };
 
     fn flow(ifindex: u32, src_last: u8) -> (FlowKey, FlowTotals) {
@@ -470,6 +431,88 @@ mod tests {
         assert!(
             Arc::ptr_eq(&eth9[0].interface_id.0, &eth9[1].interface_id.0),
             "one id per interface"
+        );
+    }
+
+    /// Through [`build`] (the verdicts' end to end test): an interface whose only traffic was rejected has a REJECT
+    /// record named by the kernel's reason and no NODATA record; ACCEPT is what is left.
+    #[test]
+    fn records_carry_the_reason_name_and_reject_only_interfaces_are_not_nodata() {
+        use std::{collections::BTreeMap, sync::Arc};
+
+        use flowlog_common::{DIR_EGRESS, RejectKey};
+
+        use crate::capture::reject::{
+            reasons::DropReasons,
+            verdict::tests::{NETFILTER_DROP, NO_SOCKET, dropped, key, seen},
+        };
+
+        let egress = key(DIR_EGRESS, 9999);
+        let mut ingress = key(DIR_INGRESS, 3389);
+        ingress.ifindex = 8;
+        let drained = DrainedWindow {
+            window: Window {
+                start: 1_000,
+                end: 1_060,
+            },
+            flows: vec![(ingress, seen(4, 240))],
+            ifaces: BTreeMap::new(),
+            lost: IfaceCounters::default(),
+            clock: MonotonicClock::with_offset(1_000_000_000_000),
+            rejects: vec![
+                (
+                    RejectKey::new(egress, NETFILTER_DROP),
+                    dropped(2, 200, 0, 0),
+                ),
+                (RejectKey::new(ingress, NO_SOCKET), dropped(1, 60, 1, 60)),
+            ],
+            other_drops: Vec::new(),
+            drop_reasons: Some(Arc::new(DropReasons::from_members(vec![
+                ("SKB_DROP_REASON_NO_SOCKET".into(), NO_SOCKET),
+                ("SKB_DROP_REASON_NETFILTER_DROP".into(), NETFILTER_DROP),
+            ]))),
+        };
+        let watched = BTreeMap::from([
+            (7, WatchedInterface::named("eth7")),
+            (8, WatchedInterface::named("eth8")),
+        ]);
+        // Sorted as records are: same start second, then by the traffic fields.
+        let recs = build(&drained, &watched, &|_| false);
+        let got: Vec<_> = recs
+            .iter()
+            .map(|r| {
+                let t = r.traffic.as_ref().expect("only OK records");
+                (
+                    r.interface_id.as_str(),
+                    r.log_status,
+                    t.action,
+                    t.reject_reason.as_deref(),
+                    t.packets,
+                    t.bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "eth7",
+                    LogStatus::Ok,
+                    Action::Reject,
+                    Some("NETFILTER_DROP"),
+                    2,
+                    200
+                ),
+                (
+                    "eth8",
+                    LogStatus::Ok,
+                    Action::Reject,
+                    Some("NO_SOCKET"),
+                    1,
+                    60
+                ),
+                ("eth8", LogStatus::Ok, Action::Accept, None, 3, 180),
+            ]
         );
     }
 }

@@ -4,7 +4,7 @@
 //! exactly the unit's capabilities (setpriv does what systemd would: this machine has no
 //! systemd as PID 1), with a notify socket as systemd gives one: READY=1 must come once the
 //! interface is attached (traffic sent right after it is counted exactly, against tcpdump) and
-//! STOPPING=1 on SIGTERM. (`systemd-analyze verify` runs in deploy_deb.rs, on the installed
+//! STOPPING=1 on SIGTERM. (`systemd-analyze verify` runs in deb.rs, on the installed
 //! unit.)
 
 use std::{

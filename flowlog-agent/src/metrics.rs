@@ -193,7 +193,7 @@ pub fn announce(addr: Option<std::net::SocketAddr>, file: Option<&Path>) {
         _ => info!(
             http = %http.as_deref().unwrap_or("-"),
             file = %file.as_deref().unwrap_or("-"),
-            "metrics served over HTTP (any path) and/or written to the file after every window"
+            "metrics served over HTTP (any path but /healthz and /readyz, the probes) and/or written to the file after every window"
         ),
     }
 }

@@ -15,12 +15,15 @@
 //!   flow log's pipeline (its part of every cut, merged into its own windows, then published).
 //!
 //! [`run`] wires them; [`cli`] is the command line, the only module that knows clap's argument
-//! structs for the agent's flags.
+//! structs for the agent's flags. [`metrics`], [`lifecycle`] (systemd notifications, the
+//! health and readiness answers) and [`logging`] (text or JSON lines) are what operators see.
 
 pub mod capture;
 pub mod cli;
 pub mod flowlogs;
 pub mod inventory;
+pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod publish;

@@ -1,32 +1,28 @@
 //! `flowlog`: the binary. Parses the command line, sets up logging, runs, and turns any error
 //! into one line on stderr and a non-zero exit.
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use flowlog_agent::{
-    cli::{Cli, Command, ParamError},
+    cli::{Cli, Command, PackagingCommand, ParamError},
     flowlogs::{
         client::{EXIT_PARAM_ERROR, call_and_print},
         control::actions,
     },
+    logging,
 };
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| PackagingCommand::is_named(&a))
+    {
+        return generated(PackagingCommand::parse().run());
+    }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal (never in a journal, file or pipe), and
-        // not when NO_COLOR is set (no-color.org).
-        .with_ansi(
-            std::io::stderr().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
+    let log_output = cli.log_output;
+    logging::init(log_output);
     let args = match cli.command {
         Command::Run(args) => args,
         Command::CreateFlowLogs(a) => {
@@ -58,13 +54,30 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("flowlog: error: cannot start the async runtime: {e}");
+            let e = anyhow::Error::new(e).context("cannot start the async runtime");
+            logging::fatal(log_output, &e);
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(flowlog_agent::run::run(*args));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            logging::fatal(log_output, &e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the files a packaging command wrote, one per line.
+fn generated(files: anyhow::Result<Vec<std::path::PathBuf>>) -> ExitCode {
+    match files {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("flowlog: error: {e:#}");
             ExitCode::FAILURE

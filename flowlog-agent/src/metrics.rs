@@ -117,8 +117,9 @@ pub fn write_file(path: &Path) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
 }
 
-/// Serves the metrics over HTTP on `addr` (any path, GET only) until the task is aborted.
-/// One small response per request; no HTTP framework needed for that.
+/// Serves the metrics over HTTP on `addr` until the task is aborted: `/healthz` and `/readyz`
+/// answer the probes ([`crate::lifecycle`]), any other path the metrics. One small response per
+/// request; no HTTP framework needed for that.
 pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -130,12 +131,19 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf))
-                        .await;
-                let body = render();
+                let n = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    read_head(&mut conn, &mut buf),
+                )
+                .await
+                .unwrap_or(0);
+                let (status, content_type, body) = match request_path(&buf[..n]) {
+                    Some("/healthz") => probe(crate::lifecycle::AGENT.liveness()),
+                    Some("/readyz") => probe(crate::lifecycle::AGENT.readiness()),
+                    _ => ("200 OK", "text/plain; version=0.0.4", render()),
+                };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 if let Err(e) = conn.write_all(resp.as_bytes()).await {
@@ -144,6 +152,34 @@ pub async fn serve(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::Jo
             });
         }
     }))
+}
+
+/// Reads a request's head (up to the blank line, or as much of it as fits in `buf`), so that
+/// closing the connection after the answer never leaves request bytes unread (the kernel would
+/// answer them with a reset that discards the response). Returns the bytes read.
+async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    n
+}
+
+/// The path of an HTTP request's first line (`GET /readyz HTTP/1.1`), without a query string.
+fn request_path(request: &[u8]) -> Option<&str> {
+    let line = std::str::from_utf8(request).ok()?.lines().next()?;
+    let target = line.split(' ').nth(1)?;
+    target.split('?').next()
+}
+
+fn probe(p: crate::lifecycle::Probe) -> (&'static str, &'static str, String) {
+    (p.status, "text/plain; charset=utf-8", p.body)
 }
 
 /// Says once, at start, where the metrics can be read.
@@ -157,7 +193,7 @@ pub fn announce(addr: Option<std::net::SocketAddr>, file: Option<&Path>) {
         _ => info!(
             http = %http.as_deref().unwrap_or("-"),
             file = %file.as_deref().unwrap_or("-"),
-            "metrics served over HTTP (any path) and/or written to the file after every window"
+            "metrics served over HTTP (any path but /healthz and /readyz, the probes) and/or written to the file after every window"
         ),
     }
 }
@@ -203,6 +239,20 @@ mod tests {
             ),
             Some(7.0)
         );
+    }
+
+    #[test]
+    fn request_paths() {
+        assert_eq!(
+            request_path(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n"),
+            Some("/readyz")
+        );
+        assert_eq!(
+            request_path(b"GET /healthz?verbose HTTP/1.1\r\n"),
+            Some("/healthz")
+        );
+        assert_eq!(request_path(b"GET"), None);
+        assert_eq!(request_path(b""), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::{
     },
     inventory::discover::{self, Interface, Selector},
     inventory::metadata::Metadata,
-    metrics, privileges,
+    lifecycle, metrics, privileges,
     publish::{self, DeliveryStatus},
 };
 
@@ -240,6 +240,7 @@ impl Cutter {
             drain_started.elapsed().as_secs_f64(),
         );
         self.start = end;
+        lifecycle::window_cut();
         report_window(&cut, &attached, self.max_flows);
         drops::report_window(self.rejects.as_mut(), &cut, &attached);
         let empty = BTreeMap::new();
@@ -419,11 +420,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => info!(?interfaces, ?flow_logs, ?mode, "capturing"),
     }
+    lifecycle::attached(&format!(
+        "capturing on {} interface(s) for {} flow log(s)",
+        interfaces.len(),
+        flow_logs.len()
+    ));
 
     let mut drain_failure = None;
     loop {
         let now = unix_now();
         let next = next_cut(now, agent.pipelines.values().map(Pipeline::interval));
+        if next.is_none() {
+            // No flow log, so no window to wait for: ready to take API calls.
+            lifecycle::window_cut();
+        }
         // Without flow logs nothing is cut: the loop waits for one to be created.
         let idle_until = now as u64 + 86_400;
         let event = tokio::select! {
@@ -441,6 +451,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let result = match event {
             Event::Boundary(end) => cutter.cut(end, &mut agent.pipelines, &watched).map(|_| ()),
             Event::Stop => {
+                lifecycle::stopping();
                 let end = (unix_now().ceil() as u64).max(cutter.start);
                 match cutter.cut(end, &mut agent.pipelines, &watched) {
                     Ok(_) => info!("shutting down: flushed the partial window"),
@@ -455,6 +466,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             // The kernel maps cannot be read: stop, but through the normal shutdown so every
             // batch already open is still spooled and delivered; the run then fails.
             error!(error = %format!("{e:#}"), "cannot drain the window's maps; shutting down");
+            lifecycle::failed();
             drain_failure = Some(e);
             break;
         }

@@ -249,6 +249,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     ]) {
         Ok(Cli {
             command: AgentCommand::Run(a),
+            ..
         }) => a,
         Ok(_) => bail!("`flowlog run` did not parse as the run command"),
         Err(e) => bail!("parsing `flowlog run` options: {e}"),

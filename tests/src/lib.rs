@@ -2,7 +2,9 @@
 //! and reading the records the agent wrote.
 
 pub mod agent;
+pub mod deploy;
 pub mod frames;
+pub mod hostlink;
 pub mod moto;
 pub mod netns;
 pub mod podman;

@@ -219,8 +219,10 @@ impl SlowLocker {
             .stderr(file)
             .spawn()
             .expect("start strace");
-        // `ip netns exec` execs strace in place; the agent is strace's child.
+        // `ip netns exec` execs strace in place; the agent is strace's child running flowlog
+        // (strace --seccomp-bpf first forks a short-lived child of its own to probe seccomp).
         let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let bin = flowlog_bin();
         let mut locker = SlowLocker {
             strace: Some(child),
             agent: 0,
@@ -230,9 +232,8 @@ impl SlowLocker {
             fs::read_to_string(&children)
                 .ok()?
                 .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .find(|p| fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == bin))
         });
         locker
     }

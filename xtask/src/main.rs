@@ -6,8 +6,11 @@
 mod bench;
 mod build_cmd;
 mod clippy;
+mod deb;
 mod ebpf;
 mod guest_kernel;
+mod image;
+mod podman;
 mod run;
 mod setup;
 mod test;
@@ -45,8 +48,9 @@ enum Cmd {
     ///
     /// Steps: Debian packages (rustc-web, libstd-rust-web-dev-bpf, llvm-22-dev,
     /// libpolly-22-dev, zlib1g-dev, libzstd-dev, iproute2, iputils-ping, iperf3, softflowd,
-    /// pmacct, nftables, tcpdump, ethtool, python3-venv, python3-pip; apt-get needs root), bpf-linker 0.13
-    /// built against LLVM 22 (cargo install), a .venv in the workspace with moto[server], and bpffs at /sys/fs/bpf
+    /// pmacct, nftables, tcpdump, ethtool, python3-venv, python3-pip, podman, runc, systemd,
+    /// man-db, binutils, ca-certificates; apt-get needs root), bpf-linker 0.13
+    /// built against LLVM 22 and cargo-deb (cargo install), a .venv in the workspace with moto[server], and bpffs at /sys/fs/bpf
     /// and tracefs at /sys/kernel/tracing. Prints each step and whether it was already there.
     Setup,
     /// Build the eBPF object and the agent embedding it; print the binary's path
@@ -78,7 +82,7 @@ enum Cmd {
     ///
     /// Builds the eBPF object and target/debug/flowlog, then runs
     /// `cargo test --workspace --exclude flowlog-ebpf [CARGO_TEST_ARGS]` with
-    /// FLOWLOG_EBPF_OBJECT, FLOWLOG_BIN and FLOWLOG_MOTO_SERVER set. Re-runs itself through
+    /// FLOWLOG_EBPF_OBJECT, FLOWLOG_BIN, FLOWLOG_MOTO_SERVER and FLOWLOG_XTASK set. Re-runs itself through
     /// `sudo -E` when not root. Exits with cargo test's exit code.
     ///
     /// Example: cargo xtask test -- -p flowlog-tests flow_ -- --nocapture
@@ -104,6 +108,35 @@ enum Cmd {
         /// Directory for the report (default: docs/bench/ in the workspace).
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
+    },
+    /// Build flowlog_<version>_<arch>.deb with cargo-deb; print its path
+    ///
+    /// Holds /usr/bin/flowlog, the systemd unit (enabled on install) and its system user, the
+    /// default /etc/flowlog/flow-logs.json and /etc/default/flowlog, manual pages and bash, zsh
+    /// and fish completions. Install with `dpkg -i`.
+    Deb {
+        /// Package this already-built flowlog instead of building target/release/flowlog.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// Directory for the package (default: target/debian/).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Lighter compression: a larger package, built faster.
+        #[arg(long)]
+        fast: bool,
+    },
+    /// Build the OCI image (podman, from scratch) that deploy/kubernetes/daemonset.yaml runs
+    ///
+    /// The image holds /usr/bin/flowlog, the shared libraries it links (per ldd) and the CA
+    /// certificates; its entrypoint is flowlog. Prints the tag. Needs root (rootful podman, the
+    /// storage the DaemonSet test runs from).
+    Image {
+        /// Put this already-built flowlog in the image instead of building target/release/flowlog.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+        /// Image name and tag (default: localhost/flowlog:<version>).
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
     },
     /// Lint the userspace crates with clippy (-D warnings)
     ///
@@ -141,6 +174,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Test { extra } => test::run(extra),
         Cmd::Bench { quick, out } => bench::run(quick, out.as_deref()),
         Cmd::Clippy => clippy::run(),
+        Cmd::Deb { binary, out, fast } => deb::run(binary, out, fast),
+        Cmd::Image { binary, tag } => image::run(binary, tag),
     }
 }
 

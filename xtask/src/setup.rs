@@ -43,6 +43,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "strace",          // delays a syscall in the spool-lock race test
     "python3-venv",    // .venv for moto
     "python3-pip",
+    // Deploy (`cargo xtask deb` / `image` and their tests, with the podman and runc above):
+    // systemd-analyze and man for `systemd-analyze verify`, strip for the image, the CA bundle
+    // the image carries.
+    "systemd",
+    "man-db",
+    "binutils",
+    "ca-certificates",
 ];
 
 /// bpf-linker release that builds with our toolchains and LLVM 22.
@@ -51,6 +58,9 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The LLVM feature of bpf-linker matching [`LLVM_PREFIX`].
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// cargo-deb release that `cargo xtask deb` drives.
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// pip requirement for the local AWS endpoint (S3 + CloudWatch Logs).
 pub const MOTO_REQUIREMENT: &str = "moto[server]>=5,<6";
@@ -62,6 +72,7 @@ pub const MOUNTS: &[(&str, &str)] = &[("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/
 pub fn run() -> Result<()> {
     debian_packages()?;
     bpf_linker()?;
+    cargo_deb()?;
     python_venv()?;
     crate::guest_kernel::ensure()?;
     mounts()?;
@@ -77,6 +88,7 @@ pub fn is_ready() -> bool {
     }
     matches!(missing_packages(), Ok(m) if m.is_empty())
         && find_bpf_linker().is_some()
+        && find_cargo_deb().is_some()
         && util::is_executable(&util::moto_server())
         && crate::guest_kernel::is_ready()
         && missing_mounts().map(|m| m.is_empty()).unwrap_or(false)
@@ -233,6 +245,42 @@ fn bpf_linker() -> Result<()> {
     let path = find_bpf_linker()
         .context("bpf-linker was installed but is not on PATH nor in ~/.cargo/bin")?;
     println!("setup: bpf-linker: installed ({})", path.display());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// (b2) cargo-deb
+
+/// cargo-deb on PATH or in cargo's bin directory.
+pub fn find_cargo_deb() -> Option<PathBuf> {
+    let extra: Vec<PathBuf> = util::cargo_bin_dir().into_iter().collect();
+    util::find_program("cargo-deb", &extra)
+}
+
+fn cargo_deb() -> Result<()> {
+    if let Some(path) = find_cargo_deb() {
+        println!("setup: cargo-deb: already present ({})", path.display());
+        return Ok(());
+    }
+    println!("setup: cargo-deb: installing {CARGO_DEB_VERSION} (takes a few minutes)");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.env_remove("RUSTC")
+        .env_remove("RUSTC_BOOTSTRAP")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .args([
+            "install",
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+        ])
+        .stdin(Stdio::null());
+    util::run(&mut cmd).context("installing cargo-deb")?;
+    let path = find_cargo_deb()
+        .context("cargo-deb was installed but is not on PATH nor in ~/.cargo/bin")?;
+    println!("setup: cargo-deb: installed ({})", path.display());
     Ok(())
 }
 

@@ -22,6 +22,11 @@ pub fn run(extra: Vec<OsString>) -> Result<i32> {
         .env("FLOWLOG_BIN", &agent)
         .env("FLOWLOG_MOTO_SERVER", &moto)
         .env("FLOWLOG_GUEST_KERNEL", crate::guest_kernel::dir())
+        // The deploy tests build the package and the image through this very xtask.
+        .env(
+            "FLOWLOG_XTASK",
+            std::env::current_exe().context("locating the xtask executable")?,
+        )
         .stdin(Stdio::null());
     let status = util::status(&mut cmd).context("running cargo test")?;
     if !status.success() {

@@ -4,6 +4,7 @@ mod api;
 mod capture;
 mod definitions;
 pub mod flag_flow_log;
+mod generate;
 mod operations;
 mod output;
 mod records;
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 pub use api::{CreateFlowLogsArgs, DeleteFlowLogsArgs, DescribeFlowLogsArgs, ParamError};
 pub use capture::CaptureArgs;
 pub use definitions::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR, DefinitionArgs};
+pub use generate::{PackagingCommand, completions, man_pages};
 pub use operations::OperationsArgs;
 pub use output::OutputArgs;
 pub use records::RecordArgs;
@@ -33,6 +35,12 @@ pub use records::RecordArgs;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// How the agent writes its own log lines on stderr: text for people, or json (one object
+    /// per line: timestamp, level, target, message and the event's fields) for log shippers.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT",
+          default_value_t = crate::logging::LogOutput::Text)]
+    pub log_output: crate::logging::LogOutput,
 }
 
 #[derive(Debug, Subcommand)]

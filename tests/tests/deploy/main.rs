@@ -1,0 +1,11 @@
+//! How flowlog is deployed and supervised, one test binary (they share nothing but the link
+//! time): the systemd unit ([`systemd`]), the Debian package ([`deb`]), the container image
+//! run as the DaemonSet says ([`image`]), and what supervisors and log shippers see of a
+//! running agent ([`supervision`]). Root only.
+//!
+//! Run one part with e.g. `cargo xtask test -- -p flowlog-tests --test deploy image::`.
+
+mod deb;
+mod image;
+mod supervision;
+mod systemd;

@@ -329,6 +329,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         host: HostSettings {
             records: RecordOptions::from_args(&args.records, &args.output),
             endpoint_url: args.output.endpoint_url.clone(),
+            publish_timeout: args
+                .output
+                .publish_timeout
+                .map(std::time::Duration::from_secs),
             // The default state directory's spool is the default spool root.
             spool_root: args.definitions.state_dir().join("spool"),
             spool_max_bytes: args.output.spool_max_bytes,
@@ -382,9 +386,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
     };
-    for p in agent.pipelines.values() {
-        publish::export_spool_metrics(&p.spool().stats());
-    }
     metrics::flush_to(cutter.metrics_file.as_deref());
     metrics::announce(args.operations.metrics_addr, cutter.metrics_file.as_deref());
 

@@ -2,6 +2,8 @@
 //! and reading the records the agent wrote.
 
 pub mod agent;
+pub mod delivery;
+pub mod fault_proxy;
 pub mod frames;
 pub mod moto;
 pub mod netns;

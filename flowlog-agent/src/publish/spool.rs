@@ -22,7 +22,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     Batch,
@@ -92,6 +92,13 @@ pub struct SpoolStats {
     /// Batches the destination refused for good, kept as `*.rejected`.
     pub rejected_batches: u64,
     pub rejected_records: u64,
+}
+
+/// What a [`Spool::put`] dropped to make room: the oldest undelivered batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub batches: u64,
+    pub records: u64,
 }
 
 #[derive(Debug)]
@@ -197,14 +204,20 @@ impl Spool {
         &self.dir
     }
 
+    /// `--spool-max-bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every update is one step).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes `batch` durably (temporary file, fsync, rename, directory fsync), then makes room
-    /// by dropping the oldest batches if the spool is over its bound.
-    pub fn put(&self, batch: &Batch) -> anyhow::Result<()> {
+    /// by dropping the oldest batches if the spool is over its bound (returned: the caller
+    /// reports them).
+    pub fn put(&self, batch: &Batch) -> anyhow::Result<Dropped> {
         self.put_replacing(batch, None)
     }
 
@@ -212,7 +225,7 @@ impl Spool {
     /// once the batch is durable and before the publisher can see it: so a WAL left by a crash
     /// in between means its object is still in the spool, never that it was already delivered
     /// (recovering it then would overwrite the delivered object with fewer records).
-    pub fn put_replacing(&self, batch: &Batch, replaced: Option<&Path>) -> anyhow::Result<()> {
+    pub fn put_replacing(&self, batch: &Batch, replaced: Option<&Path>) -> anyhow::Result<Dropped> {
         let seq = {
             let mut st = self.state();
             st.next_seq += 1;
@@ -257,6 +270,7 @@ impl Spool {
         st.stats.batches += 1;
         st.stats.records += batch.records();
         st.stats.bytes += bytes;
+        let mut dropped = Dropped::default();
         while st.stats.bytes > self.max_bytes {
             let in_flight = st.in_flight;
             let Some(oldest) = st
@@ -278,25 +292,15 @@ impl Spool {
             st.stats.bytes -= e.bytes;
             st.stats.dropped_batches += 1;
             st.stats.dropped_records += e.records as u64;
-            crate::metrics::counter_add(
-                "flowlog_spool_dropped_records_total",
-                "Records dropped unpublished because the spool was full.",
-                &[],
-                e.records as u64,
-            );
-            crate::metrics::counter_add(
-                "flowlog_spool_dropped_batches_total",
-                "Batches dropped unpublished because the spool was full.",
-                &[],
-                1,
-            );
-            error!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
-                   dropped_records_total = st.stats.dropped_records,
-                   "spool full: dropped the oldest undelivered batch (raise --spool-max-bytes or fix the destination)");
+            dropped.batches += 1;
+            dropped.records += e.records as u64;
+            // The owner reports drops once per episode (publish::report); each file is here.
+            debug!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
+                   "spool full: dropped the oldest undelivered batch");
         }
         drop(st);
         self.changed.notify_one();
-        Ok(())
+        Ok(dropped)
     }
 
     /// Whether an object batch with this key waits in the spool.
@@ -711,11 +715,21 @@ mod tests {
         let spool = Spool::open(dir.path(), 3_500).unwrap();
         spool.put(&object("k0", 10, 1_000)).unwrap();
         spool.put(&object("k1", 11, 1_000)).unwrap();
-        spool.put(&object("k2", 12, 1_000)).unwrap();
+        assert_eq!(
+            spool.put(&object("k2", 12, 1_000)).unwrap(),
+            Dropped::default()
+        );
         assert_eq!(spool.stats().dropped_batches, 0);
         let in_flight = spool.claim().unwrap();
         assert_eq!(in_flight.records, 10);
-        spool.put(&object("k3", 13, 1_000)).unwrap();
+        assert_eq!(
+            spool.put(&object("k3", 13, 1_000)).unwrap(),
+            Dropped {
+                batches: 1,
+                records: 11
+            },
+            "k1 made room (k0 is in flight)"
+        );
         let st = spool.stats();
         assert_eq!(
             (

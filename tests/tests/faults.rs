@@ -1,0 +1,583 @@
+//! Faults between the agent and its destination that moto cannot produce, injected by the
+//! fault proxy (`flowlog_tests::fault_proxy`) between the agent's `--endpoint-url` and moto,
+//! under real traffic between two namespaces. Root only; namespaces prefixed `flfp`, addresses
+//! 10.213.x.0/24 with x from 200 on.
+//!
+//! For each fault the test checks what the agent promises:
+//! - S3: every record exactly once (the objects' records are exactly the traffic sent, no
+//!   line twice, no batch acknowledged twice);
+//! - CloudWatch Logs: every record at least once; the duplicates are measured (the stream holds
+//!   each event exactly as often as moto accepted a request carrying it) and capped (only
+//!   batches whose acknowledgement was lost come twice, once per lost acknowledgement);
+//! - every failed attempt is in `flowlog_publish_failures_total` (exactly the faults the proxy
+//!   applied) and every acknowledged batch in `flowlog_published_batches_total`;
+//! - `DeliverLogsStatus` (describe-flow-logs) goes FAILED, with AWS's category, then SUCCESS;
+//! - one error line for the episode, not one per retry, and one line when it ends.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
+
+use flowlog_tests::{
+    delivery::{metric, read_metrics, wait_for_delivery_status},
+    fault_proxy::{Exchange, Fault, FaultProxy, Matcher, Outcome, Times},
+    moto::Moto,
+    netns::{Namespaces, Setup},
+    publish::{AgentProcess, event_record, records_of_objects, send_udp_flows, summed_per_tuple},
+    records::{Record, Tuple},
+};
+
+const BUCKET: &str = "flowlog-test";
+const PREFIX: &str = "my-logs";
+const GROUP: &str = "/flowlog/faults";
+const FLOW_LOG_ID: &str = "fl-0fa0170000000000a";
+const ACCOUNT: &str = "123456789012";
+/// `--publish-timeout`: the stall below lasts longer.
+const PUBLISH_TIMEOUT_SECS: u64 = 1;
+const STALL: Duration = Duration::from_secs(3);
+/// Generous: the machine is shared with other builds.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    S3,
+    Logs,
+}
+
+impl Kind {
+    fn destination(self) -> String {
+        match self {
+            Kind::S3 => format!("s3://{BUCKET}/{PREFIX}"),
+            Kind::Logs => format!("cloud-watch-logs:{GROUP}"),
+        }
+    }
+
+    /// The publishing call faults are injected into.
+    fn publish_call(self) -> Matcher {
+        match self {
+            Kind::S3 => Matcher::s3_put_object(BUCKET),
+            Kind::Logs => Matcher::logs("PutLogEvents"),
+        }
+    }
+}
+
+/// One agent (1 s windows, one object per window) publishing through the proxy to moto, with
+/// a control socket and a metrics file. Dropped in field order: the agent first.
+struct Rig {
+    agent: AgentProcess,
+    proxy: FaultProxy,
+    moto: Moto,
+    ns: Namespaces,
+    dir: tempfile::TempDir,
+    kind: Kind,
+}
+
+impl Rig {
+    fn start(subnet: u8, kind: Kind) -> Rig {
+        let ns = Namespaces::new(Setup::new(subnet).ipv4_only().prefix("flfp"));
+        let moto = Moto::start(Some(&ns.a.netns));
+        if kind == Kind::S3 {
+            moto.with_clients(async |c| c.create_bucket(BUCKET).await);
+        }
+        let proxy = FaultProxy::start(Some(&ns.a.netns), moto.port());
+        let dir = tempfile::Builder::new()
+            .prefix("flfp-")
+            .tempdir()
+            .expect("temp dir");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let args: Vec<String> = [
+            "--aggregation-interval",
+            "1",
+            "--file-rollover-seconds",
+            "1",
+            "--flow-log-id",
+            FLOW_LOG_ID,
+            "--account-id",
+            ACCOUNT,
+            "--region",
+            "us-east-1",
+            "--no-imds",
+            "--destination",
+            &kind.destination(),
+            "--endpoint-url",
+            &proxy.endpoint(),
+            "--publish-timeout",
+            &PUBLISH_TIMEOUT_SECS.to_string(),
+            "--spool-dir",
+            &path("spool"),
+            "--metrics-file",
+            &path("flowlog.prom"),
+            "--control-socket",
+            &path("control.sock"),
+            "--state-dir",
+            &path("state"),
+            "--runtime-dir",
+            &path("run"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let agent = AgentProcess::start(&ns.a, &args);
+        Rig {
+            agent,
+            proxy,
+            moto,
+            ns,
+            dir,
+            kind,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    fn metrics_file(&self) -> PathBuf {
+        self.dir.path().join("flowlog.prom")
+    }
+
+    /// The publishing calls moto acknowledged and whose answer reached the agent.
+    fn acknowledged(&self) -> Vec<Exchange> {
+        self.proxy
+            .matching(&self.kind.publish_call())
+            .into_iter()
+            .filter(|e| e.outcome == Outcome::Forwarded(200))
+            .collect()
+    }
+
+    /// The publishing calls moto carried out, whether or not the agent heard of it.
+    fn accepted_by_moto(&self) -> Vec<Exchange> {
+        self.proxy
+            .matching(&self.kind.publish_call())
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.outcome,
+                    Outcome::Forwarded(200) | Outcome::Faulted(_, Some(200))
+                )
+            })
+            .collect()
+    }
+
+    /// Every record delivered so far (S3: the objects' records; CloudWatch: one per event).
+    fn delivered(&self) -> Vec<Record> {
+        match self.kind {
+            Kind::S3 => {
+                records_of_objects(&self.moto.with_clients(async |c| c.objects(BUCKET).await))
+            }
+            Kind::Logs => self
+                .moto
+                .with_clients(async |c| c.log_events(GROUP).await)
+                .values()
+                .flatten()
+                .map(|(_, message)| event_record(message))
+                .collect(),
+        }
+    }
+
+    /// Polls the destination until the traffic in `expected` is all there (each tuple's
+    /// packets and bytes summed over distinct records).
+    fn wait_until_delivered(&self, expected: &BTreeMap<Tuple, (u64, u64)>) {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let records = self.delivered();
+            let distinct: BTreeMap<&str, &Record> =
+                records.iter().map(|r| (r.line.as_str(), r)).collect();
+            let ok: Vec<&Record> = distinct
+                .values()
+                .filter(|r| r.tuple.is_some_and(|t| expected.contains_key(&t)))
+                .copied()
+                .collect();
+            if summed_per_tuple(&ok) == *expected {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the traffic was not delivered within {DEADLINE:?}; agent log:\n{}",
+                self.agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// What one fault episode showed, for the report.
+#[derive(Debug)]
+struct Seen {
+    faults: usize,
+    failed_message: String,
+    duplicates: usize,
+}
+
+/// One fault episode under traffic: a first batch delivered (the path works); the fault is
+/// injected and traffic sent; the window's batch meets the fault and a
+/// retry meets it again; describe-flow-logs says FAILED with `category` and `cause`; the fault
+/// ends (recovers, or was used up); describe says SUCCESS; one more window of traffic; SIGTERM.
+/// Then everything the module doc lists is checked.
+fn episode(
+    subnet: u8,
+    kind: Kind,
+    fault: Fault,
+    times: Times,
+    category: &str,
+    cause: &str,
+) -> Seen {
+    let mut rig = Rig::start(subnet, kind);
+    let call = kind.publish_call();
+    rig.proxy
+        .wait_for("an acknowledged first batch", DEADLINE, |seen| {
+            seen.iter()
+                .any(|e| e.matched_by(&call) && e.outcome == Outcome::Forwarded(200))
+        });
+    let (a, b) = (&rig.ns.a, &rig.ns.b);
+
+    // The open window's batch is the next to publish: it meets the fault.
+    rig.proxy.inject(call.clone(), fault.clone(), times);
+    let mut expected = send_udp_flows(a, b, 7001, 3, 4, 100);
+    rig.proxy
+        .wait_for("a retry meeting the fault again", DEADLINE, |seen| {
+            seen.iter()
+                .filter(|e| e.matched_by(&call) && matches!(e.outcome, Outcome::Faulted(..)))
+                .count()
+                >= 2
+        });
+    let failed_message = wait_for_delivery_status(&rig.socket(), FLOW_LOG_ID, "FAILED", DEADLINE)
+        .expect("a FAILED flow log has a DeliverLogsErrorMessage");
+    assert!(
+        failed_message.starts_with(&format!("{category}: ")) && failed_message.contains(cause),
+        "DeliverLogsErrorMessage {failed_message:?}: want {category:?} and {cause:?}"
+    );
+    if times == Times::UntilRecovered {
+        rig.proxy.recover();
+    }
+    let message = wait_for_delivery_status(&rig.socket(), FLOW_LOG_ID, "SUCCESS", DEADLINE);
+    assert_eq!(message, None, "no error message once delivering again");
+    rig.wait_until_delivered(&expected);
+
+    // Traffic after the episode is delivered as usual.
+    expected.extend(send_udp_flows(a, b, 7002, 2, 3, 200));
+    rig.wait_until_delivered(&expected);
+    // A stalled request reaches moto late, after its retry: wait for it to land.
+    rig.proxy
+        .wait_for("the stalled requests' late arrival", DEADLINE, |seen| {
+            !seen
+                .iter()
+                .any(|e| matches!(e.outcome, Outcome::Faulted(Fault::Stall(_), None)))
+        });
+    let status = rig.agent.stop();
+    let log = rig.agent.log();
+    assert!(status.success(), "agent exit {status}; log:\n{log}");
+
+    let faults = rig.proxy.faulted(&call);
+    if let Times::Count(n) = times {
+        assert_eq!(
+            faults, n as usize,
+            "a counted fault is applied exactly {n} times"
+        );
+    }
+    // Retries visible: every failed attempt counted, every acknowledged batch counted.
+    let metrics = read_metrics(&rig.metrics_file());
+    let destination = kind.destination();
+    let labels = [
+        ("flow_log_id", FLOW_LOG_ID),
+        ("destination", destination.as_str()),
+    ];
+    assert_eq!(
+        metric(&metrics, "flowlog_publish_failures_total", &labels),
+        faults as f64,
+        "failed attempts = faults the proxy applied; log:\n{log}"
+    );
+    let acknowledged = rig.acknowledged();
+    assert_eq!(
+        metric(&metrics, "flowlog_published_batches_total", &labels),
+        acknowledged.len() as f64,
+        "published batches = acknowledged calls"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "flowlog_spool_batches",
+            &[("flow_log_id", FLOW_LOG_ID)]
+        ),
+        0.0,
+        "nothing left in the spool"
+    );
+
+    // One error line for the episode, one line when it ended.
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot publish"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error line per episode:\n{}",
+        errors.join("\n")
+    );
+    assert!(errors[0].contains(cause), "{}", errors[0]);
+    assert_eq!(
+        log.matches("destination accepts batches again").count(),
+        1,
+        "log:\n{log}"
+    );
+
+    let records = rig.delivered();
+    let duplicates = match kind {
+        Kind::S3 => {
+            check_exactly_once(&rig, &records, &expected);
+            0
+        }
+        Kind::Logs => check_at_least_once(&rig, &records, &expected),
+    };
+    Seen {
+        faults,
+        failed_message,
+        duplicates,
+    }
+}
+
+/// S3: the objects hold every record sent exactly once; each object key was acknowledged once;
+/// the bucket holds exactly the keys moto was asked to write.
+fn check_exactly_once(rig: &Rig, records: &[Record], expected: &BTreeMap<Tuple, (u64, u64)>) {
+    let lines: BTreeSet<&str> = records.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(lines.len(), records.len(), "a record is in two objects");
+    let ok: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.tuple.is_some_and(|t| expected.contains_key(&t)))
+        .collect();
+    assert_eq!(ok.len(), expected.len(), "one record per flow");
+    assert_eq!(summed_per_tuple(&ok), *expected, "every packet once");
+    let other: Vec<&str> = records
+        .iter()
+        .filter(|r| r.tuple.is_some_and(|t| !expected.contains_key(&t)))
+        .map(|r| r.line.as_str())
+        .collect();
+    assert_eq!(
+        other,
+        Vec::<&str>::new(),
+        "only the test's traffic is on the veth"
+    );
+
+    let acknowledged: Vec<String> = rig.acknowledged().into_iter().map(|e| e.path).collect();
+    let distinct: BTreeSet<&String> = acknowledged.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        acknowledged.len(),
+        "an object acknowledged twice"
+    );
+    let written: BTreeSet<String> = rig
+        .accepted_by_moto()
+        .into_iter()
+        .map(|e| e.path[BUCKET.len() + 2..].to_string())
+        .collect();
+    let keys: BTreeSet<String> = rig
+        .moto
+        .with_clients(async |c| c.objects(BUCKET).await)
+        .into_keys()
+        .collect();
+    assert_eq!(keys, written, "the bucket holds exactly the keys written");
+}
+
+/// CloudWatch Logs: every record sent at least once; the stream holds each event exactly as
+/// often as moto accepted a PutLogEvents carrying it; the events delivered more than once are
+/// those of calls whose answer was lost. Returns the number of extra copies.
+fn check_at_least_once(
+    rig: &Rig,
+    records: &[Record],
+    expected: &BTreeMap<Tuple, (u64, u64)>,
+) -> usize {
+    let distinct: BTreeMap<&str, &Record> = records.iter().map(|r| (r.line.as_str(), r)).collect();
+    let ok: Vec<&Record> = distinct
+        .values()
+        .filter(|r| r.tuple.is_some_and(|t| expected.contains_key(&t)))
+        .copied()
+        .collect();
+    assert_eq!(
+        summed_per_tuple(&ok),
+        *expected,
+        "every packet at least once"
+    );
+
+    let mut in_stream: BTreeMap<String, usize> = BTreeMap::new();
+    for r in records {
+        *in_stream.entry(r.line.clone()).or_default() += 1;
+    }
+    let mut accepted: BTreeMap<String, usize> = BTreeMap::new();
+    for e in rig.accepted_by_moto() {
+        for message in put_log_events_messages(&e) {
+            *accepted.entry(message).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        in_stream, accepted,
+        "the stream holds each event as often as moto accepted it"
+    );
+    let duplicates: usize = in_stream.values().map(|n| n - 1).sum();
+    // Only calls whose acknowledgement was lost add copies: one copy of their events each.
+    let lost: Vec<Exchange> = rig
+        .proxy
+        .matching(&rig.kind.publish_call())
+        .into_iter()
+        .filter(|e| e.outcome == Outcome::Faulted(Fault::DropResponse, Some(200)))
+        .collect();
+    let lost_events: usize = lost.iter().map(|e| put_log_events_messages(e).len()).sum();
+    assert_eq!(
+        duplicates, lost_events,
+        "extra copies = events of the lost acknowledgements"
+    );
+    // The cap: at most one PutLogEvents batch per lost acknowledgement.
+    assert!(duplicates <= lost.len() * flowlog_agent::publish::events::MAX_BATCH_EVENTS);
+    duplicates
+}
+
+/// The messages of the log events in a PutLogEvents request body.
+fn put_log_events_messages(e: &Exchange) -> Vec<String> {
+    let body: serde_json::Value = serde_json::from_slice(&e.body)
+        .unwrap_or_else(|err| panic!("PutLogEvents body is not JSON ({err}): {e:?}"));
+    body["logEvents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no logEvents: {body}"))
+        .iter()
+        .map(|ev| ev["message"].as_str().expect("message").to_string())
+        .collect()
+}
+
+fn report(name: &str, seen: &Seen) {
+    eprintln!(
+        "FAULT {name}: retries (failed attempts) {}, FAILED message {:?}, duplicates {}",
+        seen.faults, seen.failed_message, seen.duplicates
+    );
+}
+
+#[test]
+fn s3_slow_down_503_three_times() {
+    let seen = episode(
+        200,
+        Kind::S3,
+        Fault::s3_error(503, "SlowDown", "Please reduce your request rate."),
+        Times::Count(3),
+        "Rate limited",
+        "SlowDown (HTTP 503)",
+    );
+    report("S3 503 SlowDown x3", &seen);
+}
+
+#[test]
+fn s3_internal_error_500() {
+    let seen = episode(
+        201,
+        Kind::S3,
+        Fault::s3_error(
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ),
+        Times::UntilRecovered,
+        "Unknown error",
+        "InternalError (HTTP 500)",
+    );
+    report("S3 500 InternalError", &seen);
+}
+
+#[test]
+fn s3_access_denied_403_that_recovers() {
+    let seen = episode(
+        202,
+        Kind::S3,
+        Fault::s3_error(403, "AccessDenied", "Access Denied"),
+        Times::UntilRecovered,
+        "Access error",
+        "AccessDenied (HTTP 403)",
+    );
+    report("S3 403 AccessDenied", &seen);
+}
+
+#[test]
+fn s3_connection_reset_mid_request() {
+    let seen = episode(
+        203,
+        Kind::S3,
+        Fault::ResetMidRequest,
+        Times::UntilRecovered,
+        "Unknown error",
+        "Connection reset by peer",
+    );
+    report("S3 connection reset", &seen);
+}
+
+#[test]
+fn s3_stall_longer_than_the_client_timeout() {
+    let seen = episode(
+        204,
+        Kind::S3,
+        Fault::Stall(STALL),
+        Times::UntilRecovered,
+        "Unknown error",
+        "did not answer in time",
+    );
+    report("S3 stall", &seen);
+}
+
+#[test]
+fn s3_put_object_accepted_but_its_answer_lost() {
+    let seen = episode(
+        205,
+        Kind::S3,
+        Fault::DropResponse,
+        Times::UntilRecovered,
+        "Unknown error",
+        "connection closed before message completed",
+    );
+    report("S3 PutObject answer lost", &seen);
+}
+
+#[test]
+fn logs_throttling_exception() {
+    let seen = episode(
+        206,
+        Kind::Logs,
+        Fault::logs_error(400, "ThrottlingException", "Rate exceeded"),
+        Times::UntilRecovered,
+        "Rate limited",
+        "ThrottlingException (HTTP 400)",
+    );
+    assert_eq!(seen.duplicates, 0, "a refused call adds no copies");
+    report("CWL ThrottlingException", &seen);
+}
+
+#[test]
+fn logs_service_unavailable_exception() {
+    let seen = episode(
+        207,
+        Kind::Logs,
+        Fault::logs_error(
+            500,
+            "ServiceUnavailableException",
+            "The service cannot complete the request.",
+        ),
+        Times::UntilRecovered,
+        "Unknown error",
+        "ServiceUnavailableException (HTTP 500)",
+    );
+    assert_eq!(seen.duplicates, 0, "a refused call adds no copies");
+    report("CWL ServiceUnavailableException", &seen);
+}
+
+#[test]
+fn logs_put_log_events_accepted_but_its_answer_lost() {
+    let seen = episode(
+        208,
+        Kind::Logs,
+        Fault::DropResponse,
+        Times::UntilRecovered,
+        "Unknown error",
+        "connection closed before message completed",
+    );
+    assert!(
+        seen.duplicates > 0,
+        "a lost acknowledgement repeats its batch"
+    );
+    report("CWL PutLogEvents answer lost", &seen);
+}

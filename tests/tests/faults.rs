@@ -581,3 +581,147 @@ fn logs_put_log_events_accepted_but_its_answer_lost() {
     );
     report("CWL PutLogEvents answer lost", &seen);
 }
+
+/// `flowlog create-flow-logs` against the rig's agent: a second flow log on the same
+/// interface, ALL traffic, 1 s windows, to files under `out`. Returns its id.
+fn create_file_flow_log(rig: &Rig, out: &std::path::Path) -> String {
+    let request = serde_json::json!({
+        "ResourceType": "NetworkInterface",
+        "ResourceIds": [rig.ns.a.iface],
+        "TrafficType": "ALL",
+        "LogDestinationType": "file",
+        "LogDestination": out.display().to_string(),
+        "MaxAggregationInterval": 1,
+    });
+    let answer = std::process::Command::new(flowlog_tests::agent::flowlog_bin())
+        .args(["create-flow-logs", "--control-socket"])
+        .arg(rig.socket())
+        .args(["--cli-input-json", &request.to_string()])
+        .output()
+        .expect("run flowlog create-flow-logs");
+    assert!(
+        answer.status.success(),
+        "create-flow-logs: {}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&answer.stdout).expect("JSON answer");
+    assert_eq!(answer["Unsuccessful"], serde_json::json!([]), "{answer}");
+    answer["FlowLogIds"][0]
+        .as_str()
+        .expect("a flow log id")
+        .to_string()
+}
+
+/// Two flow logs in one agent, one publishing to S3 through a failing endpoint and one to
+/// files: each has its own publish and spool metrics (`flow_log_id`). While the S3 flow log's
+/// batches pile up in its spool, the file flow log's spool stays empty and its failure counter
+/// at 0; at the end each one's published records are exactly what its destination holds.
+#[test]
+fn two_flow_logs_in_one_agent_have_their_own_publish_and_spool_metrics() {
+    let mut rig = Rig::start(209, Kind::S3);
+    let out = rig.dir.path().join("second");
+    let second = create_file_flow_log(&rig, &out);
+    let call = Kind::S3.publish_call();
+    rig.proxy
+        .wait_for("an acknowledged first batch", DEADLINE, |seen| {
+            seen.iter()
+                .any(|e| e.matched_by(&call) && e.outcome == Outcome::Forwarded(200))
+        });
+    rig.proxy.inject(
+        call.clone(),
+        Fault::s3_error(503, "SlowDown", "Please reduce your request rate."),
+        Times::UntilRecovered,
+    );
+    let (a, b) = (&rig.ns.a, &rig.ns.b);
+    let expected = send_udp_flows(a, b, 7001, 3, 4, 100);
+
+    let s3_destination = Kind::S3.destination();
+    let file_destination = format!("file:{}", out.display());
+    let first = [("flow_log_id", FLOW_LOG_ID)];
+    let other = [("flow_log_id", second.as_str())];
+    let first_publish = [
+        ("flow_log_id", FLOW_LOG_ID),
+        ("destination", s3_destination.as_str()),
+    ];
+    let other_publish = [
+        ("flow_log_id", second.as_str()),
+        ("destination", file_destination.as_str()),
+    ];
+    // The metrics file is rewritten after every window: the S3 flow log's spool grows.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let during = loop {
+        let m = read_metrics(&rig.metrics_file());
+        if m.contains_key(&flowlog_tests::delivery::sample(
+            "flowlog_spool_batches",
+            &other,
+        )) && metric(&m, "flowlog_spool_batches", &first) >= 3.0
+        {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the S3 flow log's spool did not grow"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The file flow log delivers on: at most the batch of the window that just closed waits.
+    assert!(
+        metric(&during, "flowlog_spool_batches", &other) <= 1.0,
+        "{during:?}"
+    );
+    assert!(metric(&during, "flowlog_published_batches_total", &other_publish) >= 1.0);
+    assert_eq!(
+        metric(&during, "flowlog_publish_failures_total", &other_publish),
+        0.0
+    );
+    assert!(metric(&during, "flowlog_publish_failures_total", &first_publish) >= 1.0);
+    assert!(metric(&during, "flowlog_spool_records", &first) >= 3.0);
+
+    rig.proxy.recover();
+    rig.wait_until_delivered(&expected);
+    let status = rig.agent.stop();
+    assert!(
+        status.success(),
+        "agent exit {status}; log:\n{}",
+        rig.agent.log()
+    );
+
+    let end = read_metrics(&rig.metrics_file());
+    let s3_records = rig.delivered();
+    let file_records =
+        flowlog_tests::publish::records_of_objects(&flowlog_tests::publish::file_objects(&out));
+    for (labels, publish, records) in [
+        (&first, &first_publish, &s3_records),
+        (&other, &other_publish, &file_records),
+    ] {
+        assert_eq!(
+            metric(&end, "flowlog_spool_batches", labels),
+            0.0,
+            "{labels:?}"
+        );
+        assert_eq!(
+            metric(&end, "flowlog_spool_records", labels),
+            0.0,
+            "{labels:?}"
+        );
+        assert_eq!(
+            metric(&end, "flowlog_published_records_total", publish),
+            records.len() as f64,
+            "{labels:?}: published records = records at the destination"
+        );
+        let ok: Vec<&Record> = records.iter().filter(|r| r.tuple.is_some()).collect();
+        assert_eq!(
+            summed_per_tuple(&ok),
+            expected,
+            "{labels:?}: the traffic, once"
+        );
+    }
+    assert_eq!(
+        metric(&end, "flowlog_publish_failures_total", &first_publish),
+        rig.proxy.faulted(&call) as f64
+    );
+    assert_eq!(
+        metric(&end, "flowlog_publish_failures_total", &other_publish),
+        0.0
+    );
+}

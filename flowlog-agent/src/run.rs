@@ -33,7 +33,7 @@ use crate::{
         registry::{Change, Registry},
         spec::{FlowLogSpec, Resource, ResourceType},
         store::Store,
-        window::next_cut,
+        window::due_cut,
     },
     metadata::Metadata,
     metrics, privileges,
@@ -424,7 +424,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut drain_failure = None;
     loop {
         let now = unix_now();
-        let next = next_cut(now, agent.pipelines.values().map(Pipeline::interval));
+        let intervals: Vec<u64> = agent.pipelines.values().map(Pipeline::interval).collect();
+        let next = due_cut(cutter.start, now, &intervals);
         // Without flow logs nothing is cut: the loop waits for one to be created.
         let idle_until = now as u64 + 86_400;
         let event = tokio::select! {

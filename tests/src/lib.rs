@@ -7,6 +7,7 @@ pub mod fault_proxy;
 pub mod frames;
 pub mod moto;
 pub mod netns;
+pub mod proxied;
 pub mod publish;
 pub mod records;
 pub mod traffic;

@@ -16,191 +16,24 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
     time::Duration,
 };
 
 use flowlog_tests::{
     delivery::{metric, read_metrics, wait_for_delivery_status},
-    fault_proxy::{Exchange, Fault, FaultProxy, Matcher, Outcome, Times},
-    moto::Moto,
-    netns::{Namespaces, Setup},
-    publish::{AgentProcess, event_record, records_of_objects, send_udp_flows, summed_per_tuple},
+    fault_proxy::{Exchange, Fault, Outcome, Times},
+    netns::Setup,
+    proxied::{BUCKET, DEADLINE, FLOW_LOG_ID, Kind, PUBLISH_TIMEOUT_SECS, ProxiedAgent},
+    publish::{send_udp_flows, summed_per_tuple},
     records::{Record, Tuple},
 };
 
-const BUCKET: &str = "flowlog-test";
-const PREFIX: &str = "my-logs";
-const GROUP: &str = "/flowlog/faults";
-const FLOW_LOG_ID: &str = "fl-0fa0170000000000a";
-const ACCOUNT: &str = "123456789012";
-/// `--publish-timeout`: the stall below lasts longer.
-const PUBLISH_TIMEOUT_SECS: u64 = 1;
-const STALL: Duration = Duration::from_secs(3);
-/// Generous: the machine is shared with other builds.
-const DEADLINE: Duration = Duration::from_secs(30);
+/// Longer than the client timeout (`--publish-timeout`).
+const STALL: Duration = Duration::from_secs(3 * PUBLISH_TIMEOUT_SECS);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    S3,
-    Logs,
-}
-
-impl Kind {
-    fn destination(self) -> String {
-        match self {
-            Kind::S3 => format!("s3://{BUCKET}/{PREFIX}"),
-            Kind::Logs => format!("cloud-watch-logs:{GROUP}"),
-        }
-    }
-
-    /// The publishing call faults are injected into.
-    fn publish_call(self) -> Matcher {
-        match self {
-            Kind::S3 => Matcher::s3_put_object(BUCKET),
-            Kind::Logs => Matcher::logs("PutLogEvents"),
-        }
-    }
-}
-
-/// One agent (1 s windows, one object per window) publishing through the proxy to moto, with
-/// a control socket and a metrics file. Dropped in field order: the agent first.
-struct Rig {
-    agent: AgentProcess,
-    proxy: FaultProxy,
-    moto: Moto,
-    ns: Namespaces,
-    dir: tempfile::TempDir,
-    kind: Kind,
-}
-
-impl Rig {
-    fn start(subnet: u8, kind: Kind) -> Rig {
-        let ns = Namespaces::new(Setup::new(subnet).ipv4_only().prefix("flfp"));
-        let moto = Moto::start(Some(&ns.a.netns));
-        if kind == Kind::S3 {
-            moto.with_clients(async |c| c.create_bucket(BUCKET).await);
-        }
-        let proxy = FaultProxy::start(Some(&ns.a.netns), moto.port());
-        let dir = tempfile::Builder::new()
-            .prefix("flfp-")
-            .tempdir()
-            .expect("temp dir");
-        let path = |name: &str| dir.path().join(name).display().to_string();
-        let args: Vec<String> = [
-            "--aggregation-interval",
-            "1",
-            "--file-rollover-seconds",
-            "1",
-            "--flow-log-id",
-            FLOW_LOG_ID,
-            "--account-id",
-            ACCOUNT,
-            "--region",
-            "us-east-1",
-            "--no-imds",
-            "--destination",
-            &kind.destination(),
-            "--endpoint-url",
-            &proxy.endpoint(),
-            "--publish-timeout",
-            &PUBLISH_TIMEOUT_SECS.to_string(),
-            "--spool-dir",
-            &path("spool"),
-            "--metrics-file",
-            &path("flowlog.prom"),
-            "--control-socket",
-            &path("control.sock"),
-            "--state-dir",
-            &path("state"),
-            "--runtime-dir",
-            &path("run"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let agent = AgentProcess::start(&ns.a, &args);
-        Rig {
-            agent,
-            proxy,
-            moto,
-            ns,
-            dir,
-            kind,
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("control.sock")
-    }
-
-    fn metrics_file(&self) -> PathBuf {
-        self.dir.path().join("flowlog.prom")
-    }
-
-    /// The publishing calls moto acknowledged and whose answer reached the agent.
-    fn acknowledged(&self) -> Vec<Exchange> {
-        self.proxy
-            .matching(&self.kind.publish_call())
-            .into_iter()
-            .filter(|e| e.outcome == Outcome::Forwarded(200))
-            .collect()
-    }
-
-    /// The publishing calls moto carried out, whether or not the agent heard of it.
-    fn accepted_by_moto(&self) -> Vec<Exchange> {
-        self.proxy
-            .matching(&self.kind.publish_call())
-            .into_iter()
-            .filter(|e| {
-                matches!(
-                    e.outcome,
-                    Outcome::Forwarded(200) | Outcome::Faulted(_, Some(200))
-                )
-            })
-            .collect()
-    }
-
-    /// Every record delivered so far (S3: the objects' records; CloudWatch: one per event).
-    fn delivered(&self) -> Vec<Record> {
-        match self.kind {
-            Kind::S3 => {
-                records_of_objects(&self.moto.with_clients(async |c| c.objects(BUCKET).await))
-            }
-            Kind::Logs => self
-                .moto
-                .with_clients(async |c| c.log_events(GROUP).await)
-                .values()
-                .flatten()
-                .map(|(_, message)| event_record(message))
-                .collect(),
-        }
-    }
-
-    /// Polls the destination until the traffic in `expected` is all there (each tuple's
-    /// packets and bytes summed over distinct records).
-    fn wait_until_delivered(&self, expected: &BTreeMap<Tuple, (u64, u64)>) {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let records = self.delivered();
-            let distinct: BTreeMap<&str, &Record> =
-                records.iter().map(|r| (r.line.as_str(), r)).collect();
-            let ok: Vec<&Record> = distinct
-                .values()
-                .filter(|r| r.tuple.is_some_and(|t| expected.contains_key(&t)))
-                .copied()
-                .collect();
-            if summed_per_tuple(&ok) == *expected {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the traffic was not delivered within {DEADLINE:?}; agent log:\n{}",
-                self.agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+/// The test host of fault test `subnet`.
+fn setup(subnet: u8) -> Setup {
+    Setup::new(subnet).ipv4_only().prefix("flfp")
 }
 
 /// What one fault episode showed, for the report.
@@ -212,8 +45,7 @@ struct Seen {
 }
 
 /// One fault episode under traffic: a first batch delivered (the path works); the fault is
-/// injected and traffic sent; the window's batch meets the fault and a
-/// retry meets it again; describe-flow-logs says FAILED with `category` and `cause`; the fault
+/// injected and traffic sent; the window's batch meets the fault and a retry meets it again; describe-flow-logs says FAILED with `category` and `cause`; the fault
 /// ends (recovers, or was used up); describe says SUCCESS; one more window of traffic; SIGTERM.
 /// Then everything the module doc lists is checked.
 fn episode(
@@ -224,7 +56,7 @@ fn episode(
     category: &str,
     cause: &str,
 ) -> Seen {
-    let mut rig = Rig::start(subnet, kind);
+    let mut rig = ProxiedAgent::start(setup(subnet), kind, None);
     let call = kind.publish_call();
     rig.proxy
         .wait_for("an acknowledged first batch", DEADLINE, |seen| {
@@ -340,7 +172,11 @@ fn episode(
 
 /// S3: the objects hold every record sent exactly once; each object key was acknowledged once;
 /// the bucket holds exactly the keys moto was asked to write.
-fn check_exactly_once(rig: &Rig, records: &[Record], expected: &BTreeMap<Tuple, (u64, u64)>) {
+fn check_exactly_once(
+    rig: &ProxiedAgent,
+    records: &[Record],
+    expected: &BTreeMap<Tuple, (u64, u64)>,
+) {
     let lines: BTreeSet<&str> = records.iter().map(|r| r.line.as_str()).collect();
     assert_eq!(lines.len(), records.len(), "a record is in two objects");
     let ok: Vec<&Record> = records
@@ -384,7 +220,7 @@ fn check_exactly_once(rig: &Rig, records: &[Record], expected: &BTreeMap<Tuple, 
 /// often as moto accepted a PutLogEvents carrying it; the events delivered more than once are
 /// those of calls whose answer was lost. Returns the number of extra copies.
 fn check_at_least_once(
-    rig: &Rig,
+    rig: &ProxiedAgent,
     records: &[Record],
     expected: &BTreeMap<Tuple, (u64, u64)>,
 ) -> usize {
@@ -584,7 +420,7 @@ fn logs_put_log_events_accepted_but_its_answer_lost() {
 
 /// `flowlog create-flow-logs` against the rig's agent: a second flow log on the same
 /// interface, ALL traffic, 1 s windows, to files under `out`. Returns its id.
-fn create_file_flow_log(rig: &Rig, out: &std::path::Path) -> String {
+fn create_file_flow_log(rig: &ProxiedAgent, out: &std::path::Path) -> String {
     let request = serde_json::json!({
         "ResourceType": "NetworkInterface",
         "ResourceIds": [rig.ns.a.iface],
@@ -618,7 +454,7 @@ fn create_file_flow_log(rig: &Rig, out: &std::path::Path) -> String {
 /// at 0; at the end each one's published records are exactly what its destination holds.
 #[test]
 fn two_flow_logs_in_one_agent_have_their_own_publish_and_spool_metrics() {
-    let mut rig = Rig::start(209, Kind::S3);
+    let mut rig = ProxiedAgent::start(setup(209), Kind::S3, None);
     let out = rig.dir.path().join("second");
     let second = create_file_flow_log(&rig, &out);
     let call = Kind::S3.publish_call();

@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokio::{sync::watch, task::JoinHandle};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{
     spec::FlowLogSpec,
@@ -25,7 +25,7 @@ use crate::{
     metrics,
     publish::{
         self, AwsSettings, Batch, DeliveryStatus, Destination, PublishReport, Spool,
-        SpoolFullEpisodes, WriterLock, writer_lock,
+        SpoolFullEpisodes, SpoolWriteFailures, WriterLock, writer_lock,
     },
 };
 
@@ -61,6 +61,7 @@ pub struct Pipeline {
     /// This flow log's publish and spool metrics.
     report: PublishReport,
     spool_full: SpoolFullEpisodes,
+    spool_write_failures: SpoolWriteFailures,
 }
 
 /// How a stopped pipeline ended.
@@ -127,6 +128,7 @@ impl Pipeline {
             unspooled_records: 0,
             report,
             spool_full: SpoolFullEpisodes::default(),
+            spool_write_failures: SpoolWriteFailures::default(),
         };
         for batch in recovered {
             pipeline.spool_batch(&batch);
@@ -196,6 +198,7 @@ impl Pipeline {
         let put = tokio::task::block_in_place(|| self.spool.put_replacing(batch, wal.as_deref()));
         match put {
             Ok(dropped) => {
+                self.spool_write_failures.spooled(&self.spec.id);
                 self.report.dropped(&dropped);
                 self.spool_full.after_put(
                     &self.spec.id,
@@ -206,8 +209,12 @@ impl Pipeline {
             }
             Err(e) => {
                 self.unspooled_records += batch.records();
-                error!(flow_log_id = %self.spec.id, batch = %batch.identity(), records = batch.records(),
-                       error = %format!("{e:#}"), "cannot spool a finished batch: its records are lost");
+                self.spool_write_failures.failed(
+                    &self.spec.id,
+                    &self.spool.dir().display().to_string(),
+                    batch.records(),
+                    &format!("{e:#}"),
+                );
                 self.report.unspooled(batch.records());
             }
         }

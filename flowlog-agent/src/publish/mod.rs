@@ -28,7 +28,7 @@ pub use cloudwatch::CloudWatchDestination;
 pub use destination::{DeliveryUnit, DestinationSpec};
 pub use events::{LogEvent, LogEventBatch};
 pub use file::FileDestination;
-pub use report::{PublishReport, SpoolFullEpisodes};
+pub use report::{PublishReport, SpoolFullEpisodes, SpoolWriteFailures};
 pub use s3::S3Destination;
 pub use spool::{Spool, SpoolStats};
 pub use writer_lock::WriterLock;

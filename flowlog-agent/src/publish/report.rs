@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::spool::{Dropped, SpoolStats};
 use crate::metrics;
@@ -223,6 +223,53 @@ impl SpoolFullEpisodes {
 
     pub fn in_episode(&self) -> bool {
         self.current.is_some()
+    }
+}
+
+/// Batches that could not be written to the spool (read-only or vanished directory, I/O
+/// error): their records are lost. One error line when it starts, one warning with the total
+/// when a batch is spooled again; the run exits non-zero at the end (see `run`).
+#[derive(Debug, Default)]
+pub struct SpoolWriteFailures {
+    /// Records lost in the current episode, and when it began.
+    current: Option<(Instant, usize)>,
+}
+
+impl SpoolWriteFailures {
+    /// A batch of `records` could not be spooled because of `error`.
+    pub fn failed(&mut self, flow_log_id: &str, spool: &str, records: usize, error: &str) {
+        match &mut self.current {
+            None => {
+                error!(
+                    flow_log_id,
+                    spool,
+                    records,
+                    error,
+                    "cannot write to the spool: finished batches are lost until it is writable again \
+                     (counted in flowlog_spool_write_failed_records_total; the run will exit non-zero)"
+                );
+                self.current = Some((Instant::now(), records));
+            }
+            Some((_, lost)) => {
+                *lost += records;
+                debug!(
+                    flow_log_id,
+                    records, error, "cannot write to the spool: batch lost"
+                );
+            }
+        }
+    }
+
+    /// A batch was spooled.
+    pub fn spooled(&mut self, flow_log_id: &str) {
+        if let Some((since, lost)) = self.current.take() {
+            warn!(
+                flow_log_id,
+                lost_records = lost,
+                secs = since.elapsed().as_secs(),
+                "the spool is writable again: records of the batches in between were lost (see above)"
+            );
+        }
     }
 }
 

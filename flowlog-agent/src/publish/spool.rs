@@ -7,8 +7,9 @@
 //! header line (kind, identity, record count, body length and CRC-32) and the body: the object's
 //! bytes, or one `<timestamp-ms> <message>` line per log event.
 //!
-//! The spool is bounded: when a new batch takes it over `max_bytes`, the oldest batches (never
-//! the one being published, never the new one) are deleted, counted and logged.
+//! The spool is bounded: when a new batch takes it over `max_bytes`, or the filesystem is full
+//! before that, the oldest batches (never the one being published, never the new one) are
+//! deleted and returned to the caller, which counts and logs them.
 
 use std::{
     collections::BTreeMap,
@@ -237,13 +238,22 @@ impl Spool {
         );
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let bytes = write_durably(&tmp, &path, batch).with_context(|| {
-            format!(
-                "cannot spool batch {} to {}",
-                batch.identity(),
-                self.dir.display()
-            )
-        })?;
+        let mut dropped = Dropped::default();
+        let bytes = loop {
+            match write_durably(&tmp, &path, batch) {
+                Ok(bytes) => break bytes,
+                // The filesystem filled up before the bound did: make room the same way, by
+                // dropping the oldest batches, and write again.
+                Err(e) if is_storage_full(&e) && self.drop_oldest(seq, &mut dropped) => {}
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "cannot spool batch {} to {}",
+                        batch.identity(),
+                        self.dir.display()
+                    )));
+                }
+            }
+        };
         if let Some(wal) = replaced
             && let Err(e) = fs::remove_file(wal)
             && e.kind() != ErrorKind::NotFound
@@ -270,37 +280,42 @@ impl Spool {
         st.stats.batches += 1;
         st.stats.records += batch.records();
         st.stats.bytes += bytes;
-        let mut dropped = Dropped::default();
-        while st.stats.bytes > self.max_bytes {
-            let in_flight = st.in_flight;
-            let Some(oldest) = st
-                .entries
-                .keys()
-                .copied()
-                .find(|s| Some(*s) != in_flight && *s != seq)
-            else {
-                break;
-            };
-            let Some(e) = st.entries.remove(&oldest) else {
-                break;
-            };
-            if let Err(err) = fs::remove_file(&e.path) {
-                warn!(file = %e.path.display(), error = %err, "cannot delete dropped spool file");
-            }
-            st.stats.batches -= 1;
-            st.stats.records -= e.records;
-            st.stats.bytes -= e.bytes;
-            st.stats.dropped_batches += 1;
-            st.stats.dropped_records += e.records as u64;
-            dropped.batches += 1;
-            dropped.records += e.records as u64;
-            // The owner reports drops once per episode (publish::report); each file is here.
-            debug!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
-                   "spool full: dropped the oldest undelivered batch");
-        }
         drop(st);
+        while self.stats().bytes > self.max_bytes && self.drop_oldest(seq, &mut dropped) {}
         self.changed.notify_one();
         Ok(dropped)
+    }
+
+    /// Deletes the oldest batch that is neither being published nor `keep` (the one being
+    /// added), adding it to `dropped`. False when there is none.
+    fn drop_oldest(&self, keep: u64, dropped: &mut Dropped) -> bool {
+        let mut st = self.state();
+        let in_flight = st.in_flight;
+        let Some(oldest) = st
+            .entries
+            .keys()
+            .copied()
+            .find(|s| Some(*s) != in_flight && *s != keep)
+        else {
+            return false;
+        };
+        let Some(e) = st.entries.remove(&oldest) else {
+            return false;
+        };
+        if let Err(err) = fs::remove_file(&e.path) {
+            warn!(file = %e.path.display(), error = %err, "cannot delete dropped spool file");
+        }
+        st.stats.batches -= 1;
+        st.stats.records -= e.records;
+        st.stats.bytes -= e.bytes;
+        st.stats.dropped_batches += 1;
+        st.stats.dropped_records += e.records as u64;
+        dropped.batches += 1;
+        dropped.records += e.records as u64;
+        // The owner reports drops once per episode (publish::report); each file is here.
+        debug!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
+               "spool full: dropped the oldest undelivered batch");
+        true
     }
 
     /// Whether an object batch with this key waits in the spool.
@@ -534,8 +549,26 @@ fn read_header(path: &Path) -> anyhow::Result<(Header, BufReader<fs::File>)> {
     Ok((header, reader))
 }
 
-/// Writes the spool file for `batch` at `path` via `tmp`; returns its size.
+/// Whether `e` is a full filesystem (or quota).
+fn is_storage_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        })
+    })
+}
+
+/// Writes the spool file for `batch` at `path` via `tmp`; returns its size. A failed write
+/// leaves nothing behind (a partial `tmp` would hold space a retry needs).
 fn write_durably(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> {
+    let written = write_file(tmp, path, batch);
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written
+}
+
+fn write_file(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> {
     let (header, body): (Header, std::borrow::Cow<'_, [u8]>) = match batch {
         Batch::Object(o) => (
             Header::Object {
@@ -743,6 +776,17 @@ mod tests {
         spool.ack(&in_flight).unwrap();
         let next = spool.claim().unwrap();
         assert_eq!(load(&next.path).unwrap(), object("k2", 12, 1_000));
+    }
+
+    #[test]
+    fn a_full_filesystem_is_told_apart_from_other_write_errors() {
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("cannot write x");
+        let quota = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::EDQUOT));
+        let read_only = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::EROFS))
+            .context("cannot create x");
+        assert!(is_storage_full(&full) && is_storage_full(&quota));
+        assert!(!is_storage_full(&read_only));
     }
 
     #[test]

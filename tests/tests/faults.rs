@@ -23,13 +23,15 @@ use flowlog_tests::{
     delivery::{metric, read_metrics, wait_for_delivery_status},
     fault_proxy::{Exchange, Fault, Outcome, Times},
     netns::Setup,
-    proxied::{BUCKET, DEADLINE, FLOW_LOG_ID, Kind, PUBLISH_TIMEOUT_SECS, ProxiedAgent},
+    proxied::{BUCKET, DEADLINE, FLOW_LOG_ID, Kind, ProxiedAgent},
     publish::{send_udp_flows, summed_per_tuple},
     records::{Record, Tuple},
 };
 
-/// Longer than the client timeout (`--publish-timeout`).
-const STALL: Duration = Duration::from_secs(3 * PUBLISH_TIMEOUT_SECS);
+/// `--publish-timeout` of the stall test (the default, 120 s, fits a 75 MB upload).
+const PUBLISH_TIMEOUT: &str = "2";
+/// Longer than that client timeout.
+const STALL: Duration = Duration::from_secs(5);
 
 /// The test host of fault test `subnet`.
 fn setup(subnet: u8) -> Setup {
@@ -45,18 +47,18 @@ struct Seen {
 }
 
 /// One fault episode under traffic: a first batch delivered (the path works); the fault is
-/// injected and traffic sent; the window's batch meets the fault and a retry meets it again; describe-flow-logs says FAILED with `category` and `cause`; the fault
-/// ends (recovers, or was used up); describe says SUCCESS; one more window of traffic; SIGTERM.
-/// Then everything the module doc lists is checked.
+/// injected and traffic sent; the window's batch meets the fault and a retry meets it again;
+/// describe-flow-logs says FAILED with `category` and `cause`; the fault ends (recovers, or was
+/// used up); describe says SUCCESS; more traffic; SIGTERM. Then everything the module doc
+/// lists is checked. `agent_args`: more `flowlog run` options.
 fn episode(
     subnet: u8,
     kind: Kind,
-    fault: Fault,
-    times: Times,
-    category: &str,
-    cause: &str,
+    (fault, times): (Fault, Times),
+    (category, cause): (&str, &str),
+    agent_args: &[&str],
 ) -> Seen {
-    let mut rig = ProxiedAgent::start(setup(subnet), kind, None);
+    let mut rig = ProxiedAgent::start(setup(subnet), kind, None, agent_args);
     let call = kind.publish_call();
     rig.proxy
         .wait_for("an acknowledged first batch", DEADLINE, |seen| {
@@ -292,10 +294,12 @@ fn s3_slow_down_503_three_times() {
     let seen = episode(
         200,
         Kind::S3,
-        Fault::s3_error(503, "SlowDown", "Please reduce your request rate."),
-        Times::Count(3),
-        "Rate limited",
-        "SlowDown (HTTP 503)",
+        (
+            Fault::s3_error(503, "SlowDown", "Please reduce your request rate."),
+            Times::Count(3),
+        ),
+        ("Rate limited", "SlowDown (HTTP 503)"),
+        &[],
     );
     report("S3 503 SlowDown x3", &seen);
 }
@@ -305,14 +309,16 @@ fn s3_internal_error_500() {
     let seen = episode(
         201,
         Kind::S3,
-        Fault::s3_error(
-            500,
-            "InternalError",
-            "We encountered an internal error. Please try again.",
+        (
+            Fault::s3_error(
+                500,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ),
+            Times::UntilRecovered,
         ),
-        Times::UntilRecovered,
-        "Unknown error",
-        "InternalError (HTTP 500)",
+        ("Unknown error", "InternalError (HTTP 500)"),
+        &[],
     );
     report("S3 500 InternalError", &seen);
 }
@@ -322,10 +328,12 @@ fn s3_access_denied_403_that_recovers() {
     let seen = episode(
         202,
         Kind::S3,
-        Fault::s3_error(403, "AccessDenied", "Access Denied"),
-        Times::UntilRecovered,
-        "Access error",
-        "AccessDenied (HTTP 403)",
+        (
+            Fault::s3_error(403, "AccessDenied", "Access Denied"),
+            Times::UntilRecovered,
+        ),
+        ("Access error", "AccessDenied (HTTP 403)"),
+        &[],
     );
     report("S3 403 AccessDenied", &seen);
 }
@@ -335,10 +343,9 @@ fn s3_connection_reset_mid_request() {
     let seen = episode(
         203,
         Kind::S3,
-        Fault::ResetMidRequest,
-        Times::UntilRecovered,
-        "Unknown error",
-        "Connection reset by peer",
+        (Fault::ResetMidRequest, Times::UntilRecovered),
+        ("Unknown error", "Connection reset by peer"),
+        &[],
     );
     report("S3 connection reset", &seen);
 }
@@ -348,10 +355,9 @@ fn s3_stall_longer_than_the_client_timeout() {
     let seen = episode(
         204,
         Kind::S3,
-        Fault::Stall(STALL),
-        Times::UntilRecovered,
-        "Unknown error",
-        "did not answer in time",
+        (Fault::Stall(STALL), Times::UntilRecovered),
+        ("Unknown error", "did not answer in time"),
+        &["--publish-timeout", PUBLISH_TIMEOUT],
     );
     report("S3 stall", &seen);
 }
@@ -361,10 +367,12 @@ fn s3_put_object_accepted_but_its_answer_lost() {
     let seen = episode(
         205,
         Kind::S3,
-        Fault::DropResponse,
-        Times::UntilRecovered,
-        "Unknown error",
-        "connection closed before message completed",
+        (Fault::DropResponse, Times::UntilRecovered),
+        (
+            "Unknown error",
+            "connection closed before message completed",
+        ),
+        &[],
     );
     report("S3 PutObject answer lost", &seen);
 }
@@ -374,10 +382,12 @@ fn logs_throttling_exception() {
     let seen = episode(
         206,
         Kind::Logs,
-        Fault::logs_error(400, "ThrottlingException", "Rate exceeded"),
-        Times::UntilRecovered,
-        "Rate limited",
-        "ThrottlingException (HTTP 400)",
+        (
+            Fault::logs_error(400, "ThrottlingException", "Rate exceeded"),
+            Times::UntilRecovered,
+        ),
+        ("Rate limited", "ThrottlingException (HTTP 400)"),
+        &[],
     );
     assert_eq!(seen.duplicates, 0, "a refused call adds no copies");
     report("CWL ThrottlingException", &seen);
@@ -388,14 +398,16 @@ fn logs_service_unavailable_exception() {
     let seen = episode(
         207,
         Kind::Logs,
-        Fault::logs_error(
-            500,
-            "ServiceUnavailableException",
-            "The service cannot complete the request.",
+        (
+            Fault::logs_error(
+                500,
+                "ServiceUnavailableException",
+                "The service cannot complete the request.",
+            ),
+            Times::UntilRecovered,
         ),
-        Times::UntilRecovered,
-        "Unknown error",
-        "ServiceUnavailableException (HTTP 500)",
+        ("Unknown error", "ServiceUnavailableException (HTTP 500)"),
+        &[],
     );
     assert_eq!(seen.duplicates, 0, "a refused call adds no copies");
     report("CWL ServiceUnavailableException", &seen);
@@ -406,10 +418,12 @@ fn logs_put_log_events_accepted_but_its_answer_lost() {
     let seen = episode(
         208,
         Kind::Logs,
-        Fault::DropResponse,
-        Times::UntilRecovered,
-        "Unknown error",
-        "connection closed before message completed",
+        (Fault::DropResponse, Times::UntilRecovered),
+        (
+            "Unknown error",
+            "connection closed before message completed",
+        ),
+        &[],
     );
     assert!(
         seen.duplicates > 0,
@@ -454,7 +468,7 @@ fn create_file_flow_log(rig: &ProxiedAgent, out: &std::path::Path) -> String {
 /// at 0; at the end each one's published records are exactly what its destination holds.
 #[test]
 fn two_flow_logs_in_one_agent_have_their_own_publish_and_spool_metrics() {
-    let mut rig = ProxiedAgent::start(setup(209), Kind::S3, None);
+    let mut rig = ProxiedAgent::start(setup(209), Kind::S3, None, &[]);
     let out = rig.dir.path().join("second");
     let second = create_file_flow_log(&rig, &out);
     let call = Kind::S3.publish_call();

@@ -182,7 +182,7 @@ fn lines_with(log: &str, needle: &str) -> usize {
 fn a_full_spool_filesystem_drops_the_oldest_batches_counted_and_delivers_the_rest() {
     let spool = Tmpfs::mount(SPOOL_FS);
     let setup = Setup::new(210).ipv4_only().prefix("flsl");
-    let mut rig = ProxiedAgent::start(setup, Kind::Logs, Some(spool.path()));
+    let mut rig = ProxiedAgent::start(setup, Kind::Logs, Some(spool.path()), &[]);
     let a = rig.ns.a.clone();
     let sink = sink(&a, 210);
     let call = Matcher::logs("PutLogEvents");
@@ -358,7 +358,7 @@ fn a_full_spool_filesystem_drops_the_oldest_batches_counted_and_delivers_the_res
 fn a_read_only_spool_is_one_error_the_agent_runs_on_and_exits_non_zero() {
     let spool = Tmpfs::mount(SPOOL_FS);
     let setup = Setup::new(211).ipv4_only().prefix("flsl");
-    let mut rig = ProxiedAgent::start(setup, Kind::Logs, Some(spool.path()));
+    let mut rig = ProxiedAgent::start(setup, Kind::Logs, Some(spool.path()), &[]);
     let a = rig.ns.a.clone();
     let sink = sink(&a, 211);
     let call = Matcher::logs("PutLogEvents");

@@ -33,6 +33,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",  // ground truth captures
     "ethtool",
     "strace",       // delays a syscall in the spool-lock race test
+    "bpftool",      // an independent BTF decoder: expected struct offsets in unit tests
     "python3-venv", // .venv for moto
     "python3-pip",
 ];

@@ -33,7 +33,7 @@ use crate::{
         registry::{Change, Registry},
         spec::{FlowLogSpec, Resource, ResourceType},
         store::Store,
-        window::next_cut,
+        window::due_cut,
     },
     inventory::discover::{self, Interface, Selector},
     inventory::metadata::Metadata,
@@ -330,6 +330,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         host: HostSettings {
             records: flag_flow_log::record_options(&args.records, &args.output),
             endpoint_url: args.output.endpoint_url.clone(),
+            publish_timeout: args
+                .output
+                .publish_timeout
+                .map(std::time::Duration::from_secs),
             // The default state directory's spool is the default spool root.
             spool_root: args.definitions.state_dir().join("spool"),
             spool_max_bytes: args.output.spool_max_bytes,
@@ -383,9 +387,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
     };
-    for p in agent.pipelines.values() {
-        publish::export_spool_metrics(&p.spool().stats());
-    }
     metrics::flush_to(cutter.metrics_file.as_deref());
     metrics::announce(args.operations.metrics_addr, cutter.metrics_file.as_deref());
 
@@ -429,7 +430,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut drain_failure = None;
     loop {
         let now = unix_now();
-        let next = next_cut(now, agent.pipelines.values().map(Pipeline::interval));
+        let intervals: Vec<u64> = agent.pipelines.values().map(Pipeline::interval).collect();
+        let next = due_cut(cutter.start, now, &intervals);
         if next.is_none() {
             // No flow log, so no window to wait for: ready to take API calls.
             lifecycle::window_cut();

@@ -212,8 +212,12 @@ fn gzip_text_reads_like_athenas_table_definition() {
         .unwrap();
     assert!(text.ends_with('\n'));
     let mut lines = text.lines();
-    // skip.header.line.count=1: the header is the format's field names.
-    assert_eq!(lines.next().unwrap(), format.header());
+    // skip.header.line.count=1: the header is the fields' names, as in the format.
+    let header: Vec<String> = ATHENA_COLUMNS
+        .iter()
+        .map(|(c, _)| c.replace('_', "-"))
+        .collect();
+    assert_eq!(lines.next().unwrap(), header.join(" "));
     let rows: Vec<Vec<Option<String>>> = lines
         .map(|line| {
             // FIELDS TERMINATED BY ' ': one space between values, no empty value.
@@ -364,10 +368,24 @@ fn parquet_files_have_aws_column_names_types_and_gzip() {
     let get = |row: &Vec<(String, PqField)>, name: &str| {
         row.iter().find(|(n, _)| n == name).unwrap().1.clone()
     };
-    // The same values as the text records, typed.
-    let text_format = all.clone();
-    for (row, rec) in rows.iter().zip(&recs) {
-        let line = text_format.render(rec, &meta);
+    // Every cell, typed, against the records written out by hand (all 42 fields, in
+    // Field::ALL order, from the flows and flags of sample_records and AWS's rules: ICMP ports
+    // 0, traffic-path only on egress, `-` for what a record has no value for).
+    const ALL_FIELDS_LINES: [&str; 4] = [
+        "10 123456789012 eni-1235b8ca123456789 52.95.128.179 10.0.0.71 80 34210 6 14 15044 \
+         1529511610 1529511670 ACCEPT OK vpc-01 subnet-01 i-01 19 IPv4 52.95.128.179 10.0.0.71 \
+         us-east-1 use1-az1 - - S3 - ingress - - - - - - - - - - - - - -",
+        "10 123456789012 eni-1235b8ca123456789 10.0.0.71 10.0.3.3 0 0 1 4 336 1529511610 \
+         1529511670 ACCEPT OK vpc-01 subnet-01 i-01 0 IPv4 10.0.0.71 10.0.3.3 us-east-1 \
+         use1-az1 - - - - egress 1 - - - - - - - - - - - - -",
+        "10 123456789012 eni-1235b8ca123456789 10.0.0.71 52.95.128.179 34210 80 6 7 471 \
+         1529511610 1529511670 ACCEPT OK vpc-01 subnet-01 i-01 3 IPv4 10.0.0.71 52.95.128.179 \
+         us-east-1 use1-az1 - - - S3 egress 8 - - - - - - - - - - - - -",
+        "10 123456789012 eni-idle - - - - - - - 1529511600 1529511720 - NODATA vpc-01 \
+         subnet-01 i-01 - - - - us-east-1 use1-az1 - - - - - - - - - - - - - - - - - - -",
+    ];
+    for (row, line) in rows.iter().zip(ALL_FIELDS_LINES) {
+        assert_eq!(line.split(' ').count(), 42, "{line}");
         for ((name, value), text) in row.iter().zip(line.split(' ')) {
             let as_text = match value {
                 PqField::Null => "-".to_string(),

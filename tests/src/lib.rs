@@ -2,12 +2,15 @@
 //! and reading the records the agent wrote.
 
 pub mod agent;
+pub mod delivery;
 pub mod deploy;
+pub mod fault_proxy;
 pub mod frames;
 pub mod hostlink;
 pub mod moto;
 pub mod netns;
 pub mod podman;
+pub mod proxied;
 pub mod publish;
 pub mod records;
 pub mod traffic;

@@ -209,6 +209,7 @@ impl Clients {
         let settings = AwsSettings {
             endpoint_url: Some(endpoint.to_string()),
             fallback_region: Some(REGION.into()),
+            ..AwsSettings::default()
         };
         let shared = settings.load(Some(REGION)).await;
         let creds = Credentials::new("test", "test", None, None, "flowlog-tests");

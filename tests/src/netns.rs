@@ -259,6 +259,49 @@ pub fn tcp_snmp(netns: &str) -> std::collections::BTreeMap<String, i64> {
     names.map(str::to_string).zip(values).collect()
 }
 
+/// TCP sockets of `netns` with local or remote port `port` that can still send (any state but
+/// TIME-WAIT, CLOSE and LISTEN), from `/proc/net/tcp` and `/proc/net/tcp6` as seen there: as
+/// (hex state, line).
+pub fn tcp_sockets_sending(netns: &str, port: u16) -> Vec<(String, String)> {
+    let out = run(in_netns(netns, "cat").args(["/proc/net/tcp", "/proc/net/tcp6"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let port_of = |addr: &str| {
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+    };
+    text.lines()
+        .filter_map(|l| {
+            // sl local_address rem_address st ...
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state) = (f.get(1)?, f.get(2)?, f.get(3)?);
+            let ours = port_of(local) == Some(port) || port_of(remote) == Some(port);
+            // 06 TIME_WAIT, 07 CLOSE, 0A LISTEN.
+            (ours && !matches!(*state, "06" | "07" | "0A"))
+                .then(|| (state.to_string(), l.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Polls until no TCP socket with port `port` can still send in any of `namespaces` (the
+/// connection is over on both ends, its last ACK sent); panics after `timeout`.
+pub fn wait_until_tcp_closed(namespaces: &[&str], port: u16, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let open: Vec<(String, String)> = namespaces
+            .iter()
+            .flat_map(|ns| tcp_sockets_sending(ns, port))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TCP port {port} still open after {timeout:?}: {open:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Loads an nft script into `netns`.
 pub fn nft(netns: &str, script: &str) {
     let mut child = in_netns(netns, "nft")

@@ -13,7 +13,7 @@ use std::{
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, unix_now, wait_for_window_start},
-    netns::{self, Family, Namespaces, Offloads, Setup, tcp_snmp},
+    netns::{self, Family, Namespaces, Offloads, Setup, tcp_snmp, wait_until_tcp_closed},
     records::{self, Record, Totals, Tuple, dump},
     traffic::{TcpExchange, UdpPlan, ping, tcp_exchanges, udp_send},
     wire::{self, Tcpdump, WirePacket},
@@ -261,7 +261,35 @@ fn tcp_flags_follow_aws_rule() {
         },
     ];
     let ports = tcp_exchanges(&a.netns, &b.netns, server, &ex);
-    std::thread::sleep(Duration::from_millis(1_200));
+    let (a4, b4) = (a.addr(Family::V4), b.addr(Family::V4));
+    // Stop once the records hold both FINs of every connection (the agent counted them).
+    let flags_of = |records: &[Record]| {
+        let mut flags: BTreeMap<Tuple, u8> = BTreeMap::new();
+        for r in records {
+            if let Some(t) = r.tuple {
+                let f: u8 = r.field("tcp-flags").parse().expect("tcp-flags is a number");
+                *flags.entry(t).or_default() |= f;
+            }
+        }
+        flags
+    };
+    records::wait_for_with_header(
+        &agent.output_dir(),
+        header,
+        Duration::from_secs(10),
+        "records with both FINs of every connection",
+        |recs| {
+            let flags = flags_of(recs);
+            ports.iter().all(|p| {
+                flags
+                    .get(&tuple(b4, a4, *p, 8443, TCP))
+                    .is_some_and(|f| f & 1 == 1)
+                    && flags
+                        .get(&tuple(a4, b4, 8443, *p, TCP))
+                        .is_some_and(|f| f & 1 == 1)
+            })
+        },
+    );
     agent.stop();
     let wire = capture.stop();
     let records = records::read(&agent.output_dir(), header);
@@ -270,14 +298,7 @@ fn tcp_flags_follow_aws_rule() {
         "a format with tcp-flags is version 3"
     );
     let wire_totals = wire::totals(&wire, a);
-    let mut flags: BTreeMap<Tuple, u8> = BTreeMap::new();
-    for r in &records {
-        if let Some(t) = r.tuple {
-            let f: u8 = r.field("tcp-flags").parse().expect("tcp-flags is a number");
-            *flags.entry(t).or_default() |= f;
-        }
-    }
-    let (a4, b4) = (a.addr(Family::V4), b.addr(Family::V4));
+    let flags = flags_of(&records);
     for p in ports {
         let c2s = tuple(b4, a4, p, 8443, TCP);
         let s2c = tuple(a4, b4, 8443, p, TCP);
@@ -328,11 +349,17 @@ fn flow_across_window_boundaries_is_split_without_loss_or_double_counting() {
         "sending overran the fourth window ({sent_until} >= {})",
         w0 + 4
     );
-    std::thread::sleep(Duration::from_millis(1_200));
+    let t = tuple(b.addr(Family::V4), a.addr(Family::V4), port, 6000, UDP);
+    // Stop once the fourth window closed (its record is written).
+    records::wait_for(
+        &agent.output_dir(),
+        Duration::from_secs(10),
+        "the records of the four windows",
+        |recs| recs.iter().filter(|r| r.tuple == Some(t)).count() == 4,
+    );
     agent.stop();
     let records = records::read_default(&agent.output_dir());
     check_common_fields(&records, &a.iface);
-    let t = tuple(b.addr(Family::V4), a.addr(Family::V4), port, 6000, UDP);
     let mut flow: Vec<&Record> = records.iter().filter(|r| r.tuple == Some(t)).collect();
     flow.sort_by_key(|r| r.start);
     let starts: Vec<u64> = flow.iter().map(|r| r.start).collect();
@@ -542,9 +569,9 @@ fn gso_super_packets_count_as_wire_segments() {
         response: download,
     }];
     let port = tcp_exchanges(&a.netns, &b.netns, server, &ex)[0];
-    std::thread::sleep(Duration::from_millis(300));
+    // Read the counters once the connection is over on both ends (nothing more is sent).
+    wait_until_tcp_closed(&[&a.netns, &b.netns], 9000, Duration::from_secs(10));
     let after = (tcp_snmp(&a.netns), tcp_snmp(&b.netns));
-    std::thread::sleep(Duration::from_millis(2_000));
     agent.stop();
     let wire = capture.stop();
     let records = records::read_default(&agent.output_dir());

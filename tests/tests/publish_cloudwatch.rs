@@ -196,9 +196,25 @@ fn cloudwatch_outage_of_two_windows_loses_and_duplicates_nothing() {
     wait_for_window_start(2, Duration::from_millis(300));
     window(&mut expected); // w1
     wait_for_window_start(2, Duration::from_millis(300));
+    let delivered_before = expected.clone();
     window(&mut expected); // w2
-    std::thread::sleep(Duration::from_millis(500));
-    let before = moto.with_clients(async |c| c.log_events(GROUP).await);
+    // Keep what was delivered so far (w0 and w1: polled until there, before w2 closes, so no
+    // batch is in flight when the endpoint goes).
+    let w2_closes = (w0 + 6) as f64;
+    let before = loop {
+        let events = moto.with_clients(async |c| c.log_events(GROUP).await);
+        let records = event_records(&events);
+        let ok: Vec<&Record> = records.iter().filter(|r| r.tuple.is_some()).collect();
+        if summed_per_tuple(&ok) == delivered_before {
+            break events;
+        }
+        assert!(
+            unix_now() < w2_closes - 0.1,
+            "w0 and w1 not delivered before w2 closed; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     moto.stop();
     let down_at = unix_now();
     for _ in 0..2 {

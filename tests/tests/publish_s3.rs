@@ -240,19 +240,26 @@ fn s3_outage_of_two_windows_loses_and_duplicates_nothing() {
     let delivered_before = expected.clone();
     wait_for_window_start(INTERVAL, Duration::from_millis(300));
     window(&mut expected); // w2
-    // Keep what was delivered so far (w0 and w1), then take the endpoint away for windows
-    // w2..w4.
-    std::thread::sleep(Duration::from_millis(500));
-    let before = moto.with_clients(async |c| c.objects(BUCKET).await);
-    let before_ok: BTreeMap<Tuple, (u64, u64)> = records_of_objects(&before)
-        .iter()
-        .filter(|r| r.tuple.is_some())
-        .map(|r| (r.tuple.unwrap(), (r.packets.unwrap(), r.bytes.unwrap())))
-        .collect();
-    assert_eq!(
-        before_ok, delivered_before,
-        "w0 and w1 delivered before the outage"
-    );
+    // Keep what was delivered so far (w0 and w1: polled until there, before w2 closes), then
+    // take the endpoint away for windows w2..w4.
+    let w2_closes = (w0 + 3 * INTERVAL) as f64;
+    let before = loop {
+        let objects = moto.with_clients(async |c| c.objects(BUCKET).await);
+        let ok: BTreeMap<Tuple, (u64, u64)> = records_of_objects(&objects)
+            .iter()
+            .filter(|r| r.tuple.is_some())
+            .map(|r| (r.tuple.unwrap(), (r.packets.unwrap(), r.bytes.unwrap())))
+            .collect();
+        if ok == delivered_before {
+            break objects;
+        }
+        assert!(
+            unix_now() < w2_closes - 0.1,
+            "w0 and w1 not delivered before w2 closed: {ok:?}; log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     moto.stop();
     let down_at = unix_now();
     for _ in 0..2 {

@@ -211,13 +211,33 @@ fn start_up_lines_zero_counters_and_the_first_file_on_time() {
     );
 
     // Every counter with a known label set is there at 0 before any window closed.
+    let flow_log = format!("flow_log_id=\"{}\"", field(&capturing, "flow_log_id"));
+    let with_destination = format!(
+        "{flow_log},destination=\"{}\"",
+        field(&capturing, "destination")
+    );
     let mut expected = vec![
         "flowlog_windows_total 0".to_string(),
         "flowlog_unattributed_packets_total 0".to_string(),
-        "flowlog_spool_batches 0".to_string(),
-        "flowlog_spool_records 0".to_string(),
         format!("flowlog_flows_total{{interface=\"{}\"}} 0", a.iface),
     ];
+    for name in [
+        "flowlog_spool_batches",
+        "flowlog_spool_records",
+        "flowlog_spool_dropped_batches_total",
+        "flowlog_spool_dropped_records_total",
+        "flowlog_spool_write_failed_records_total",
+    ] {
+        expected.push(format!("{name}{{{flow_log}}} 0"));
+    }
+    for name in [
+        "flowlog_published_batches_total",
+        "flowlog_published_records_total",
+        "flowlog_publish_failures_total",
+        "flowlog_rejected_records_total",
+    ] {
+        expected.push(format!("{name}{{{with_destination}}} 0"));
+    }
     for direction in ["ingress", "egress"] {
         let l = format!("{{interface=\"{}\",direction=\"{direction}\"}} 0", a.iface);
         for name in [

@@ -41,6 +41,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "qemu-system-x86", // a real VM on a tap (tests/tests/qemu_guest.rs), with .guest-kernel
     "strace",          // delays a syscall in the spool-lock race test
+    "bpftool",         // an independent BTF decoder: expected struct offsets in unit tests
     "python3-venv",    // .venv for moto
     "python3-pip",
     // Deploy (`cargo xtask deb` / `image` and their tests, with the podman and runc above):

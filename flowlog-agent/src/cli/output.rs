@@ -28,6 +28,13 @@ pub struct OutputArgs {
     #[arg(long, value_name = "URL", value_parser = parse_endpoint_url)]
     pub endpoint_url: Option<String>,
 
+    /// Longest wait for one S3 or CloudWatch Logs request before it counts as failed and is
+    /// retried. Hidden: the default (120 s) fits a 75 MB upload; the fault tests lower it to
+    /// meet a stalled endpoint in seconds. [range: 1..=3600]
+    #[arg(long, value_name = "SECONDS", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub publish_timeout: Option<u64>,
+
     /// Directory where finished batches wait (fsynced) until the destination acknowledged
     /// them; batches left by a previous run are delivered first.
     /// Flow logs created through the API always have one under --state-dir.

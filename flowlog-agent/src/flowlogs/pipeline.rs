@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokio::{sync::watch, task::JoinHandle};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{
     spec::FlowLogSpec,
@@ -24,7 +24,8 @@ use crate::{
     inventory::metadata::Metadata,
     metrics,
     publish::{
-        self, AwsSettings, Batch, DeliveryStatus, Destination, Spool, WriterLock, writer_lock,
+        self, AwsSettings, Batch, DeliveryStatus, Destination, PublishReport, Spool,
+        SpoolFullEpisodes, SpoolWriteFailures, WriterLock, writer_lock,
     },
 };
 
@@ -37,6 +38,8 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(20);
 pub struct HostSettings {
     pub records: RecordOptions,
     pub endpoint_url: Option<String>,
+    /// `--publish-timeout`: longest wait for one request to the destination.
+    pub publish_timeout: Option<Duration>,
     pub spool_root: PathBuf,
     pub spool_max_bytes: u64,
     pub runtime_dir: PathBuf,
@@ -55,6 +58,10 @@ pub struct Pipeline {
     _writer_lock: WriterLock,
     /// Records whose batches could not be spooled (lost, and said so at the end).
     unspooled_records: usize,
+    /// This flow log's publish and spool metrics.
+    report: PublishReport,
+    spool_full: SpoolFullEpisodes,
+    spool_write_failures: SpoolWriteFailures,
 }
 
 /// How a stopped pipeline ended.
@@ -79,6 +86,7 @@ impl Pipeline {
         let settings = AwsSettings {
             endpoint_url: host.endpoint_url.clone(),
             fallback_region: Some(meta.region.clone()).filter(|r| r != "-"),
+            attempt_timeout: host.publish_timeout,
         };
         let mut flow_log = FlowLog::from_spec(&spec, host.records, meta)?;
         let dest = Destination::connect(&spec.destination, &settings).await?;
@@ -97,8 +105,16 @@ impl Pipeline {
         let recovered = tokio::task::block_in_place(|| {
             flow_log.recover(spool.dir(), |key| spool.holds_object(key))
         })?;
+        let report = PublishReport::new(&spec.id, &destination);
+        report.export_start(&spool.stats());
         let (stop_publishing, stop_rx) = watch::channel(false);
-        let publisher = tokio::spawn(publish::publisher(dest, spool.clone(), stop_rx, delivery));
+        let publisher = tokio::spawn(publish::publisher(
+            dest,
+            spool.clone(),
+            stop_rx,
+            delivery,
+            report.clone(),
+        ));
         let mut pipeline = Pipeline {
             window: FlowLogWindow::new(u64::from(spec.max_aggregation_interval)),
             spec,
@@ -110,6 +126,9 @@ impl Pipeline {
             stop_publishing,
             _writer_lock: writer_lock,
             unspooled_records: 0,
+            report,
+            spool_full: SpoolFullEpisodes::default(),
+            spool_write_failures: SpoolWriteFailures::default(),
         };
         for batch in recovered {
             pipeline.spool_batch(&batch);
@@ -177,16 +196,27 @@ impl Pipeline {
     fn spool_batch(&mut self, batch: &Batch) {
         let wal = self.flow_log.take_wal(batch);
         let put = tokio::task::block_in_place(|| self.spool.put_replacing(batch, wal.as_deref()));
-        if let Err(e) = put {
-            self.unspooled_records += batch.records();
-            error!(flow_log_id = %self.spec.id, batch = %batch.identity(), records = batch.records(),
-                   error = %format!("{e:#}"), "cannot spool a finished batch: its records are lost");
-            metrics::counter_add(
-                "flowlog_spool_write_failed_records_total",
-                "Records lost because their batch could not be written to the spool.",
-                &[],
-                batch.records() as u64,
-            );
+        match put {
+            Ok(dropped) => {
+                self.spool_write_failures.spooled(&self.spec.id);
+                self.report.dropped(&dropped);
+                self.spool_full.after_put(
+                    &self.spec.id,
+                    &dropped,
+                    &self.spool.stats(),
+                    self.spool.max_bytes(),
+                );
+            }
+            Err(e) => {
+                self.unspooled_records += batch.records();
+                self.spool_write_failures.failed(
+                    &self.spec.id,
+                    &self.spool.dir().display().to_string(),
+                    batch.records(),
+                    &format!("{e:#}"),
+                );
+                self.report.unspooled(batch.records());
+            }
         }
         metrics::counter_add(
             "flowlog_flow_log_records_total",
@@ -194,7 +224,7 @@ impl Pipeline {
             &[("flow_log_id", self.spec.id.as_str())],
             batch.records() as u64,
         );
-        publish::export_spool_metrics(&self.spool.stats());
+        self.report.spool(&self.spool.stats());
     }
 
     /// Stops the flow log: its open window (already cut by the caller) becomes records, open
@@ -215,7 +245,7 @@ impl Pipeline {
             self.publisher.abort();
         }
         let left = self.spool.stats();
-        publish::export_spool_metrics(&left);
+        self.report.spool(&left);
         if left.batches > 0 {
             warn!(flow_log_id = %self.spec.id, batches = left.batches, records = left.records,
                   spool = %self.spool.dir().display(), destination = %self.destination,

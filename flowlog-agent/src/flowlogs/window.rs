@@ -165,6 +165,25 @@ pub fn next_cut(now: f64, intervals: impl IntoIterator<Item = u64>) -> Option<u6
         .min()
 }
 
+/// The cut due after the one at `last_cut`: the next boundary after it. When the loop comes
+/// back after that boundary (a slow disk, a busy machine), the latest boundary not after
+/// `now` instead: a late cut still ends its window exactly on a boundary, rather than the
+/// boundary being skipped and two windows merged; and an agent that was stopped over many
+/// boundaries cuts once, not once per boundary.
+pub fn due_cut(last_cut: u64, now: f64, intervals: &[u64]) -> Option<u64> {
+    let next = next_cut(last_cut as f64, intervals.iter().copied())?;
+    if next as f64 > now {
+        return Some(next);
+    }
+    intervals
+        .iter()
+        .map(|i| {
+            let i = (*i).max(1);
+            now.max(0.0) as u64 / i * i
+        })
+        .max()
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -317,5 +336,22 @@ mod tests {
         // 7 s grid: 126; 60 s grid: 120.
         assert_eq!(next_cut(119.0, [7, 60]), Some(120));
         assert_eq!(next_cut(5.0, []), None);
+    }
+
+    #[test]
+    fn a_late_loop_cuts_at_the_boundary_it_missed_and_never_merges_two_windows() {
+        // On time: the next boundary.
+        assert_eq!(due_cut(631, 631.02, &[1]), Some(632));
+        assert_eq!(due_cut(630, 630.5, &[1, 5]), Some(631));
+        assert_eq!(due_cut(630, 630.5, &[5]), Some(635));
+        // Back 0.3 s after the boundary 632: cut at 632 now (not at 633).
+        assert_eq!(due_cut(631, 632.3, &[1]), Some(632));
+        assert_eq!(due_cut(630, 635.2, &[5, 60]), Some(635));
+        // Stopped over many boundaries: one cut at the latest.
+        assert_eq!(due_cut(631, 640.5, &[1]), Some(640));
+        assert_eq!(due_cut(600, 1_000.0, &[60, 300]), Some(960));
+        // A forced cut off the grid (a deleted flow log) is followed by the next boundary.
+        assert_eq!(due_cut(633, 633.4, &[10]), Some(640));
+        assert_eq!(due_cut(633, 633.4, &[]), None);
     }
 }

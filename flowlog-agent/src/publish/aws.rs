@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
+use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError};
 use aws_sdk_s3::{
     config::{Region, http::HttpResponse},
@@ -21,6 +21,18 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Used when the chain has no region (the records' `--region`, when it names one).
     pub fallback_region: Option<String>,
+    /// Longest wait for one request (connect, send, answer); [`ATTEMPT_TIMEOUT`] if unset.
+    pub attempt_timeout: Option<Duration>,
+}
+
+/// Longest wait for one request by default: one attempt may upload a 75 MB object.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The destinations' clients make one attempt per call: the publisher is the one retry layer
+/// (its backoff, its failure counter, its log lines and the flow log's delivery status see
+/// every failed attempt; the SDK's own retries would hide up to two per call).
+pub fn single_attempt() -> RetryConfig {
+    RetryConfig::disabled()
 }
 
 /// Region when neither the chain nor the flow log names one.
@@ -36,8 +48,7 @@ impl AwsSettings {
             .build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
-            // One attempt may upload a 75 MB object.
-            .operation_attempt_timeout(Duration::from_secs(120))
+            .operation_attempt_timeout(self.attempt_timeout.unwrap_or(ATTEMPT_TIMEOUT))
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http)

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{
     Refused,
-    aws::{AwsSettings, explain, require_credentials},
+    aws::{AwsSettings, explain, require_credentials, single_attempt},
     events::LogEventBatch,
 };
 
@@ -36,7 +36,11 @@ impl CloudWatchDestination {
         let shared = settings.load(region).await;
         let endpoint = settings.endpoint(&shared);
         let destination = CloudWatchDestination {
-            client: Client::new(&shared),
+            client: Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(&shared)
+                    .retry_config(single_attempt())
+                    .build(),
+            ),
             group: group.into(),
             endpoint,
         };

@@ -16,6 +16,7 @@ pub mod file;
 pub mod layout;
 pub mod parquet_object;
 pub mod pid_lock;
+pub mod report;
 pub mod s3;
 pub mod spool;
 pub mod wal;
@@ -29,38 +30,17 @@ use std::{
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::{metrics, publish::batch::FinishedObject};
+use crate::publish::batch::FinishedObject;
 
 pub use aws::AwsSettings;
 pub use cloudwatch::CloudWatchDestination;
 pub use destination::{DeliveryUnit, DestinationSpec};
 pub use events::{LogEvent, LogEventBatch};
 pub use file::FileDestination;
+pub use report::{PublishReport, SpoolFullEpisodes, SpoolWriteFailures};
 pub use s3::S3Destination;
 pub use spool::{Spool, SpoolStats};
 pub use writer_lock::WriterLock;
-
-/// Spool size as gauges (`flowlog_spool_*`).
-pub fn export_spool_metrics(s: &SpoolStats) {
-    metrics::gauge_set(
-        "flowlog_spool_batches",
-        "Batches in the spool, waiting for the destination.",
-        &[],
-        s.batches as f64,
-    );
-    metrics::gauge_set(
-        "flowlog_spool_records",
-        "Records in the spool, waiting for the destination.",
-        &[],
-        s.records as f64,
-    );
-    metrics::gauge_set(
-        "flowlog_spool_bytes",
-        "Bytes of the spool files.",
-        &[],
-        s.bytes as f64,
-    );
-}
 
 /// One delivery unit: spooled, published and acknowledged as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,12 +191,13 @@ struct Episode {
 /// still can and returns at the first failure or when the spool is empty. Never gives up on a
 /// batch while running: failed attempts are retried with [`Backoff`].
 /// `delivery` hears how publishing goes: `None` after each acknowledged batch, the
-/// `DeliverLogsErrorMessage` after each failure.
+/// `DeliverLogsErrorMessage` after each failure; `report` counts it in the flow log's metrics.
 pub async fn publisher(
     dest: Destination,
     spool: Arc<Spool>,
     mut stop: watch::Receiver<bool>,
     delivery: DeliveryStatus,
+    report: PublishReport,
 ) {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let mut episode: Option<Episode> = None;
@@ -267,26 +248,8 @@ pub async fn publisher(
                           "destination accepts batches again: delivering the spool");
                 }
                 backoff.reset();
-                let l = [("destination", destination.as_str())];
-                metrics::counter_add(
-                    "flowlog_published_batches_total",
-                    "Batches the destination acknowledged.",
-                    &l,
-                    1,
-                );
-                metrics::counter_add(
-                    "flowlog_published_records_total",
-                    "Records the destination acknowledged.",
-                    &l,
-                    batch.records() as u64,
-                );
-                metrics::gauge_set(
-                    "flowlog_last_publish_seconds",
-                    "Duration of the last successful publish.",
-                    &l,
-                    started.elapsed().as_secs_f64(),
-                );
-                export_spool_metrics(&spool.stats());
+                report.published(batch.records(), started.elapsed());
+                report.spool(&spool.stats());
                 info!(batch = %batch.identity(), records = batch.records(),
                       ms = started.elapsed().as_millis() as u64, "published");
             }
@@ -295,22 +258,13 @@ pub async fn publisher(
                 error!(destination = %destination, records = claim.records, file = %claim.path.display(),
                        error = %format!("{e:#}"), "destination refused the batch for good: kept in the spool as *.rejected");
                 spool.reject(&claim);
-                metrics::counter_add(
-                    "flowlog_rejected_records_total",
-                    "Records in batches the destination refused for good (kept as *.rejected).",
-                    &[],
-                    claim.records as u64,
-                );
+                report.rejected(claim.records);
+                report.spool(&spool.stats());
             }
             Err(e) => {
                 delivery(Some(aws::delivery_error(&e)));
                 spool.release(&claim);
-                metrics::counter_add(
-                    "flowlog_publish_failures_total",
-                    "Failed publish attempts (retried).",
-                    &[("destination", destination.as_str())],
-                    1,
-                );
+                report.failed_attempt();
                 // One error line per cause while it lasts (and a reminder every few minutes),
                 // not one per attempt.
                 let stats = spool.stats();

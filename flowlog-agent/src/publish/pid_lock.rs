@@ -30,26 +30,40 @@ pub enum Attempt {
     Write(io::Error),
 }
 
-/// One try at the lock file `path`: opened (created, never truncated: while another agent holds
-/// it, it names that agent), locked without waiting, and checked to still be the file at `path`.
+/// One try at the lock file `path`: created if missing (never truncated: while another agent
+/// holds it, it names that agent), locked without waiting, checked to still be the file at
+/// `path`, and given this process's id.
+///
+/// The lock is held through a read-only descriptor (flock does not need write access; the pid
+/// goes in through a short-lived one): a lock file open for writing would keep its filesystem
+/// from being remounted read-only (EBUSY), so a spool whose filesystem goes read-only could not
+/// even be tested.
 pub fn attempt(path: &Path) -> Attempt {
-    let file = match fs::OpenOptions::new()
-        .read(true)
+    if let Err(e) = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
     {
+        return match e.kind() {
+            ErrorKind::NotFound => Attempt::Retry,
+            _ => Attempt::Open(e),
+        };
+    }
+    let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Attempt::Retry,
         Err(e) => return Attempt::Open(e),
     };
     match file.try_lock() {
         Ok(()) if is_at(&file, path) => {
-            match file
-                .set_len(0)
-                .and_then(|()| (&file).write_all(format!("{}\n", std::process::id()).as_bytes()))
-            {
+            // Only a holder deletes the file, and the holder is us: `path` is this file.
+            let written = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .and_then(|mut w| w.write_all(format!("{}\n", std::process::id()).as_bytes()));
+            match written {
                 Ok(()) => Attempt::Locked(file),
                 Err(e) => Attempt::Write(e),
             }

@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::{Client, primitives::ByteStream};
 
-use super::aws::{AwsSettings, explain, require_credentials};
+use super::aws::{AwsSettings, explain, require_credentials, single_attempt};
 use crate::publish::batch::FinishedObject;
 
 pub struct S3Destination {
@@ -18,7 +18,7 @@ impl S3Destination {
     pub async fn new(settings: &AwsSettings, bucket: &str, prefix: &str) -> anyhow::Result<Self> {
         let shared = settings.load(None).await;
         let endpoint = settings.endpoint(&shared);
-        let mut config = aws_sdk_s3::config::Builder::from(&shared);
+        let mut config = aws_sdk_s3::config::Builder::from(&shared).retry_config(single_attempt());
         if settings.endpoint_url.is_some() {
             // S3-compatible stores rarely resolve virtual-hosted bucket names.
             config = config.force_path_style(true);

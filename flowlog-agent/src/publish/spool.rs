@@ -7,8 +7,9 @@
 //! header line (kind, identity, record count, body length and CRC-32) and the body: the object's
 //! bytes, or one `<timestamp-ms> <message>` line per log event.
 //!
-//! The spool is bounded: when a new batch takes it over `max_bytes`, the oldest batches (never
-//! the one being published, never the new one) are deleted, counted and logged.
+//! The spool is bounded: when a new batch takes it over `max_bytes`, or the filesystem is full
+//! before that, the oldest batches (never the one being published, never the new one) are
+//! deleted and returned to the caller, which counts and logs them.
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +23,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     Batch,
@@ -92,6 +93,13 @@ pub struct SpoolStats {
     /// Batches the destination refused for good, kept as `*.rejected`.
     pub rejected_batches: u64,
     pub rejected_records: u64,
+}
+
+/// What a [`Spool::put`] dropped to make room: the oldest undelivered batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub batches: u64,
+    pub records: u64,
 }
 
 #[derive(Debug)]
@@ -197,14 +205,20 @@ impl Spool {
         &self.dir
     }
 
+    /// `--spool-max-bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every update is one step).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes `batch` durably (temporary file, fsync, rename, directory fsync), then makes room
-    /// by dropping the oldest batches if the spool is over its bound.
-    pub fn put(&self, batch: &Batch) -> anyhow::Result<()> {
+    /// by dropping the oldest batches if the spool is over its bound (returned: the caller
+    /// reports them).
+    pub fn put(&self, batch: &Batch) -> anyhow::Result<Dropped> {
         self.put_replacing(batch, None)
     }
 
@@ -212,7 +226,7 @@ impl Spool {
     /// once the batch is durable and before the publisher can see it: so a WAL left by a crash
     /// in between means its object is still in the spool, never that it was already delivered
     /// (recovering it then would overwrite the delivered object with fewer records).
-    pub fn put_replacing(&self, batch: &Batch, replaced: Option<&Path>) -> anyhow::Result<()> {
+    pub fn put_replacing(&self, batch: &Batch, replaced: Option<&Path>) -> anyhow::Result<Dropped> {
         let seq = {
             let mut st = self.state();
             st.next_seq += 1;
@@ -224,13 +238,22 @@ impl Spool {
         );
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let bytes = write_durably(&tmp, &path, batch).with_context(|| {
-            format!(
-                "cannot spool batch {} to {}",
-                batch.identity(),
-                self.dir.display()
-            )
-        })?;
+        let mut dropped = Dropped::default();
+        let bytes = loop {
+            match write_durably(&tmp, &path, batch) {
+                Ok(bytes) => break bytes,
+                // The filesystem filled up before the bound did: make room the same way, by
+                // dropping the oldest batches, and write again.
+                Err(e) if is_storage_full(&e) && self.drop_oldest(seq, &mut dropped) => {}
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "cannot spool batch {} to {}",
+                        batch.identity(),
+                        self.dir.display()
+                    )));
+                }
+            }
+        };
         if let Some(wal) = replaced
             && let Err(e) = fs::remove_file(wal)
             && e.kind() != ErrorKind::NotFound
@@ -257,46 +280,42 @@ impl Spool {
         st.stats.batches += 1;
         st.stats.records += batch.records();
         st.stats.bytes += bytes;
-        while st.stats.bytes > self.max_bytes {
-            let in_flight = st.in_flight;
-            let Some(oldest) = st
-                .entries
-                .keys()
-                .copied()
-                .find(|s| Some(*s) != in_flight && *s != seq)
-            else {
-                break;
-            };
-            let Some(e) = st.entries.remove(&oldest) else {
-                break;
-            };
-            if let Err(err) = fs::remove_file(&e.path) {
-                warn!(file = %e.path.display(), error = %err, "cannot delete dropped spool file");
-            }
-            st.stats.batches -= 1;
-            st.stats.records -= e.records;
-            st.stats.bytes -= e.bytes;
-            st.stats.dropped_batches += 1;
-            st.stats.dropped_records += e.records as u64;
-            crate::metrics::counter_add(
-                "flowlog_spool_dropped_records_total",
-                "Records dropped unpublished because the spool was full.",
-                &[],
-                e.records as u64,
-            );
-            crate::metrics::counter_add(
-                "flowlog_spool_dropped_batches_total",
-                "Batches dropped unpublished because the spool was full.",
-                &[],
-                1,
-            );
-            error!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
-                   dropped_records_total = st.stats.dropped_records,
-                   "spool full: dropped the oldest undelivered batch (raise --spool-max-bytes or fix the destination)");
-        }
         drop(st);
+        while self.stats().bytes > self.max_bytes && self.drop_oldest(seq, &mut dropped) {}
         self.changed.notify_one();
-        Ok(())
+        Ok(dropped)
+    }
+
+    /// Deletes the oldest batch that is neither being published nor `keep` (the one being
+    /// added), adding it to `dropped`. False when there is none.
+    fn drop_oldest(&self, keep: u64, dropped: &mut Dropped) -> bool {
+        let mut st = self.state();
+        let in_flight = st.in_flight;
+        let Some(oldest) = st
+            .entries
+            .keys()
+            .copied()
+            .find(|s| Some(*s) != in_flight && *s != keep)
+        else {
+            return false;
+        };
+        let Some(e) = st.entries.remove(&oldest) else {
+            return false;
+        };
+        if let Err(err) = fs::remove_file(&e.path) {
+            warn!(file = %e.path.display(), error = %err, "cannot delete dropped spool file");
+        }
+        st.stats.batches -= 1;
+        st.stats.records -= e.records;
+        st.stats.bytes -= e.bytes;
+        st.stats.dropped_batches += 1;
+        st.stats.dropped_records += e.records as u64;
+        dropped.batches += 1;
+        dropped.records += e.records as u64;
+        // The owner reports drops once per episode (publish::report); each file is here.
+        debug!(file = %e.path.display(), records = e.records, max_bytes = self.max_bytes,
+               "spool full: dropped the oldest undelivered batch");
+        true
     }
 
     /// Whether an object batch with this key waits in the spool.
@@ -530,8 +549,26 @@ fn read_header(path: &Path) -> anyhow::Result<(Header, BufReader<fs::File>)> {
     Ok((header, reader))
 }
 
-/// Writes the spool file for `batch` at `path` via `tmp`; returns its size.
+/// Whether `e` is a full filesystem (or quota).
+fn is_storage_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        })
+    })
+}
+
+/// Writes the spool file for `batch` at `path` via `tmp`; returns its size. A failed write
+/// leaves nothing behind (a partial `tmp` would hold space a retry needs).
 fn write_durably(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> {
+    let written = write_file(tmp, path, batch);
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written
+}
+
+fn write_file(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> {
     let (header, body): (Header, std::borrow::Cow<'_, [u8]>) = match batch {
         Batch::Object(o) => (
             Header::Object {
@@ -711,11 +748,21 @@ mod tests {
         let spool = Spool::open(dir.path(), 3_500).unwrap();
         spool.put(&object("k0", 10, 1_000)).unwrap();
         spool.put(&object("k1", 11, 1_000)).unwrap();
-        spool.put(&object("k2", 12, 1_000)).unwrap();
+        assert_eq!(
+            spool.put(&object("k2", 12, 1_000)).unwrap(),
+            Dropped::default()
+        );
         assert_eq!(spool.stats().dropped_batches, 0);
         let in_flight = spool.claim().unwrap();
         assert_eq!(in_flight.records, 10);
-        spool.put(&object("k3", 13, 1_000)).unwrap();
+        assert_eq!(
+            spool.put(&object("k3", 13, 1_000)).unwrap(),
+            Dropped {
+                batches: 1,
+                records: 11
+            },
+            "k1 made room (k0 is in flight)"
+        );
         let st = spool.stats();
         assert_eq!(
             (
@@ -729,6 +776,17 @@ mod tests {
         spool.ack(&in_flight).unwrap();
         let next = spool.claim().unwrap();
         assert_eq!(load(&next.path).unwrap(), object("k2", 12, 1_000));
+    }
+
+    #[test]
+    fn a_full_filesystem_is_told_apart_from_other_write_errors() {
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("cannot write x");
+        let quota = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::EDQUOT));
+        let read_only = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::EROFS))
+            .context("cannot create x");
+        assert!(is_storage_full(&full) && is_storage_full(&quota));
+        assert!(!is_storage_full(&read_only));
     }
 
     #[test]

@@ -245,39 +245,239 @@ impl KernelBtf {
 
 #[cfg(test)]
 mod tests {
-    //! These read the running kernel's BTF (the machines this project targets all have it);
-    //! the expected values are what `pahole`/the tracefs format file say for Linux 6.18.
+    //! These read the running kernel's BTF (the machines this project targets all have it).
+    //! The expected values come from the same kernel through another decoder: `bpftool btf
+    //! dump` (libbpf's), read by [`RawBtf`]. No value of one kernel is written here.
+    use std::{
+        collections::BTreeMap,
+        process::{Command, Stdio},
+        sync::OnceLock,
+    };
+
     use super::*;
 
     fn kernel() -> KernelBtf {
         KernelBtf::open(Path::new(VMLINUX_BTF)).expect("this machine's kernel has BTF")
     }
 
+    /// One type of `bpftool btf dump ... format raw`: `[id] KIND 'name' key=value...`, then
+    /// one tab-indented line per member (`'name' type_id=N bits_offset=N [bitfield_size=N]`)
+    /// or enumerator (`'NAME' val=N`).
+    #[derive(Debug, Default)]
+    struct RawType {
+        kind: String,
+        name: String,
+        attrs: BTreeMap<String, i64>,
+        /// (name, attributes) of each member line.
+        members: Vec<(String, BTreeMap<String, i64>)>,
+    }
+
+    /// The kernel's BTF as bpftool decodes it.
+    struct RawBtf {
+        types: BTreeMap<i64, RawType>,
+    }
+
+    /// `key=value` pairs of a line (the numeric ones).
+    fn attrs(words: &str) -> BTreeMap<String, i64> {
+        words
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect()
+    }
+
+    /// `'name' rest` → (name, rest).
+    fn quoted(line: &str) -> (String, &str) {
+        let rest = line.trim_start().strip_prefix('\'').expect("a quoted name");
+        let (name, rest) = rest.split_once('\'').expect("a closing quote");
+        (name.to_string(), rest)
+    }
+
+    fn raw_btf() -> &'static RawBtf {
+        static RAW: OnceLock<RawBtf> = OnceLock::new();
+        RAW.get_or_init(|| {
+            let out = Command::new("bpftool")
+                .args(["btf", "dump", "file", VMLINUX_BTF, "format", "raw"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("bpftool is installed (cargo xtask setup installs it)");
+            assert!(
+                out.status.success(),
+                "bpftool: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).expect("bpftool prints UTF-8");
+            let mut types = BTreeMap::new();
+            let mut current: Option<(i64, RawType)> = None;
+            for line in text.lines() {
+                if let Some(member) = line.strip_prefix('\t') {
+                    // DATASEC entries (`type_id=N offset=N size=N`) have no name first.
+                    if !member.starts_with('\'') {
+                        continue;
+                    }
+                    let (name, rest) = quoted(member);
+                    if let Some((_, t)) = current.as_mut() {
+                        t.members.push((name, attrs(rest)));
+                    }
+                    continue;
+                }
+                if let Some((id, t)) = current.take() {
+                    types.insert(id, t);
+                }
+                let (id, rest) = line
+                    .strip_prefix('[')
+                    .and_then(|l| l.split_once("] "))
+                    .unwrap_or_else(|| panic!("unexpected bpftool line {line:?}"));
+                let (kind, rest) = rest.split_once(' ').expect("a kind");
+                let (name, rest) = quoted(rest);
+                current = Some((
+                    id.parse().expect("a type id"),
+                    RawType {
+                        kind: kind.to_string(),
+                        name,
+                        attrs: attrs(rest),
+                        members: Vec::new(),
+                    },
+                ));
+            }
+            if let Some((id, t)) = current {
+                types.insert(id, t);
+            }
+            RawBtf { types }
+        })
+    }
+
+    impl RawBtf {
+        fn get(&self, id: i64) -> &RawType {
+            &self.types[&id]
+        }
+
+        /// Through typedefs and qualifiers.
+        fn strip(&self, mut id: i64) -> &RawType {
+            loop {
+                let t = self.get(id);
+                match t.kind.as_str() {
+                    "TYPEDEF" | "CONST" | "VOLATILE" | "RESTRICT" | "TYPE_TAG" => {
+                        id = t.attrs["type_id"];
+                    }
+                    _ => return t,
+                }
+            }
+        }
+
+        fn size(&self, id: i64) -> i64 {
+            let t = self.strip(id);
+            match t.kind.as_str() {
+                "PTR" => 8,
+                "ARRAY" => t.attrs["nr_elems"] * self.size(t.attrs["type_id"]),
+                _ => t.attrs["size"],
+            }
+        }
+
+        /// (bit offset, type id, bitfield size) of `name` in `t`, looking into anonymous
+        /// struct and union members.
+        fn find(&self, t: &RawType, name: &str) -> Option<(i64, i64, Option<i64>)> {
+            for (m, a) in &t.members {
+                if m == name {
+                    return Some((
+                        a["bits_offset"],
+                        a["type_id"],
+                        a.get("bitfield_size").copied(),
+                    ));
+                }
+                let inner = self.strip(a["type_id"]);
+                if m == "(anon)"
+                    && matches!(inner.kind.as_str(), "STRUCT" | "UNION")
+                    && let Some((off, ty, bits)) = self.find(inner, name)
+                {
+                    return Some((a["bits_offset"] + off, ty, bits));
+                }
+            }
+            None
+        }
+
+        /// The member at `path` of struct `outer`: (bit offset, size in bytes, bitfield size).
+        fn member(&self, outer: &str, path: &[&str]) -> (u32, usize, Option<u32>) {
+            let mut t = self
+                .types
+                .values()
+                .find(|t| t.kind == "STRUCT" && t.name == outer)
+                .unwrap_or_else(|| panic!("bpftool shows no struct {outer}"));
+            let mut offset = 0;
+            for (i, name) in path.iter().enumerate() {
+                let (off, ty, bits) = self
+                    .find(t, name)
+                    .unwrap_or_else(|| panic!("bpftool shows no {outer}.{}", path.join(".")));
+                offset += off;
+                if i + 1 == path.len() {
+                    return (
+                        offset as u32,
+                        self.size(ty) as usize,
+                        bits.map(|b| b as u32),
+                    );
+                }
+                t = self.strip(ty);
+            }
+            panic!("empty path")
+        }
+
+        fn enumerator(&self, name: &str) -> Option<i64> {
+            self.types
+                .values()
+                .filter(|t| t.kind == "ENUM")
+                .flat_map(|t| &t.members)
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a["val"])
+        }
+    }
+
+    /// `path` of `outer` as KernelBtf and bpftool see it.
+    fn both(outer: &str, path: &[&str]) -> (Field, Field) {
+        let ours = kernel().field(outer, path).unwrap();
+        let (bit_offset, size, bitfield_bits) = raw_btf().member(outer, path);
+        let theirs = Field {
+            bit_offset,
+            size,
+            bitfield_bits,
+        };
+        (ours, theirs)
+    }
+
     #[test]
     fn sk_buff_members_nested_in_anonymous_unions_resolve() {
         let k = kernel();
-        // Top-level members, cross-checked with toolchain.md's spike (bits 896 and 1536).
-        assert_eq!(k.offset_of("sk_buff", &["len"], 4).unwrap(), 896 / 8);
-        assert_eq!(k.offset_of("sk_buff", &["head"], 8).unwrap(), 1536 / 8);
-        // `dev` sits in union { struct { next, prev, union { dev, dev_scratch } }, ... }.
-        assert_eq!(k.offset_of("sk_buff", &["dev"], 8).unwrap(), 16);
-        // In struct_group(headers, ...) inside an anonymous union: the same offsets as the
-        // named `headers` copy.
-        let nh = k.offset_of("sk_buff", &["network_header"], 2).unwrap();
+        for (outer, path) in [
+            ("sk_buff", &["len"][..]),
+            ("sk_buff", &["head"]),
+            // In union { struct { next, prev, union { dev, dev_scratch } }, ... }.
+            ("sk_buff", &["dev"]),
+            // In struct_group(headers, ...) inside an anonymous union.
+            ("sk_buff", &["network_header"]),
+            ("sk_buff", &["headers", "network_header"]),
+            ("sk_buff", &["tc_at_ingress"]),
+            ("net_device", &["ifindex"]),
+            // possible_net_t is a typedef of a struct.
+            ("net_device", &["nd_net", "net"]),
+        ] {
+            let (ours, theirs) = both(outer, path);
+            assert_eq!(ours, theirs, "{outer}.{}", path.join("."));
+        }
+        // The anonymous struct_group and its named copy are the same bytes.
         assert_eq!(
-            nh,
+            k.offset_of("sk_buff", &["network_header"], 2).unwrap(),
             k.offset_of("sk_buff", &["headers", "network_header"], 2)
                 .unwrap()
         );
-        let tc = k.field("sk_buff", &["tc_at_ingress"]).unwrap();
-        assert_eq!(tc.bitfield_bits, Some(1));
         assert_eq!(
-            k.offset_of("net_device", &["ifindex"], 4).unwrap(),
-            1792 / 8
+            k.field("sk_buff", &["tc_at_ingress"])
+                .unwrap()
+                .bitfield_bits,
+            Some(1)
         );
+        let (len, _) = both("sk_buff", &["len"]);
         assert_eq!(
-            k.offset_of("net_device", &["nd_net", "net"], 8).unwrap() % 8,
-            0
+            k.offset_of("sk_buff", &["len"], 4).unwrap(),
+            len.bit_offset / 8
         );
     }
 
@@ -301,16 +501,25 @@ mod tests {
         // include/linux/skbuff.h: enum { SKB_FCLONE_UNAVAILABLE, SKB_FCLONE_ORIG,
         // SKB_FCLONE_CLONE }.
         let k = kernel();
-        assert_eq!(k.enumerator("SKB_FCLONE_CLONE").unwrap(), Some(2));
+        let clone = raw_btf()
+            .enumerator("SKB_FCLONE_CLONE")
+            .expect("bpftool shows SKB_FCLONE_CLONE");
+        assert_eq!(
+            k.enumerator("SKB_FCLONE_CLONE").unwrap(),
+            Some(clone as u32)
+        );
         assert_eq!(k.enumerator("NO_SUCH_ENUMERATOR_X").unwrap(), None);
-        let cloned = k.field("sk_buff", &["cloned"]).unwrap();
-        assert_eq!(cloned.bitfield_bits, Some(1));
-        let fclone = k.field("sk_buff", &["fclone"]).unwrap();
-        assert_eq!(fclone.bitfield_bits, Some(2));
+        for bitfield in ["cloned", "fclone"] {
+            let (ours, theirs) = both("sk_buff", &[bitfield]);
+            assert!(theirs.bitfield_bits.is_some(), "{bitfield} is a bitfield");
+            assert_eq!(ours, theirs, "sk_buff.{bitfield}");
+        }
     }
 
     #[test]
     fn kfree_skb_tracepoint_prototype() {
+        // The drop program's arguments (include/trace/events/skb.h since 5.17; later kernels
+        // add parameters after these).
         let params = kernel().tracepoint_params("kfree_skb").unwrap();
         assert_eq!(
             params[..3],

@@ -106,13 +106,20 @@ pub fn flag_flow_log_id(rec: &RecordArgs, out: &OutputArgs) -> anyhow::Result<St
     Ok(id)
 }
 
-/// The `DestinationOptions` the `run` flags give.
-pub fn flag_object_options(out: &OutputArgs) -> ObjectOptions {
-    ObjectOptions {
+/// The `DestinationOptions` the `run` flags give. The S3 flags need an S3 destination.
+pub fn flag_object_options(out: &OutputArgs) -> anyhow::Result<ObjectOptions> {
+    let s3 = out.s3_protection()?;
+    if !s3.is_empty() && !matches!(out.destination(), DestinationSpec::S3 { .. }) {
+        bail!(
+            "--s3-sse, --s3-sse-kms-key-id and --s3-acl apply to s3 destinations only: drop them or use --destination s3://BUCKET[/PREFIX]"
+        );
+    }
+    Ok(ObjectOptions {
         file_format: out.file_format,
         hive_compatible_partitions: out.hive_compatible_partitions,
         per_hour_partition: out.per_hour_partition,
-    }
+        s3,
+    })
 }
 
 impl FlowLog {
@@ -124,7 +131,7 @@ impl FlowLog {
             rec.traffic_type,
             rec.log_format.clone(),
             &out.destination(),
-            flag_object_options(out),
+            flag_object_options(out)?,
             RecordOptions::from_args(rec, out),
             meta,
         )
@@ -141,7 +148,7 @@ impl FlowLog {
             spec.traffic_type,
             spec.log_format.clone(),
             &spec.destination,
-            spec.options,
+            spec.options.clone(),
             host,
             meta,
         )

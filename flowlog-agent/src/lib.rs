@@ -19,6 +19,7 @@ pub mod collect;
 pub mod discover;
 pub mod drops;
 pub mod ebpf_object;
+pub mod file_modes;
 pub mod flowlog;
 pub mod flowlogs;
 pub mod format;

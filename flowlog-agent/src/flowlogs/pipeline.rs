@@ -20,6 +20,7 @@ use super::{
 use crate::{
     collect::DrainedWindow,
     discover::Interface,
+    file_modes::OutputModes,
     flowlog::{FlowLog, RecordOptions},
     metadata::Metadata,
     metrics,
@@ -40,6 +41,8 @@ pub struct HostSettings {
     pub spool_root: PathBuf,
     pub spool_max_bytes: u64,
     pub runtime_dir: PathBuf,
+    /// Modes of every file destination's objects and directories.
+    pub output_modes: OutputModes,
 }
 
 pub struct Pipeline {
@@ -81,7 +84,13 @@ impl Pipeline {
             fallback_region: Some(meta.region.clone()).filter(|r| r != "-"),
         };
         let mut flow_log = FlowLog::from_spec(&spec, host.records, meta)?;
-        let dest = Destination::connect(&spec.destination, &settings).await?;
+        let dest = Destination::connect(
+            &spec.destination,
+            &settings,
+            host.output_modes,
+            &spec.options.s3,
+        )
+        .await?;
         let destination = dest.describe();
         let spool_given = spool_dir.is_some();
         let dir = spool_dir

@@ -9,6 +9,7 @@ pub mod destination;
 pub mod events;
 pub mod file;
 pub mod s3;
+pub mod s3_protection;
 pub mod spool;
 pub mod writer_lock;
 
@@ -20,7 +21,7 @@ use std::{
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::{batch::FinishedObject, metrics};
+use crate::{batch::FinishedObject, file_modes::OutputModes, metrics};
 
 pub use aws::AwsSettings;
 pub use cloudwatch::CloudWatchDestination;
@@ -28,6 +29,7 @@ pub use destination::{DeliveryUnit, DestinationSpec};
 pub use events::{LogEvent, LogEventBatch};
 pub use file::FileDestination;
 pub use s3::S3Destination;
+pub use s3_protection::S3Protection;
 pub use spool::{Spool, SpoolStats};
 pub use writer_lock::WriterLock;
 
@@ -98,7 +100,14 @@ pub enum Destination {
 
 impl Destination {
     /// Builds the destination's client. Nothing is sent yet (see [`Destination::check`]).
-    pub async fn connect(spec: &DestinationSpec, settings: &AwsSettings) -> anyhow::Result<Self> {
+    /// `modes`: of a file destination's objects and directories; `s3`: the headers of an S3
+    /// destination's objects.
+    pub async fn connect(
+        spec: &DestinationSpec,
+        settings: &AwsSettings,
+        modes: OutputModes,
+        s3: &S3Protection,
+    ) -> anyhow::Result<Self> {
         Ok(match spec {
             DestinationSpec::File(dir) => {
                 if settings.endpoint_url.is_some() {
@@ -106,10 +115,10 @@ impl Destination {
                         "--endpoint-url is ignored: it applies to s3 and cloud-watch-logs destinations only"
                     );
                 }
-                Destination::File(FileDestination::new(dir)?)
+                Destination::File(FileDestination::new(dir, modes)?)
             }
             DestinationSpec::S3 { bucket, prefix } => {
-                Destination::S3(S3Destination::new(settings, bucket, prefix).await?)
+                Destination::S3(S3Destination::new(settings, bucket, prefix, s3.clone()).await?)
             }
             DestinationSpec::CloudWatchLogs { group, region } => Destination::CloudWatchLogs(
                 CloudWatchDestination::new(settings, group, region.as_deref()).await?,

@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod frames;
+pub mod fuzz_frames;
 pub mod moto;
 pub mod netns;
+pub mod oracle;
 pub mod publish;
 pub mod records;
 pub mod traffic;

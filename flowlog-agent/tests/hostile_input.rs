@@ -10,7 +10,7 @@
 
 use std::{
     fs,
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
 };
 
 use bytes::Bytes;
@@ -145,18 +145,22 @@ fn request_json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A registry with its definitions in a temporary state directory.
-fn service() -> (tempfile::TempDir, RegistryService) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("store");
-    let registry = Registry::new(Vec::new(), Some(store), Metadata::default());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    // Changes have nowhere to go here; the receiver just has to outlive the sends.
-    std::mem::forget(rx);
-    (
-        dir,
-        RegistryService::new(Arc::new(Mutex::new(registry)), tx),
-    )
+/// One registry for all cases, with its definitions in a temporary state directory (what
+/// earlier cases created stays, as in a running agent).
+fn service() -> &'static RegistryService {
+    static SERVICE: LazyLock<(tempfile::TempDir, RegistryService)> = LazyLock::new(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let registry = Registry::new(Vec::new(), Some(store), Metadata::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Changes have nowhere to go here; the receiver just has to outlive the sends.
+        std::mem::forget(rx);
+        (
+            dir,
+            RegistryService::new(Arc::new(Mutex::new(registry)), tx),
+        )
+    });
+    &SERVICE.1
 }
 
 /// Applies `edits` (position, byte) and a cut to `bytes`.
@@ -276,7 +280,7 @@ proptest! {
     #[test]
     fn control_requests_get_an_answer(action in select(vec!["CreateFlowLogs", "DescribeFlowLogs", "DeleteFlowLogs", "Nope", ""]),
                                       input in request_json(), raw in any::<String>()) {
-        let (_dir, service) = service();
+        let service = service();
         let line = serde_json::json!({"Action": action, "Input": input}).to_string();
         let _: ControlAnswer = service.handle(&line);
         match service.handle(&raw) {

@@ -61,11 +61,24 @@ pub struct Moto {
     port: u16,
     dir: tempfile::TempDir,
     starts: u32,
+    /// Extra environment of the moto_server process.
+    env: Vec<(String, String)>,
 }
 
 impl Moto {
     /// Starts moto on a free port of 127.0.0.1 in `netns` (or the test's own namespace).
     pub fn start(netns: Option<&str>) -> Moto {
+        Self::start_with_env(netns, &[])
+    }
+
+    /// A moto that checks every request's credentials against its own IAM (none exist, so
+    /// every S3 and CloudWatch Logs call is refused: InvalidAccessKeyId,
+    /// UnrecognizedClientException).
+    pub fn start_refusing_everyone(netns: Option<&str>) -> Moto {
+        Self::start_with_env(netns, &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn start_with_env(netns: Option<&str>, env: &[(&str, &str)]) -> Moto {
         let port = on_thread_in(netns, || {
             let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
             l.local_addr().expect("local addr").port()
@@ -80,6 +93,10 @@ impl Moto {
             port,
             dir,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         moto.launch();
         moto
@@ -98,6 +115,7 @@ impl Moto {
         cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
             // Where requests go once `start_recording` turned moto's recorder on.
             .env("MOTO_RECORDER_FILEPATH", self.recording_path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log);

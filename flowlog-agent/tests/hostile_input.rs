@@ -268,11 +268,11 @@ proptest! {
     #[test]
     fn create_request_any_json_is_an_error_or_validates(json in request_json()) {
         let text = json.to_string();
-        if let Ok(req) = parse_request::<CreateFlowLogsRequest>(&text) {
-            if let Ok(v) = FlowLogSpec::from_request(&req, now()) {
-                for spec in &v.specs {
-                    let _ = serde_json::to_string(&spec.describe(None)).expect("describe encodes");
-                }
+        if let Ok(req) = parse_request::<CreateFlowLogsRequest>(&text)
+            && let Ok(v) = FlowLogSpec::from_request(&req, now())
+        {
+            for spec in &v.specs {
+                let _ = serde_json::to_string(&spec.describe(None)).expect("describe encodes");
             }
         }
     }
@@ -319,7 +319,9 @@ proptest! {
 }
 
 /// A damage: bytes flipped (position, xor mask) and maybe a cut.
-fn damages() -> impl Strategy<Value = Vec<(Vec<(usize, u8)>, Option<usize>)>> {
+type Damage = (Vec<(usize, u8)>, Option<usize>);
+
+fn damages() -> impl Strategy<Value = Vec<Damage>> {
     vec(
         (
             vec((any::<usize>(), 1u8..), 0..4),

@@ -85,6 +85,15 @@ impl Reason {
     }
 }
 
+/// How flowlog's count of a frame compares with the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    Exactly,
+    /// Non-IP or malformed instead, for this reason.
+    Instead(Reason),
+    Differs,
+}
+
 /// The verdict for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Oracle {
@@ -102,14 +111,14 @@ impl Oracle {
         }
     }
 
-    /// Whether flowlog counting `got` agrees with this verdict, and under which reason.
-    pub fn accepts(&self, got: &Expected) -> Result<Option<Reason>, ()> {
+    /// Whether flowlog counting `got` agrees with this verdict, and how.
+    pub fn agreement(&self, got: &Expected) -> Agreement {
         if *got == self.expected {
-            return Ok(None);
+            return Agreement::Exactly;
         }
         match self.instead {
-            Some((alt, reason)) if alt == *got => Ok(Some(reason)),
-            _ => Err(()),
+            Some((alt, reason)) if alt == *got => Agreement::Instead(reason),
+            _ => Agreement::Differs,
         }
     }
 }

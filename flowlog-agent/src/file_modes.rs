@@ -146,15 +146,17 @@ pub fn create_new_file(path: &Path, mode: u32) -> io::Result<fs::File> {
 }
 
 /// Makes `dir` a directory only the agent's user can enter: created (with missing parents)
-/// 0700, and tightened to 0700 when it exists with more. A directory the agent's user does not
-/// own, or a shared one with the sticky bit (`/tmp`), is never changed: that is a warning.
+/// 0700, and with group's and others' permissions taken away when it exists with them. A
+/// directory the agent's user does not own, or a shared one with the sticky bit (`/tmp`), is
+/// never changed: that is a warning.
 pub fn private_dir(dir: &Path, what: &str) -> anyhow::Result<()> {
     create_dirs(dir, PRIVATE_DIR_MODE)
         .with_context(|| format!("cannot create the {what} {}", dir.display()))?;
     tighten(dir, what)
 }
 
-/// Tightens the existing directory `dir` to 0700 (see [`private_dir`]).
+/// Takes group's and others' permissions away from the existing directory `dir` (see
+/// [`private_dir`]).
 pub fn tighten(dir: &Path, what: &str) -> anyhow::Result<()> {
     let meta =
         fs::metadata(dir).with_context(|| format!("cannot read the {what} {}", dir.display()))?;
@@ -170,13 +172,15 @@ pub fn tighten(dir: &Path, what: &str) -> anyhow::Result<()> {
                give the agent a directory of its own");
         return Ok(());
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE)).with_context(|| {
+    // Only group's and others' bits go: what the owner may do stays as it was.
+    let private = mode & 0o700;
+    fs::set_permissions(dir, fs::Permissions::from_mode(private)).with_context(|| {
         format!(
-            "cannot make the {what} {} private (chmod 0700)",
+            "cannot make the {what} {} private (chmod go-rwx)",
             dir.display()
         )
     })?;
-    info!(dir = %dir.display(), was = %display_mode(mode), now = %display_mode(PRIVATE_DIR_MODE),
+    info!(dir = %dir.display(), was = %display_mode(mode), now = %display_mode(private),
           "made the {what} private");
     Ok(())
 }
@@ -260,6 +264,10 @@ mod tests {
         fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755)).unwrap();
         private_dir(&fresh, "spool directory").expect("private");
         assert_eq!(mode_of(&fresh), 0o700, "an old 0755 spool is tightened");
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o555)).unwrap();
+        private_dir(&fresh, "spool directory").expect("private");
+        assert_eq!(mode_of(&fresh), 0o500, "the owner's bits stay as they were");
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o700)).unwrap();
         let shared = tmp.path().join("shared");
         fs::create_dir(&shared).unwrap();
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();

@@ -71,7 +71,7 @@ fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
         log_format_text: args.records.log_format.spec_text(),
         log_format: args.records.log_format.clone(),
         max_aggregation_interval: args.capture.aggregation_interval as u32,
-        options: flag_flow_log::object_options(&args.output),
+        options: flag_flow_log::object_options(&args.output)?,
         tags: Vec::new(),
         deliver_logs_permission_arn: None,
         deliver_cross_account_role: None,
@@ -338,6 +338,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             spool_root: args.definitions.state_dir().join("spool"),
             spool_max_bytes: args.output.spool_max_bytes,
             runtime_dir: args.operations.runtime_dir.clone(),
+            output_modes: args.output.output_modes(),
         },
         meta,
         flag_spool_dir: flag_spec

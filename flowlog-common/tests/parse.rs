@@ -362,7 +362,6 @@ fn ipv6_each_extension_header_is_walked_to_the_ports() {
         Ipv6Ext::Routing { ext_len: 4 },
         Ipv6Ext::DestOpts { ext_len: 0 },
         Ipv6Ext::DestOpts { ext_len: 1 },
-        Ipv6Ext::Mobility { ext_len: 0 },
         Ipv6Ext::Fragment {
             offset: 0,
             more: true,
@@ -465,15 +464,66 @@ fn ipv6_chain_of_the_maximum_extension_headers_reaches_the_ports() {
 }
 
 #[test]
-fn ipv6_more_extension_headers_than_the_bound_stop_at_the_seventh() {
-    // After MAX_IPV6_EXT_HEADERS headers the walk stops: the next header value found there
-    // (here a second routing header) becomes the protocol, ports are 0, and the packet is
-    // still counted with its full length.
+fn ipv6_more_extension_headers_than_the_bound_are_malformed() {
+    // After MAX_IPV6_EXT_HEADERS headers the walk stops; a seventh extension header (here a
+    // second routing header) means the upper-layer protocol is out of reach: no key.
     let f = v6()
         .exts(Ipv6Ext::rfc8200_chain())
         .ext(Ipv6Ext::Routing { ext_len: 0 })
         .tcp(33000, 443, SYN)
         .payload(7)
+        .build();
+    assert_eq!(parse(&f.bytes), Outcome::Malformed);
+    // Six destination-options headers and then no next header: within the bound.
+    let mut b = v6();
+    for _ in 0..6 {
+        b = b.ext(Ipv6Ext::DestOpts { ext_len: 0 });
+    }
+    let f = b
+        .transport(Transport::Other {
+            protocol: proto::NO_NEXT,
+            header: vec![],
+        })
+        .build();
+    assert_eq!(flow(parse(&f.bytes)).tuple.protocol, 59);
+}
+
+#[test]
+fn ipv6_hop_by_hop_after_the_first_header_is_malformed() {
+    // RFC 8200 4.1: hop-by-hop options only right after the IPv6 header.
+    let ok = v6().ext(Ipv6Ext::HopByHop { ext_len: 0 }).udp(1, 2).build();
+    assert_eq!(parse(&ok.bytes), flow_of(&ok, 0));
+    for chain in [
+        vec![
+            Ipv6Ext::HopByHop { ext_len: 0 },
+            Ipv6Ext::HopByHop { ext_len: 0 },
+        ],
+        vec![
+            Ipv6Ext::DestOpts { ext_len: 0 },
+            Ipv6Ext::HopByHop { ext_len: 0 },
+        ],
+    ] {
+        let f = v6().exts(chain.clone()).udp(1, 2).build();
+        assert_eq!(parse(&f.bytes), Outcome::Malformed, "{chain:?}");
+    }
+}
+
+#[test]
+fn ipv6_ah_shorter_than_three_words_is_malformed() {
+    let f = v6().ext(Ipv6Ext::Ah { payload_len: 1 }).udp(1, 2).build();
+    assert_eq!(parse(&f.bytes), flow_of(&f, 0), "AH of 3 words");
+    let mut f = f.clone();
+    f.bytes[f.l3_offset + 40 + 1] = 0;
+    assert_eq!(parse(&f.bytes), Outcome::Malformed, "AH payload length 0");
+}
+
+#[test]
+fn ipv6_mobility_header_is_an_upper_layer_protocol() {
+    // As for the kernel and RFC 6275: the mobility header ends the chain (its payload protocol
+    // is 59), so it is the protocol, with ports 0.
+    let f = v6()
+        .ext(Ipv6Ext::Mobility { ext_len: 1 })
+        .tcp(1, 2, SYN)
         .build();
     let p = flow(parse(&f.bytes));
     assert_eq!(
@@ -483,25 +533,62 @@ fn ipv6_more_extension_headers_than_the_bound_stop_at_the_seventh() {
             p.tuple.dst_port,
             p.tcp_flags
         ),
-        (43, 0, 0, 0)
+        (135, 0, 0, 0)
     );
-    assert_eq!((p.header_len, p.ip_len), (40 + 88, 40 + 88 + 8 + 20 + 7));
-    assert_eq!(
-        (p.tuple.src_addr, p.tuple.dst_addr),
-        (A6.octets(), B6.octets())
-    );
+    assert_eq!(p.header_len, 40);
+}
 
-    // Ten hop-by-hop headers: the same, with protocol 0.
-    let mut b = v6();
-    for _ in 0..10 {
-        b = b.ext(Ipv6Ext::HopByHop { ext_len: 0 });
+#[test]
+fn headers_beyond_the_datagrams_own_length_are_malformed() {
+    // The transport header must lie inside the length the IP header gives: bytes past it are
+    // padding or another packet's.
+    let f = v4().tcp(1, 2, SYN).payload(20).build();
+    for (total, want_flow) in [(39u16, false), (40, true), (60, true)] {
+        let mut g = f.clone();
+        g.bytes[16..18].copy_from_slice(&total.to_be_bytes());
+        assert_eq!(
+            matches!(parse(&g.bytes), Outcome::Flow(_)),
+            want_flow,
+            "IPv4 total length {total}"
+        );
     }
-    let p = flow(parse(&b.udp(1, 2).build().bytes));
-    assert_eq!(
-        (p.tuple.protocol, p.tuple.src_port, p.tuple.dst_port),
-        (0, 0, 0)
-    );
-    assert_eq!((p.header_len, p.ip_len), (40 + 48, 40 + 80 + 8));
+    let f = v6().ext(Ipv6Ext::DestOpts { ext_len: 0 }).udp(1, 2).build();
+    for (payload, want_flow) in [(15u16, false), (16, true), (0, true)] {
+        let mut g = f.clone();
+        g.bytes[18..20].copy_from_slice(&payload.to_be_bytes());
+        assert_eq!(
+            matches!(parse(&g.bytes), Outcome::Flow(_)),
+            want_flow,
+            "IPv6 payload length {payload}"
+        );
+    }
+    // A later fragment's IP header chain too.
+    let f = v6()
+        .ext(Ipv6Ext::Fragment {
+            offset: 9,
+            more: false,
+        })
+        .udp(1, 2)
+        .build();
+    let mut g = f.clone();
+    g.bytes[18..20].copy_from_slice(&7u16.to_be_bytes());
+    assert_eq!(parse(&g.bytes), Outcome::Malformed);
+}
+
+#[test]
+fn icmp_needs_its_eight_byte_header() {
+    for f in [
+        v4().icmp(8, 0).build(),
+        v6().icmpv6(128, 0).build(),
+        v4().ipv4_fragment(0, true).icmp(8, 0).payload(100).build(),
+    ] {
+        assert_eq!(parse(&f.bytes), flow_of(&f, 0));
+        assert_eq!(parse(&f.bytes[..f.l4_offset + 7]), Outcome::Malformed);
+        assert_eq!(parse(&f.bytes[..f.l4_offset + 8]), flow_of(&f, 0));
+    }
+    // A later fragment carries no ICMP header.
+    let f = v4().ipv4_fragment(10, false).icmp(8, 0).build();
+    assert_eq!(parse(&f.bytes[..f.l4_offset]), flow_of(&f, 0));
 }
 
 #[test]
@@ -643,14 +730,14 @@ fn ipv4_bad_version_ihl_and_total_length() {
         assert_eq!(parse(&f.bytes), Outcome::Malformed, "total length {total}");
     }
     // With options (IHL 6 = 24 bytes), a total length of 23 is shorter than the header.
-    let mut f = v4().ipv4_options(4).icmp(8, 0).build();
+    let mut f = v4().ipv4_options(4).transport(Transport::gre()).build();
     f.bytes[16..18].copy_from_slice(&23u16.to_be_bytes());
     assert_eq!(parse(&f.bytes), Outcome::Malformed);
     f.bytes[16..18].copy_from_slice(&24u16.to_be_bytes());
     assert_eq!(
         flow(parse(&f.bytes)).ip_len,
         24,
-        "total length = header length is valid"
+        "total length = header length is valid without ports"
     );
 }
 

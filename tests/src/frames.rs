@@ -593,19 +593,17 @@ impl Frame {
         }
     }
 
-    /// The shortest prefix of this frame flowlog can build a key from: through the fixed
-    /// transport header (TCP 20, UDP/UDP-Lite 8, SCTP 12 bytes; TCP options not needed) when
-    /// the ports are read, else through the IP header chain (options, extension headers).
+    /// The shortest prefix of this frame flowlog can build a key from: through the whole
+    /// transport header (TCP with its options, UDP/UDP-Lite 8, SCTP 12, ICMP/ICMPv6 8 bytes) in
+    /// a first fragment, else through the IP header chain (options, extension headers).
     /// A frame cut shorter than this is counted as malformed; any longer prefix gives the same
     /// flow as the whole frame (lengths come from the IP header).
     pub fn key_bytes(&self) -> usize {
-        let fixed = match self.transport {
-            Transport::Tcp { .. } => 20,
-            Transport::Udp { .. } | Transport::UdpLite { .. } => 8,
-            Transport::Sctp { .. } => 12,
-            _ => 0,
+        let needed = match self.transport {
+            Transport::Other { .. } => 0,
+            ref t => t.header_len(),
         };
-        self.l4_offset + if self.first_fragment { fixed } else { 0 }
+        self.l4_offset + if self.first_fragment { needed } else { 0 }
     }
 
     /// IP plus transport header bytes as flowlog counts them per GSO segment: the IP header

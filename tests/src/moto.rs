@@ -61,11 +61,24 @@ pub struct Moto {
     port: u16,
     dir: tempfile::TempDir,
     starts: u32,
+    /// Extra environment of the moto_server process.
+    env: Vec<(String, String)>,
 }
 
 impl Moto {
     /// Starts moto on a free port of 127.0.0.1 in `netns` (or the test's own namespace).
     pub fn start(netns: Option<&str>) -> Moto {
+        Self::start_with_env(netns, &[])
+    }
+
+    /// A moto that checks every request's credentials against its own IAM (none exist, so
+    /// every S3 and CloudWatch Logs call is refused: InvalidAccessKeyId,
+    /// UnrecognizedClientException).
+    pub fn start_refusing_everyone(netns: Option<&str>) -> Moto {
+        Self::start_with_env(netns, &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")])
+    }
+
+    fn start_with_env(netns: Option<&str>, env: &[(&str, &str)]) -> Moto {
         let port = on_thread_in(netns, || {
             let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
             l.local_addr().expect("local addr").port()
@@ -80,6 +93,10 @@ impl Moto {
             port,
             dir,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         moto.launch();
         moto
@@ -96,6 +113,9 @@ impl Moto {
             None => Command::new(&bin),
         };
         cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            // Where requests go once `start_recording` turned moto's recorder on.
+            .env("MOTO_RECORDER_FILEPATH", self.recording_path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
             .stderr(log);
@@ -158,6 +178,42 @@ impl Moto {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join(format!("moto-{}.log", self.starts)))
             .unwrap_or_default()
+    }
+
+    fn recording_path(&self) -> PathBuf {
+        self.dir.path().join("requests.jsonl")
+    }
+
+    /// Turns moto's request recorder on: from now on every request it receives (method, URL,
+    /// headers, body) is appended to a file that [`Moto::recorded_requests`] reads.
+    pub fn start_recording(&self) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let answer = on_thread_in(self.netns.as_deref(), || {
+            let mut s = TcpStream::connect(addr).expect("connect to moto");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(
+                b"POST /moto-api/recorder/start-recording HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+            )
+            .expect("ask moto to record");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        });
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "moto refused to record: {answer}"
+        );
+    }
+
+    /// The requests recorded since [`Moto::start_recording`], in order: JSON objects with
+    /// `method`, `url` and `headers`.
+    pub fn recorded_requests(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.recording_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a recorded request is JSON"))
+            .collect()
     }
 
     /// Kills moto (SIGKILL: an endpoint that vanishes). Its state (buckets, logs) is gone.

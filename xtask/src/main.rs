@@ -8,6 +8,7 @@ mod build_cmd;
 mod clippy;
 mod deb;
 mod ebpf;
+mod fuzz;
 mod guest_kernel;
 mod image;
 mod podman;
@@ -138,6 +139,20 @@ enum Cmd {
         #[arg(long, value_name = "NAME:TAG")]
         tag: Option<String>,
     },
+    /// Fuzz the packet parser for longer: random and mutated frames through the loaded TC
+    /// programs, each checked against etherparse
+    ///
+    /// Runs tests/tests/parser_fuzz.rs (which `cargo xtask test` runs with 100000 frames and a
+    /// fixed seed) with FLOWLOG_FUZZ_FRAMES and FLOWLOG_FUZZ_SEED, as root. A failure prints
+    /// the frames that differ and the seed that reproduces them.
+    Fuzz {
+        /// Frames through the programs.
+        #[arg(long, value_name = "N", default_value_t = fuzz::DEFAULT_FRAMES)]
+        frames: u64,
+        /// Seed of the frame generator (default: a fresh one, printed).
+        #[arg(long, value_name = "SEED", value_parser = fuzz::parse_seed)]
+        seed: Option<u64>,
+    },
     /// Lint the userspace crates with clippy (-D warnings)
     ///
     /// Runs `cargo clippy --workspace --exclude flowlog-ebpf --all-targets -- -D warnings`;
@@ -173,6 +188,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Run { args } => run::run(args),
         Cmd::Test { extra } => test::run(extra),
         Cmd::Bench { quick, out } => bench::run(quick, out.as_deref()),
+        Cmd::Fuzz { frames, seed } => fuzz::run(frames, seed),
         Cmd::Clippy => clippy::run(),
         Cmd::Deb { binary, out, fast } => deb::run(binary, out, fast),
         Cmd::Image { binary, tag } => image::run(binary, tag),
@@ -225,6 +241,18 @@ mod tests {
         match parse(&["run", "--", "run", "--iface", "eth0", "-v"]) {
             Cmd::Run { args } => assert_eq!(strings(&args), ["run", "--iface", "eth0", "-v"]),
             _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn fuzz_takes_frames_and_a_seed() {
+        match parse(&["fuzz", "--frames", "200", "--seed", "0x2a"]) {
+            Cmd::Fuzz { frames, seed } => assert_eq!((frames, seed), (200, Some(42))),
+            _ => panic!("not fuzz"),
+        }
+        match parse(&["fuzz"]) {
+            Cmd::Fuzz { frames, seed } => assert_eq!((frames, seed), (fuzz::DEFAULT_FRAMES, None)),
+            _ => panic!("not fuzz"),
         }
     }
 

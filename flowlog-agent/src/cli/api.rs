@@ -59,7 +59,8 @@ pub struct CreateFlowLogsArgs {
     #[arg(long, value_name = "SECONDS")]
     pub max_aggregation_interval: Option<i64>,
     /// FileFormat=plain-text|parquet,HiveCompatiblePartitions=true|false,PerHourPartition=true|false
-    /// (or the JSON object).
+    /// (or the JSON object); for s3 also flowlog's ServerSideEncryption=AES256|aws:kms,
+    /// SSEKMSKeyId=KEY and ACL=bucket-owner-full-control|bucket-owner-read|private.
     #[arg(long, value_name = "OPTIONS")]
     pub destination_options: Option<String>,
     /// ResourceType=vpc-flow-log,Tags=[{Key=K,Value=V},...] (or the JSON list).

@@ -1,5 +1,7 @@
 //! The one flow log the `run` flags define (the shortcut for hosts without definitions).
 
+use anyhow::bail;
+
 use crate::{
     cli::{OutputArgs, RecordArgs},
     flowlogs::{
@@ -47,13 +49,20 @@ pub fn flow_log_id(rec: &RecordArgs, out: &OutputArgs) -> anyhow::Result<String>
     Ok(id)
 }
 
-/// The `DestinationOptions` the `run` flags give.
-pub fn object_options(out: &OutputArgs) -> ObjectOptions {
-    ObjectOptions {
+/// The `DestinationOptions` the `run` flags give. The S3 flags need an S3 destination.
+pub fn object_options(out: &OutputArgs) -> anyhow::Result<ObjectOptions> {
+    let s3 = out.s3_protection()?;
+    if !s3.is_empty() && !matches!(out.destination(), DestinationSpec::S3 { .. }) {
+        bail!(
+            "--s3-sse, --s3-sse-kms-key-id and --s3-acl apply to s3 destinations only: drop them or use --destination s3://BUCKET[/PREFIX]"
+        );
+    }
+    Ok(ObjectOptions {
         file_format: out.file_format,
         hive_compatible_partitions: out.hive_compatible_partitions,
         per_hour_partition: out.per_hour_partition,
-    }
+        s3,
+    })
 }
 
 /// What the `run` flags say every flow log of the agent shares.
@@ -72,7 +81,7 @@ pub fn flow_log(rec: &RecordArgs, out: &OutputArgs, meta: Metadata) -> anyhow::R
         rec.traffic_type,
         rec.log_format.clone(),
         &out.destination(),
-        object_options(out),
+        object_options(out)?,
         record_options(rec, out),
         meta,
     )

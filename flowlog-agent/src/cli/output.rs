@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing::warn;
 
-use crate::publish::DestinationSpec;
+use crate::{
+    publish::file_modes::{self, OutputModes},
+    publish::{DestinationSpec, S3Protection},
+};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Output")]
@@ -70,6 +73,34 @@ pub struct OutputArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub file_rollover_seconds: u64,
+
+    /// Mode (octal) of the objects file destinations write, owned by the agent's user. Flow
+    /// logs are security data: group members may read them, others may not. Applies to every
+    /// file destination of this agent, API ones too.
+    #[arg(long, value_name = "MODE", default_value = "0640", value_parser = file_modes::parse_file_mode)]
+    pub file_mode: u32,
+
+    /// Mode (octal; 2750 adds setgid so objects take the directory's group) of the
+    /// directories file destinations create. Existing directories keep theirs.
+    #[arg(long, value_name = "MODE", default_value = "0750", value_parser = file_modes::parse_dir_mode)]
+    pub dir_mode: u32,
+
+    /// S3 server-side encryption of every object (PutObject x-amz-server-side-encryption):
+    /// AES256 (SSE-S3) or aws:kms (SSE-KMS). [default: none sent: the bucket's default
+    /// encryption applies, SSE-S3 unless the bucket names a KMS key]
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms"])]
+    pub s3_sse: Option<String>,
+
+    /// KMS key of --s3-sse aws:kms: a key ARN, key id or alias/NAME. [default: the account's
+    /// AWS managed key for S3, aws/s3]
+    #[arg(long, value_name = "KEY")]
+    pub s3_sse_kms_key_id: Option<String>,
+
+    /// Canned ACL of every S3 object (PutObject x-amz-acl): bucket-owner-full-control lets the
+    /// owner of a bucket in another account own the objects (AWS's own flow log delivery always
+    /// sends it); bucket-owner-read or private. Public ACLs are refused. [default: none sent]
+    #[arg(long, value_name = "ACL", value_parser = parse_s3_acl)]
+    pub s3_acl: Option<String>,
 }
 
 impl OutputArgs {
@@ -80,6 +111,24 @@ impl OutputArgs {
             (None, Some(dir)) => DestinationSpec::File(dir.clone()),
             (None, None) => DestinationSpec::File(PathBuf::from("./flowlogs")),
         }
+    }
+
+    /// `--file-mode` and `--dir-mode`.
+    pub fn output_modes(&self) -> OutputModes {
+        OutputModes {
+            file: self.file_mode,
+            dir: self.dir_mode,
+        }
+    }
+
+    /// `--s3-sse`, `--s3-sse-kms-key-id` and `--s3-acl`, checked together.
+    pub fn s3_protection(&self) -> anyhow::Result<S3Protection> {
+        S3Protection::new(
+            self.s3_sse.as_deref(),
+            self.s3_sse_kms_key_id.as_deref(),
+            self.s3_acl.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Logs the deprecated options in use (once, at startup).
@@ -104,4 +153,10 @@ fn parse_endpoint_url(s: &str) -> anyhow::Result<String> {
             "invalid endpoint URL {s:?}: write it as http://HOST[:PORT] or https://HOST[:PORT]"
         ),
     }
+}
+
+/// `--s3-acl`: one of the canned ACLs that keep objects private.
+fn parse_s3_acl(s: &str) -> Result<String, String> {
+    s.parse::<crate::publish::s3_protection::S3Acl>()
+        .map(|a| a.to_string())
 }

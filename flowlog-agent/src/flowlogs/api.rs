@@ -97,6 +97,20 @@ pub struct DestinationOptions {
     pub hive_compatible_partitions: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_hour_partition: Option<bool>,
+    /// flowlog's own members (not AWS's: its delivery uses the bucket's default encryption
+    /// and always `bucket-owner-full-control`), named as S3 PutObject names them: the
+    /// server-side encryption (`AES256`, `aws:kms`), its KMS key and a canned ACL of every
+    /// object (see [`crate::publish::s3_protection`]). Described only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<String>,
+    #[serde(
+        default,
+        rename = "SSEKMSKeyId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sse_kms_key_id: Option<String>,
+    #[serde(default, rename = "ACL", skip_serializing_if = "Option::is_none")]
+    pub acl: Option<String>,
 }
 
 /// CreateFlowLogs input: the members of `aws ec2 create-flow-logs --generate-cli-skeleton`.
@@ -307,6 +321,7 @@ mod tests {
                 file_format: Some("parquet".into()),
                 hive_compatible_partitions: Some(true),
                 per_hour_partition: Some(true),
+                ..Default::default()
             })
         );
         assert_eq!(r.tag_specifications[0].tags[0].value, "my-flow-log");

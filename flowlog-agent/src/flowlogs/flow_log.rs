@@ -64,7 +64,7 @@ impl FlowLog {
             spec.traffic_type,
             spec.log_format.clone(),
             &spec.destination,
-            spec.options,
+            spec.options.clone(),
             host,
             meta,
         )

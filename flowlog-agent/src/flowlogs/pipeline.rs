@@ -23,6 +23,7 @@ use crate::{
     inventory::discover::Interface,
     inventory::metadata::Metadata,
     metrics,
+    publish::file_modes::OutputModes,
     publish::{
         self, AwsSettings, Batch, DeliveryStatus, Destination, PublishReport, Spool,
         SpoolFullEpisodes, SpoolWriteFailures, WriterLock, writer_lock,
@@ -43,6 +44,8 @@ pub struct HostSettings {
     pub spool_root: PathBuf,
     pub spool_max_bytes: u64,
     pub runtime_dir: PathBuf,
+    /// Modes of every file destination's objects and directories.
+    pub output_modes: OutputModes,
 }
 
 pub struct Pipeline {
@@ -89,7 +92,13 @@ impl Pipeline {
             attempt_timeout: host.publish_timeout,
         };
         let mut flow_log = FlowLog::from_spec(&spec, host.records, meta)?;
-        let dest = Destination::connect(&spec.destination, &settings).await?;
+        let dest = Destination::connect(
+            &spec.destination,
+            &settings,
+            host.output_modes,
+            &spec.options.s3,
+        )
+        .await?;
         let destination = dest.describe();
         let spool_given = spool_dir.is_some();
         let dir = spool_dir

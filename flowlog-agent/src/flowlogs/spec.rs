@@ -17,8 +17,8 @@ use super::api::{
 use crate::{
     inventory::discover::Interface,
     inventory::metadata::Metadata,
-    publish::DestinationSpec,
     publish::layout::FileFormat,
+    publish::{DestinationSpec, S3Protection},
     records::format::{DEFAULT_FORMAT, LogFormat},
     records::traffic_type::TrafficType,
 };
@@ -177,11 +177,13 @@ fn parse_mac(s: &str) -> Option<String> {
 }
 
 /// `DestinationOptions`, resolved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectOptions {
     pub file_format: FileFormat,
     pub hive_compatible_partitions: bool,
     pub per_hour_partition: bool,
+    /// Encryption and ACL of S3 objects (s3 destinations only).
+    pub s3: S3Protection,
 }
 
 /// One flow log.
@@ -293,7 +295,7 @@ impl FlowLogSpec {
                     log_format_text: log_format_text.clone(),
                     log_format: log_format.clone(),
                     max_aggregation_interval,
-                    options,
+                    options: options.clone(),
                     tags: tags.clone(),
                     deliver_logs_permission_arn: req.deliver_logs_permission_arn.clone(),
                     deliver_cross_account_role: req.deliver_cross_account_role.clone(),
@@ -390,6 +392,9 @@ impl FlowLogSpec {
                 ),
                 hive_compatible_partitions: Some(self.options.hive_compatible_partitions),
                 per_hour_partition: Some(self.options.per_hour_partition),
+                server_side_encryption: self.options.s3.sse_name().map(str::to_string),
+                sse_kms_key_id: self.options.s3.kms_key_id().map(str::to_string),
+                acl: self.options.s3.acl.map(|a| a.to_string()),
             });
         FlowLogDescription {
             creation_time: self
@@ -513,10 +518,22 @@ fn object_options(
             )));
         }
     };
+    let s3 = S3Protection::new(
+        o.server_side_encryption.as_deref(),
+        o.sse_kms_key_id.as_deref(),
+        o.acl.as_deref(),
+    )
+    .map_err(|e| ApiError::invalid(format!("DestinationOptions: {e}")))?;
+    if !s3.is_empty() && !matches!(dest, DestinationSpec::S3 { .. }) {
+        return Err(ApiError::invalid(
+            "DestinationOptions ServerSideEncryption, SSEKMSKeyId and ACL apply to s3 destinations only",
+        ));
+    }
     Ok(ObjectOptions {
         file_format,
         hive_compatible_partitions: o.hive_compatible_partitions.unwrap_or(false),
         per_hour_partition: o.per_hour_partition.unwrap_or(false),
+        s3,
     })
 }
 
@@ -626,6 +643,30 @@ mod tests {
     }
 
     #[test]
+    fn s3_encryption_and_acl_are_described_only_when_set() {
+        let v = create(
+            r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogDestinationType":"s3",
+                "LogDestination":"arn:aws:s3:::flow-bucket",
+                "DestinationOptions":{"ServerSideEncryption":"aws:kms","SSEKMSKeyId":"arn:aws:kms:us-east-1:111122223333:key/k1","ACL":"bucket-owner-full-control"}}"#,
+        )
+        .unwrap();
+        let s3 = &v.specs[0].options.s3;
+        assert_eq!(s3.sse_name(), Some("aws:kms"));
+        assert_eq!(
+            s3.kms_key_id(),
+            Some("arn:aws:kms:us-east-1:111122223333:key/k1")
+        );
+        let d = serde_json::to_value(v.specs[0].describe(None)).unwrap();
+        assert_eq!(
+            d["DestinationOptions"],
+            serde_json::json!({"FileFormat": "plain-text", "HiveCompatiblePartitions": false,
+                "PerHourPartition": false, "ServerSideEncryption": "aws:kms",
+                "SSEKMSKeyId": "arn:aws:kms:us-east-1:111122223333:key/k1",
+                "ACL": "bucket-owner-full-control"})
+        );
+    }
+
+    #[test]
     fn cloudwatch_by_group_name_or_arn() {
         let v = create(
             r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogGroupName":"flows","TrafficType":"ACCEPT"}"#,
@@ -717,6 +758,21 @@ mod tests {
                 r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogDestinationType":"file","LogDestination":"/d","DestinationOptions":{"FileFormat":"orc"}}"#,
                 "InvalidParameter",
                 "FileFormat \"orc\"",
+            ),
+            (
+                r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogDestinationType":"file","LogDestination":"/d","DestinationOptions":{"ServerSideEncryption":"AES256"}}"#,
+                "InvalidParameter",
+                "ServerSideEncryption, SSEKMSKeyId and ACL apply to s3 destinations only",
+            ),
+            (
+                r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogDestinationType":"s3","LogDestination":"arn:aws:s3:::bucket","DestinationOptions":{"ACL":"public-read"}}"#,
+                "InvalidParameter",
+                "DestinationOptions: the canned ACL \"public-read\" would let others read flow logs",
+            ),
+            (
+                r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogDestinationType":"s3","LogDestination":"arn:aws:s3:::bucket","DestinationOptions":{"SSEKMSKeyId":"alias/k"}}"#,
+                "InvalidParameter",
+                "a KMS key id needs server-side encryption aws:kms",
             ),
             (
                 r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogDestinationType":"file","LogDestination":"relative/dir"}"#,

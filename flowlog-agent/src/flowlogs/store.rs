@@ -9,7 +9,7 @@
 use std::{
     fs,
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -22,7 +22,7 @@ use super::{
     api::CreateFlowLogsRequest,
     spec::{FlowLogSpec, is_flow_log_id},
 };
-use crate::publish::DestinationSpec;
+use crate::{publish::DestinationSpec, publish::file_modes};
 
 const SUBDIR: &str = "flow-logs";
 
@@ -43,19 +43,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating, mode 0700: definitions name destinations) `<state_dir>/flow-logs`.
+    /// Opens (creating) `<state_dir>/flow-logs`. Both are private (0700, see
+    /// [`file_modes::private_dir`]): definitions name destinations, and the spools under the
+    /// state directory hold records.
     pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
         let dir = state_dir.join(SUBDIR);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| {
-                format!(
-                    "cannot create the state directory {}: check --state-dir",
-                    dir.display()
-                )
-            })?;
+        for d in [state_dir, dir.as_path()] {
+            file_modes::private_dir(d, "state directory (--state-dir)")?;
+        }
         Ok(Store { dir })
     }
 

@@ -13,11 +13,13 @@ pub mod cloudwatch;
 pub mod destination;
 pub mod events;
 pub mod file;
+pub mod file_modes;
 pub mod layout;
 pub mod parquet_object;
 pub mod pid_lock;
 pub mod report;
 pub mod s3;
+pub mod s3_protection;
 pub mod spool;
 pub mod wal;
 pub mod writer_lock;
@@ -30,7 +32,7 @@ use std::{
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::publish::batch::FinishedObject;
+use crate::publish::{batch::FinishedObject, file_modes::OutputModes};
 
 pub use aws::AwsSettings;
 pub use cloudwatch::CloudWatchDestination;
@@ -39,6 +41,7 @@ pub use events::{LogEvent, LogEventBatch};
 pub use file::FileDestination;
 pub use report::{PublishReport, SpoolFullEpisodes, SpoolWriteFailures};
 pub use s3::S3Destination;
+pub use s3_protection::S3Protection;
 pub use spool::{Spool, SpoolStats};
 pub use writer_lock::WriterLock;
 
@@ -87,7 +90,14 @@ pub enum Destination {
 
 impl Destination {
     /// Builds the destination's client. Nothing is sent yet (see [`Destination::check`]).
-    pub async fn connect(spec: &DestinationSpec, settings: &AwsSettings) -> anyhow::Result<Self> {
+    /// `modes`: of a file destination's objects and directories; `s3`: the headers of an S3
+    /// destination's objects.
+    pub async fn connect(
+        spec: &DestinationSpec,
+        settings: &AwsSettings,
+        modes: OutputModes,
+        s3: &S3Protection,
+    ) -> anyhow::Result<Self> {
         Ok(match spec {
             DestinationSpec::File(dir) => {
                 if settings.endpoint_url.is_some() {
@@ -95,10 +105,10 @@ impl Destination {
                         "--endpoint-url is ignored: it applies to s3 and cloud-watch-logs destinations only"
                     );
                 }
-                Destination::File(FileDestination::new(dir)?)
+                Destination::File(FileDestination::new(dir, modes)?)
             }
             DestinationSpec::S3 { bucket, prefix } => {
-                Destination::S3(S3Destination::new(settings, bucket, prefix).await?)
+                Destination::S3(S3Destination::new(settings, bucket, prefix, s3.clone()).await?)
             }
             DestinationSpec::CloudWatchLogs { group, region } => Destination::CloudWatchLogs(
                 CloudWatchDestination::new(settings, group, region.as_deref()).await?,

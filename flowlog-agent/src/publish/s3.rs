@@ -3,7 +3,10 @@
 
 use aws_sdk_s3::{Client, primitives::ByteStream};
 
-use super::aws::{AwsSettings, explain, require_credentials, single_attempt};
+use super::{
+    S3Protection,
+    aws::{AwsSettings, explain, require_credentials, single_attempt},
+};
 use crate::publish::batch::FinishedObject;
 
 pub struct S3Destination {
@@ -11,11 +14,18 @@ pub struct S3Destination {
     bucket: String,
     prefix: String,
     endpoint: String,
+    /// Encryption and ACL headers of every PutObject.
+    protection: S3Protection,
 }
 
 impl S3Destination {
     /// Fails when the standard chain has no credentials at all.
-    pub async fn new(settings: &AwsSettings, bucket: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub async fn new(
+        settings: &AwsSettings,
+        bucket: &str,
+        prefix: &str,
+        protection: S3Protection,
+    ) -> anyhow::Result<Self> {
         let shared = settings.load(None).await;
         let endpoint = settings.endpoint(&shared);
         let mut config = aws_sdk_s3::config::Builder::from(&shared).retry_config(single_attempt());
@@ -28,6 +38,7 @@ impl S3Destination {
             bucket: bucket.into(),
             prefix: prefix.into(),
             endpoint,
+            protection,
         };
         require_credentials(&shared, &destination.describe()).await?;
         Ok(destination)
@@ -52,20 +63,19 @@ impl S3Destination {
 
     pub async fn put(&self, obj: &FinishedObject) -> anyhow::Result<()> {
         let key = self.key(obj);
-        self.client
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(&key)
-            .body(ByteStream::from(obj.body.clone()))
-            .send()
-            .await
-            .map_err(|e| {
-                explain(
-                    e,
-                    &format!("cannot put s3://{}/{key}", self.bucket),
-                    &self.endpoint,
-                )
-            })?;
+            .body(ByteStream::from(obj.body.clone()));
+        self.protection.apply(put).send().await.map_err(|e| {
+            explain(
+                e,
+                &format!("cannot put s3://{}/{key}", self.bucket),
+                &self.endpoint,
+            )
+        })?;
         Ok(())
     }
 

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::{
     publish::batch::FinishedObject,
+    publish::file_modes,
     publish::pid_lock::{self, Attempt},
 };
 
@@ -416,7 +417,7 @@ impl Spool {
 fn lock(dir: &Path) -> anyhow::Result<fs::File> {
     let path = dir.join(LOCK_FILE);
     for _ in 0..LOCK_ATTEMPTS {
-        match fs::create_dir_all(dir) {
+        match file_modes::create_dirs(dir, file_modes::PRIVATE_DIR_MODE) {
             Ok(()) => {}
             // Removed again between create_dir_all's mkdir and its check.
             Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
@@ -432,7 +433,11 @@ fn lock(dir: &Path) -> anyhow::Result<fs::File> {
             }
         }
         match pid_lock::attempt(&path) {
-            Attempt::Locked(file) => return Ok(file),
+            Attempt::Locked(file) => {
+                // Batches and write-ahead logs are records: the agent's user only.
+                file_modes::tighten(dir, "spool directory")?;
+                return Ok(file);
+            }
             Attempt::Retry => continue,
             Attempt::Busy(owner) => bail!(
                 "spool directory {} is in use by {owner}: stop that agent first, or give each agent its own --spool-dir",
@@ -598,8 +603,8 @@ fn write_file(tmp: &Path, path: &Path, batch: &Batch) -> anyhow::Result<u64> {
             (header, body.into())
         }
     };
-    let mut f =
-        fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f = file_modes::create_file(tmp, file_modes::PRIVATE_FILE_MODE)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut head = serde_json::to_vec(&header).context("cannot encode spool header")?;
     head.push(b'\n');
     f.write_all(MAGIC)

@@ -91,11 +91,11 @@ impl WalWriter {
     /// Creates the WAL of a new object in `dir` (nothing durable before [`WalWriter::commit`]).
     pub fn create(dir: &Path, header: &WalHeader) -> anyhow::Result<Self> {
         let path = dir.join(header.file_name());
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("cannot create write-ahead log {}", path.display()))?;
+        let file = crate::publish::file_modes::create_new_file(
+            &path,
+            crate::publish::file_modes::PRIVATE_FILE_MODE,
+        )
+        .with_context(|| format!("cannot create write-ahead log {}", path.display()))?;
         let mut w = WalWriter {
             path,
             file,

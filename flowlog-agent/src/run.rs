@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use anyhow::{Context, bail};
@@ -35,7 +36,9 @@ use crate::{
         store::Store,
         window::next_cut,
     },
-    inventory::discover::{self, Interface, Selector},
+    inventory::discover::{Interface, Selector},
+    inventory::live::Inventory,
+    inventory::owners::OwnerOptions,
     inventory::metadata::Metadata,
     metrics, privileges,
     publish::{self, DeliveryStatus},
@@ -76,6 +79,7 @@ fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
         deliver_logs_permission_arn: None,
         deliver_cross_account_role: None,
         creation_time: Utc::now(),
+        perspective: args.records.perspective,
     })
 }
 
@@ -126,6 +130,8 @@ struct Agent {
     flag_spool_dir: Option<(String, PathBuf)>,
     /// Ids of the flow logs that came from `--flow-logs` (a reload replaces them).
     from_file: BTreeSet<String>,
+    /// The interfaces, from rtnetlink events.
+    inventory: Inventory,
 }
 
 impl Agent {
@@ -188,10 +194,7 @@ impl Agent {
         BTreeMap<u32, Interface>,
         BTreeMap<String, BTreeMap<u32, Interface>>,
     ) {
-        let host = discover::interfaces_by_index().unwrap_or_else(|e| {
-            warn!(error = %format!("{e:#}"), "cannot list interfaces");
-            BTreeMap::new()
-        });
+        let host = self.inventory.interfaces();
         let members = self
             .pipelines
             .iter()
@@ -209,6 +212,9 @@ struct Cutter {
     max_flows: u32,
     /// Start of the capture's open cut.
     start: u64,
+    /// When the last cut began (just before its flip): interfaces deleted before then have
+    /// all their flows in a cut already.
+    last_flip: Instant,
     metrics_file: Option<PathBuf>,
 }
 
@@ -231,8 +237,9 @@ impl Cutter {
             .attached()
             .map(|(i, n)| (i, n.to_string()))
             .collect();
-        let drain_started = std::time::Instant::now();
+        let drain_started = Instant::now();
         let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
+        self.last_flip = drain_started;
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -257,12 +264,20 @@ impl Cutter {
         host: &BTreeMap<u32, Interface>,
         watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
     ) {
+        // Deleted interfaces stay in `watched` until their window is cut (their flows keep
+        // their identity); there is nothing to attach to.
         let wanted: BTreeMap<u32, &Interface> = watched
             .values()
             .flat_map(|m| m.iter().map(|(k, i)| (*k, i)))
+            .filter(|(_, i)| !i.deleted)
+            .collect();
+        let live: BTreeMap<u32, Interface> = host
+            .iter()
+            .filter(|(_, i)| !i.deleted)
+            .map(|(k, i)| (*k, i.clone()))
             .collect();
         self.capture
-            .keep_only(&wanted.keys().copied().collect(), host);
+            .keep_only(&wanted.keys().copied().collect(), &live);
         for iface in wanted.values() {
             if let Err(e) = self.capture.attach(iface) {
                 warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
@@ -285,6 +300,8 @@ enum Event {
     Stop,
     Reload,
     Changed(Change),
+    /// An interface appeared, changed, went away or got its owner.
+    Interfaces,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -323,7 +340,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         api.as_ref().map(|a| a.store.clone()),
         meta.clone(),
     );
+    let inventory = Inventory::start(OwnerOptions {
+        ecs_endpoint: Some(cap.ecs_agent_url.clone()).filter(|u| !u.is_empty()),
+        ..OwnerOptions::default()
+    })
+    .await?;
     let mut agent = Agent {
+        inventory,
         pipelines: BTreeMap::new(),
         registry: Arc::new(Mutex::new(registry)),
         host: HostSettings {
@@ -366,6 +389,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rejects,
         max_flows: cap.max_flows,
         start: unix_now() as u64,
+        last_flip: Instant::now(),
         metrics_file: args.operations.metrics_file.clone(),
     };
     let (host, watched) = agent.membership();
@@ -434,10 +458,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => Event::Stop,
             _ = sighup.recv() => Event::Reload,
             Some(change) = changes.recv() => Event::Changed(change),
+            _ = agent.inventory.changed() => Event::Interfaces,
         };
         let (host, watched) = agent.membership();
         // A boundary changes no flow log: the same listing serves the attachments below.
         let flow_logs_change = matches!(event, Event::Reload | Event::Changed(_));
+        let is_boundary = matches!(event, Event::Boundary(_));
         let result = match event {
             Event::Boundary(end) => cutter.cut(end, &mut agent.pipelines, &watched).map(|_| ()),
             Event::Stop => {
@@ -450,7 +476,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Event::Reload => reload(&args, &mut agent, &mut cutter, &watched).await,
             Event::Changed(change) => apply(change, &mut agent, &mut cutter, &watched).await,
+            Event::Interfaces => Ok(()),
         };
+        if is_boundary {
+            // A pod's containers may change without a link event.
+            agent.inventory.refresh_owners();
+        }
+        agent.inventory.forget_deleted(cutter.last_flip);
         if let Err(e) = result {
             // The kernel maps cannot be read: stop, but through the normal shutdown so every
             // batch already open is still spooled and delivered; the run then fails.

@@ -19,7 +19,9 @@ use crate::{
     inventory::metadata::Metadata,
     publish::DestinationSpec,
     publish::layout::FileFormat,
+    inventory::selectors::GuestSelector,
     records::format::{DEFAULT_FORMAT, LogFormat},
+    records::guest::Perspective,
     records::traffic_type::TrafficType,
 };
 
@@ -71,6 +73,9 @@ pub enum Resource {
     Eni(String),
     /// `NetworkInterface`: a MAC address (lowercase, colon-separated).
     Mac(String),
+    /// `NetworkInterface`: the interfaces of a container, pod or VM (`container:web-*`,
+    /// `pod:shop/cart`, `vm:db`: see [`GuestSelector`]).
+    Guest(GuestSelector),
     /// `Subnet`: every interface with an address in this block.
     Cidr(IpNet),
     /// `Subnet`: a subnet id from instance metadata.
@@ -94,6 +99,7 @@ impl Resource {
             Resource::InterfaceName(p) => name_matches(p),
             Resource::Eni(id) => meta.enis.get(id).is_some_and(|e| mac_is(&e.mac)),
             Resource::Mac(mac) => mac_is(mac),
+            Resource::Guest(selector) => selector.matches(iface),
             Resource::Cidr(block) => {
                 !iface.loopback && iface.addrs.iter().any(|a| block.contains(a))
             }
@@ -108,7 +114,10 @@ impl Resource {
                 .any(|e| e.subnet_id.as_ref() == Some(id) && mac_is(&e.mac)),
             Resource::VpcId(_) | Resource::AnyVpc => !iface.loopback,
             Resource::RunFlags(patterns) if patterns.is_empty() => iface.up && !iface.loopback,
-            Resource::RunFlags(patterns) => patterns.iter().any(|p| name_matches(p)),
+            Resource::RunFlags(patterns) => patterns.iter().any(|p| match GuestSelector::parse(p) {
+                Some(selector) => selector.is_ok_and(|s| s.matches(iface)),
+                None => name_matches(p),
+            }),
         }
     }
 }
@@ -121,6 +130,16 @@ impl Resource {
             ResourceType::NetworkInterface => {
                 if id.starts_with("eni-") {
                     return Ok(Resource::Eni(id.to_string()));
+                }
+                match GuestSelector::parse(id) {
+                    Some(Ok(selector)) => return Ok(Resource::Guest(selector)),
+                    Some(Err(e)) => {
+                        return Err(ApiError::new(
+                            codes::NETWORK_INTERFACE_NOT_FOUND,
+                            format!("The networkInterface ID '{id}' is malformed: {e}"),
+                        ));
+                    }
+                    None => {}
                 }
                 if let Some(mac) = parse_mac(id) {
                     return Ok(Resource::Mac(mac));
@@ -207,6 +226,8 @@ pub struct FlowLogSpec {
     pub deliver_logs_permission_arn: Option<String>,
     pub deliver_cross_account_role: Option<String>,
     pub creation_time: DateTime<Utc>,
+    /// From whose side the interfaces of containers and VMs are logged (not AWS's).
+    pub perspective: Perspective,
 }
 
 /// A flow log id: `fl-` and 17 lowercase hex digits, as AWS's.
@@ -280,6 +301,12 @@ impl FlowLogSpec {
             }
         };
         let tags = tags(&req.tag_specifications)?;
+        let perspective = match req.perspective.as_deref() {
+            None => Perspective::default(),
+            Some(p) => p
+                .parse()
+                .map_err(|e: anyhow::Error| ApiError::invalid(format!("Perspective: {e:#}")))?,
+        };
         let mut out = Validated::default();
         for resource_id in &req.resource_ids {
             match Resource::parse(kind, resource_id) {
@@ -298,6 +325,7 @@ impl FlowLogSpec {
                     deliver_logs_permission_arn: req.deliver_logs_permission_arn.clone(),
                     deliver_cross_account_role: req.deliver_cross_account_role.clone(),
                     creation_time: now,
+                    perspective,
                 }),
                 Err(error) => out.unsuccessful.push(api::UnsuccessfulItem {
                     error,
@@ -420,6 +448,8 @@ impl FlowLogSpec {
             tags: self.tags.clone(),
             max_aggregation_interval: self.max_aggregation_interval,
             destination_options,
+            perspective: (self.perspective != Perspective::default())
+                .then(|| self.perspective.to_string()),
         }
     }
 }

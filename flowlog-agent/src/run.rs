@@ -38,8 +38,8 @@ use crate::{
     },
     inventory::discover::{Interface, Selector},
     inventory::live::Inventory,
-    inventory::owners::OwnerOptions,
     inventory::metadata::Metadata,
+    inventory::owners::OwnerOptions,
     metrics, privileges,
     publish::{self, DeliveryStatus},
 };

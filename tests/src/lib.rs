@@ -5,6 +5,7 @@ pub mod agent;
 pub mod frames;
 pub mod moto;
 pub mod netns;
+pub mod podman;
 pub mod publish;
 pub mod records;
 pub mod traffic;

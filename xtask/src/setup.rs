@@ -32,6 +32,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nftables", // drop rules in tests
     "tcpdump",  // ground truth captures
     "ethtool",
+    // Guests (tests/src/podman.rs, tests/tests/owners.rs): podman with runc (crun cannot run
+    // on hybrid cgroups) and the CNI plugins of its bridge networks; busybox-static is the
+    // local image's only binary (no registry is reachable).
+    "podman",
+    "runc",
+    "containernetworking-plugins",
+    "busybox-static",
     "strace",       // delays a syscall in the spool-lock race test
     "python3-venv", // .venv for moto
     "python3-pip",

@@ -133,8 +133,8 @@ impl FlowLog {
             .iter()
             .map(|(&ifindex, i)| {
                 let owner = i.owner.as_deref();
-                let guest_view = self.perspective == Perspective::Guest
-                    && owner.is_some_and(guest_id::is_guest);
+                let guest_view =
+                    self.perspective == Perspective::Guest && owner.is_some_and(guest_id::is_guest);
                 let (primary_ipv4, primary_ipv6) = match owner {
                     Some(o) if guest_view => guest_primaries(&o.guest_addrs),
                     _ => (i.ipv4, i.ipv6),
@@ -262,7 +262,15 @@ mod tests {
         ${packets} ${bytes} ${flow-direction} ${pkt-srcaddr} ${ecs-container-id} \
         ${ecs-second-container-id} ${container-name} ${vm-name} ${instance-id} ${action} ${log-status}";
 
-    fn flow(ifindex: u32, egress: bool, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, packets: u64) -> (FlowKey, FlowTotals) {
+    fn flow(
+        ifindex: u32,
+        egress: bool,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        packets: u64,
+    ) -> (FlowKey, FlowTotals) {
         let tuple = FiveTuple {
             family: FAMILY_IPV4,
             protocol: 6,
@@ -296,7 +304,10 @@ mod tests {
         let web = Owner {
             kind: OwnerKind::Containers(vec![container(ID_A, "web-1"), container(ID_B, "web-2")]),
             guest_ifname: Some("eth0".into()),
-            guest_addrs: vec!["10.88.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()],
+            guest_addrs: vec![
+                "10.88.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap(),
+            ],
             ecs: None,
         };
         let vm = Owner {
@@ -314,15 +325,21 @@ mod tests {
             owner: Some(Arc::new(owner)),
             ..Interface::default()
         };
-        let mut all = BTreeMap::from([
-            (5, iface(5, "veth5a", web)),
-            (6, iface(6, "tap0", vm)),
-        ]);
+        let mut all = BTreeMap::from([(5, iface(5, "veth5a", web)), (6, iface(6, "tap0", vm))]);
         crate::inventory::guest_id::assign(&mut all);
         all
     }
 
     fn lines(perspective: Perspective, interface_ids: &[(&str, &str)]) -> Vec<String> {
+        lines_of(FORMAT, interfaces(), perspective, interface_ids)
+    }
+
+    fn lines_of(
+        format: &str,
+        interfaces: BTreeMap<u32, Interface>,
+        perspective: Perspective,
+        interface_ids: &[(&str, &str)],
+    ) -> Vec<String> {
         let meta = Metadata {
             instance_id: "i-0host".into(),
             interface_ids: interface_ids
@@ -334,7 +351,7 @@ mod tests {
         let mut fl = FlowLog::new(
             "fl-1".into(),
             TrafficType::All,
-            FORMAT.parse().unwrap(),
+            format.parse().unwrap(),
             &DestinationSpec::File("/nonexistent".into()),
             ObjectOptions::default(),
             RecordOptions {
@@ -366,9 +383,9 @@ mod tests {
             other_drops: Vec::new(),
             drop_reasons: None,
         };
-        let watched = fl.watched(&interfaces());
+        let watched = fl.watched(&interfaces);
         let records = records::build(&drained, &watched, &|_| false);
-        let format: LogFormat = FORMAT.parse().unwrap();
+        let format: LogFormat = format.parse().unwrap();
         let mut out: Vec<String> = records.iter().map(|r| format.render(r, &meta)).collect();
         out.sort();
         out
@@ -405,7 +422,71 @@ mod tests {
     #[test]
     fn interface_id_flags_win_over_the_guests_id() {
         let got = lines(Perspective::Guest, &[("veth5a", "eni-0web")]);
-        assert!(got.iter().filter(|l| l.starts_with("7 eni-0web ")).count() == 3, "{got:#?}");
+        assert!(
+            got.iter().filter(|l| l.starts_with("7 eni-0web ")).count() == 3,
+            "{got:#?}"
+        );
         assert!(got.iter().all(|l| !l.contains("web-1.eth0")), "{got:#?}");
+    }
+
+    /// An ECS task's container: the `ecs-*` fields from AWS's documented introspection answer
+    /// (ECS Developer Guide, "Amazon ECS container introspection": task
+    /// `.../task/default/e01d58a8-151b-40e8-bc01-22647b9ecfec`, family `nginx-efs`, version 2,
+    /// cluster `default`). The interface has no other flow: only NODATA, which carries them too.
+    #[test]
+    fn ecs_fields_come_from_the_owners_task() {
+        const DOCKER_ID: &str = "79c796ed2a7f864f485c76f83f3165488097279d296a7c05bd5201a1c69b2920";
+        let owner = Owner {
+            kind: OwnerKind::Containers(vec![Container {
+                id: DOCKER_ID.into(),
+                runtime: Runtime::Docker,
+                name: Some("ecs-nginx-efs-2-nginx-9ac0808dd0afa495f001".into()),
+                pod_uid: None,
+                pod_name: None,
+                pod_namespace: None,
+            }]),
+            guest_ifname: Some("eth0".into()),
+            guest_addrs: Vec::new(),
+            ecs: Some(crate::inventory::owners::EcsTask {
+                task_arn: "arn:aws:ecs:us-west-2:012345678910:task/default/e01d58a8-151b-40e8-bc01-22647b9ecfec".into(),
+                family: "nginx-efs".into(),
+                version: "2".into(),
+                cluster: "default".into(),
+                container_instance_arn: Some("arn:aws:ecs:us-west-2:012345678910:container-instance/default/f9cc75bb-0c94-46b9-bf6d-49d320bc1551".into()),
+                task_id: "e01d58a8-151b-40e8-bc01-22647b9ecfec".into(),
+                container_ids: vec![DOCKER_ID.into()],
+            }),
+        };
+        let mut ifaces = BTreeMap::from([(
+            9,
+            Interface {
+                name: "veth9".into(),
+                ifindex: 9,
+                owner: Some(Arc::new(owner)),
+                ..Interface::default()
+            },
+        )]);
+        crate::inventory::guest_id::assign(&mut ifaces);
+        let all_ecs = "${ecs-cluster-arn} ${ecs-cluster-name} ${ecs-container-instance-arn} \
+            ${ecs-container-instance-id} ${ecs-container-id} ${ecs-second-container-id} \
+            ${ecs-service-name} ${ecs-task-definition-arn} ${ecs-task-arn} ${ecs-task-id}";
+        let format = format!("${{version}} ${{interface-id}} {all_ecs} ${{log-status}}");
+        // (The window's flows are on other interfaces: `if5`, `if6`, not watched here.)
+        let got: Vec<String> = lines_of(&format, ifaces, Perspective::Guest, &[])
+            .into_iter()
+            .filter(|l| !l.starts_with("7 if"))
+            .collect();
+        assert_eq!(
+            got,
+            [format!(
+                "7 ecs-nginx-efs-2-nginx-9ac0808dd0afa495f001.eth0 \
+                 arn:aws:ecs:us-west-2:012345678910:cluster/default default \
+                 arn:aws:ecs:us-west-2:012345678910:container-instance/default/f9cc75bb-0c94-46b9-bf6d-49d320bc1551 \
+                 f9cc75bb-0c94-46b9-bf6d-49d320bc1551 {DOCKER_ID} - - \
+                 arn:aws:ecs:us-west-2:012345678910:task-definition/nginx-efs:2 \
+                 arn:aws:ecs:us-west-2:012345678910:task/default/e01d58a8-151b-40e8-bc01-22647b9ecfec \
+                 e01d58a8-151b-40e8-bc01-22647b9ecfec NODATA"
+            )]
+        );
     }
 }

@@ -17,9 +17,9 @@ use super::api::{
 use crate::{
     inventory::discover::Interface,
     inventory::metadata::Metadata,
+    inventory::selectors::GuestSelector,
     publish::DestinationSpec,
     publish::layout::FileFormat,
-    inventory::selectors::GuestSelector,
     records::format::{DEFAULT_FORMAT, LogFormat},
     records::guest::Perspective,
     records::traffic_type::TrafficType,
@@ -114,10 +114,12 @@ impl Resource {
                 .any(|e| e.subnet_id.as_ref() == Some(id) && mac_is(&e.mac)),
             Resource::VpcId(_) | Resource::AnyVpc => !iface.loopback,
             Resource::RunFlags(patterns) if patterns.is_empty() => iface.up && !iface.loopback,
-            Resource::RunFlags(patterns) => patterns.iter().any(|p| match GuestSelector::parse(p) {
-                Some(selector) => selector.is_ok_and(|s| s.matches(iface)),
-                None => name_matches(p),
-            }),
+            Resource::RunFlags(patterns) => {
+                patterns.iter().any(|p| match GuestSelector::parse(p) {
+                    Some(selector) => selector.is_ok_and(|s| s.matches(iface)),
+                    None => name_matches(p),
+                })
+            }
         }
     }
 }
@@ -951,5 +953,53 @@ mod tests {
         .specs[0];
         assert!(a.same_configuration(b));
         assert!(!a.same_configuration(c));
+    }
+
+    #[test]
+    fn guests_are_selected_by_container_pod_or_vm_and_perspective_is_kept() {
+        let v = create(
+            r#"{"ResourceType":"NetworkInterface","ResourceIds":["container:web-*","pod:shop/cart","vm:db","container:","pod:a/"],
+                "LogDestinationType":"file","LogDestination":"/d","Perspective":"host"}"#,
+        )
+        .unwrap();
+        let kinds: Vec<bool> = v
+            .specs
+            .iter()
+            .map(|s| matches!(s.resource, Resource::Guest(_)))
+            .collect();
+        assert_eq!(kinds, [true, true, true]);
+        let bad: Vec<(&str, &str)> = v
+            .unsuccessful
+            .iter()
+            .map(|u| (u.resource_id.as_str(), u.error.code.as_str()))
+            .collect();
+        assert_eq!(
+            bad,
+            [
+                ("container:", "InvalidNetworkInterfaceId.NotFound"),
+                ("pod:a/", "InvalidNetworkInterfaceId.NotFound")
+            ]
+        );
+        let s = &v.specs[0];
+        assert_eq!(s.perspective, Perspective::Host);
+        assert_eq!(s.describe(None).perspective.as_deref(), Some("host"));
+        // Stored and read back as the same request.
+        let again = FlowLogSpec::from_request(&super::super::store::request_of(s), now())
+            .unwrap()
+            .specs
+            .remove(0);
+        assert_eq!(
+            (again.resource, again.perspective),
+            (s.resource.clone(), Perspective::Host)
+        );
+        // The default is the guest's side, and describe leaves it out, as AWS shows no such member.
+        let v = create(r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogGroupName":"g"}"#).unwrap();
+        assert_eq!(v.specs[0].perspective, Perspective::Guest);
+        assert_eq!(v.specs[0].describe(None).perspective, None);
+        let e = error(
+            r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogGroupName":"g","Perspective":"vm"}"#,
+        );
+        assert_eq!(e.code, "InvalidParameter");
+        assert!(e.message.contains("use guest or host"), "{e}");
     }
 }

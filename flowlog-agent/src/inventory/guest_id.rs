@@ -30,7 +30,7 @@ const SHORT_ID: usize = 12;
 pub fn readable_id(owner: &Owner, host_ifname: &str) -> Option<String> {
     let ifname = owner.guest_ifname.as_deref().unwrap_or(host_ifname);
     let base = match &owner.kind {
-        OwnerKind::Unknown => return None,
+        OwnerKind::Unknown | OwnerKind::Process(_) => return None,
         OwnerKind::Containers(containers) => {
             let first = containers.first()?;
             let pod = containers.iter().find_map(|c| {
@@ -56,12 +56,14 @@ pub fn readable_id(owner: &Owner, host_ifname: &str) -> Option<String> {
     Some(sanitize(&format!("{base}.{ifname}")))
 }
 
-/// Whether `owner` is a guest whose records are written from its side (a container or a VM).
+/// Whether `owner` is a guest whose records are written from its side: a container or a VM.
+/// A namespace without a known container (a plain `ip netns`, a router's) and a tun held by a
+/// VPN daemon are not: their traffic is logged as the host sees it.
 pub fn is_guest(owner: &Owner) -> bool {
     match &owner.kind {
         OwnerKind::Containers(c) => !c.is_empty(),
         OwnerKind::Vm(_) => true,
-        OwnerKind::Unknown => false,
+        OwnerKind::Unknown | OwnerKind::Process(_) => false,
     }
 }
 
@@ -123,7 +125,9 @@ mod tests {
             name: name.map(str::to_string),
             pod_uid: None,
             pod_name: pod.map(|(_, n)| n.to_string()),
-            pod_namespace: pod.map(|(ns, _)| ns.to_string()).filter(|ns| !ns.is_empty()),
+            pod_namespace: pod
+                .map(|(ns, _)| ns.to_string())
+                .filter(|ns| !ns.is_empty()),
         }
     }
 

@@ -312,7 +312,14 @@ mod tests {
                 i.peer_ifindex,
                 i.up
             ),
-            ("veth1", Some("02:00:00:00:00:07"), Some("veth"), Some(3), Some(2), false)
+            (
+                "veth1",
+                Some("02:00:00:00:00:07"),
+                Some("veth"),
+                Some(3),
+                Some(2),
+                false
+            )
         );
         for a in ["10.0.0.1", "10.0.0.2", "fe80::1", "fd00::1", "fd00::2"] {
             assert_eq!(
@@ -349,7 +356,12 @@ mod tests {
     #[test]
     fn a_bridge_port_leaving_its_bridge_is_not_a_deleted_link() {
         let mut t = LinkTable::default();
-        t.apply(&RouteNetlinkMessage::NewLink(link(5, "veth5", true, vec![])));
+        t.apply(&RouteNetlinkMessage::NewLink(link(
+            5,
+            "veth5",
+            true,
+            vec![],
+        )));
         let mut port = link(5, "veth5", true, vec![]);
         port.header.interface_family = AddressFamily::Bridge;
         assert_eq!(
@@ -360,7 +372,12 @@ mod tests {
             t.apply(&RouteNetlinkMessage::NewLink(port)),
             Applied::Unchanged
         );
-        match t.apply(&RouteNetlinkMessage::DelLink(link(5, "veth5", true, vec![]))) {
+        match t.apply(&RouteNetlinkMessage::DelLink(link(
+            5,
+            "veth5",
+            true,
+            vec![],
+        ))) {
             Applied::Removed(gone) => assert_eq!(gone.name, "veth5"),
             other => panic!("{other:?}"),
         }

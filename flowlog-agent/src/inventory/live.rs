@@ -127,7 +127,10 @@ impl Inventory {
                 schedule.reset(*ifindex, now);
             }
         }
-        info!(interfaces = table.len(), netns, "inventory: following link and address events");
+        info!(
+            interfaces = table.len(),
+            netns, "inventory: following link and address events"
+        );
         let shared = Arc::new(Mutex::new(Shared {
             table,
             deleted: Vec::new(),
@@ -391,7 +394,9 @@ impl EventTask {
         match msg.payload {
             NetlinkPayload::InnerMessage(m) => self.apply(&m),
             NetlinkPayload::Overrun(_) => {
-                warn!("rtnetlink events were lost (socket buffer overrun): reading every interface again");
+                warn!(
+                    "rtnetlink events were lost (socket buffer overrun): reading every interface again"
+                );
                 self.resync().await
             }
             _ => false,
@@ -514,7 +519,8 @@ fn lookup(batch: &[LookupRequest], options: &OwnerOptions) -> Vec<LookupResult> 
 fn describe(owner: &Owner) -> String {
     use owners::OwnerKind;
     let who = match &owner.kind {
-        OwnerKind::Unknown => "unknown".to_string(),
+        OwnerKind::Unknown => "no known container".to_string(),
+        OwnerKind::Process(p) => format!("process {} (pid {})", p.comm, p.pid),
         OwnerKind::Containers(cs) => cs
             .iter()
             .map(|c| format!("container {} ({})", c.name.as_deref().unwrap_or("-"), c.id))
@@ -549,7 +555,10 @@ mod tests {
         for delay in LOOKUP_BACKOFF {
             s.looked_up(7, now);
             assert_eq!(s.next_due(), Some(now + delay));
-            assert!(s.take_due(now + delay - Duration::from_millis(1)).is_empty());
+            assert!(
+                s.take_due(now + delay - Duration::from_millis(1))
+                    .is_empty()
+            );
             now += delay;
             assert_eq!(s.take_due(now), [7]);
         }

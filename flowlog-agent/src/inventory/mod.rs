@@ -6,6 +6,7 @@
 //!   interfaces by their guest (`container:`, `pod:`, `vm:`).
 //! - [`metadata`]: the AWS identity that records carry (account, region, VPC, subnet,
 //!   instance, ENI ids), from instance metadata ([`imds`]) or flags.
+//! - [`owners`]: who is behind a host-side interface (containers, VMs, ECS tasks).
 
 pub mod aws_ranges;
 pub mod discover;
@@ -14,4 +15,5 @@ pub mod imds;
 pub mod links;
 pub mod live;
 pub mod metadata;
+pub mod owners;
 pub mod selectors;

@@ -69,7 +69,10 @@ impl GuestSelector {
 
     /// Whether the guest behind `iface` is the one selected.
     pub fn matches(&self, iface: &Interface) -> bool {
-        iface.owner.as_deref().is_some_and(|o| self.matches_owner(o))
+        iface
+            .owner
+            .as_deref()
+            .is_some_and(|o| self.matches_owner(o))
     }
 
     fn matches_owner(&self, owner: &Owner) -> bool {

@@ -317,7 +317,7 @@ impl<'a> RecordView<'a> {
             Field::EcsSecondContainerId => {
                 opt(guest.and_then(|g| g.second_container_id.as_deref()))
             }
-            Field::EcsClusterArn => opt(ecs.map(|e| e.cluster_arn.as_str())),
+            Field::EcsClusterArn => opt(ecs.and_then(|e| e.cluster_arn.as_deref())),
             Field::EcsClusterName => opt(ecs.map(|e| e.cluster_name.as_str())),
             Field::EcsContainerInstanceArn => {
                 opt(ecs.and_then(|e| e.container_instance_arn.as_deref()))
@@ -325,7 +325,7 @@ impl<'a> RecordView<'a> {
             Field::EcsContainerInstanceId => {
                 opt(ecs.and_then(|e| e.container_instance_id.as_deref()))
             }
-            Field::EcsTaskDefinitionArn => opt(ecs.map(|e| e.task_definition_arn.as_str())),
+            Field::EcsTaskDefinitionArn => opt(ecs.and_then(|e| e.task_definition_arn.as_deref())),
             Field::EcsTaskArn => opt(ecs.map(|e| e.task_arn.as_str())),
             Field::EcsTaskId => opt(ecs.map(|e| e.task_id.as_str())),
             Field::ContainerName => opt(guest.and_then(|g| g.container_name.as_deref())),
@@ -335,9 +335,7 @@ impl<'a> RecordView<'a> {
             // The ECS agent's v1 introspection API does not say which service started a task;
             // resource ids and encryption status are AWS-side facts. `-`, as AWS writes when
             // none applies.
-            Field::EcsServiceName | Field::ResourceId | Field::EncryptionStatus => {
-                Value::Missing
-            }
+            Field::EcsServiceName | Field::ResourceId | Field::EncryptionStatus => Value::Missing,
         }
     }
 }

@@ -70,51 +70,25 @@ pub struct GuestFields {
 /// The `ecs-*` fields from the ECS agent's task data.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EcsFields {
-    pub cluster_arn: String,
+    pub cluster_arn: Option<String>,
     pub cluster_name: String,
     pub container_instance_arn: Option<String>,
     pub container_instance_id: Option<String>,
-    pub task_definition_arn: String,
+    pub task_definition_arn: Option<String>,
     pub task_arn: String,
     pub task_id: String,
 }
 
 impl EcsFields {
-    /// From the ECS agent's introspection data. The cluster and task definition ARNs are built
-    /// as ECS writes them (`arn:aws:ecs:<region>:<account>:cluster/<name>`,
-    /// `...:task-definition/<family>:<revision>`) with the region and account of the task ARN;
-    /// a cluster given as an ARN is kept as it is.
+    /// From the ECS agent's task data (ARNs the agent does not give are built by
+    /// [`EcsTask`]'s methods from the ones it does).
     pub fn of(task: &EcsTask) -> Self {
-        // arn:aws:ecs:<region>:<account>:task/...
-        let parts: Vec<&str> = task.task_arn.splitn(6, ':').collect();
-        let prefix = match parts.as_slice() {
-            [arn, partition, service, region, account, _] => {
-                format!("{arn}:{partition}:{service}:{region}:{account}")
-            }
-            _ => "arn:aws:ecs:-:-".to_string(),
-        };
-        let (cluster_arn, cluster_name) = match task.cluster.split_once(":cluster/") {
-            Some((_, name)) if task.cluster.starts_with("arn:") => {
-                (task.cluster.clone(), name.to_string())
-            }
-            _ => (
-                format!("{prefix}:cluster/{}", task.cluster),
-                task.cluster.clone(),
-            ),
-        };
         EcsFields {
-            cluster_arn,
-            cluster_name,
-            container_instance_id: task
-                .container_instance_arn
-                .as_deref()
-                .and_then(|a| a.rsplit('/').next())
-                .map(str::to_string),
+            cluster_arn: task.cluster_arn(),
+            cluster_name: task.cluster_name().to_string(),
             container_instance_arn: task.container_instance_arn.clone(),
-            task_definition_arn: format!(
-                "{prefix}:task-definition/{}:{}",
-                task.family, task.version
-            ),
+            container_instance_id: task.container_instance_id().map(str::to_string),
+            task_definition_arn: task.task_definition_arn(),
             task_arn: task.task_arn.clone(),
             task_id: task.task_id.clone(),
         }
@@ -129,8 +103,8 @@ impl GuestFields {
             ..GuestFields::default()
         };
         match &owner.kind {
-            OwnerKind::Unknown if f.ecs.is_none() => return None,
-            OwnerKind::Unknown => {}
+            OwnerKind::Unknown | OwnerKind::Process(_) if f.ecs.is_none() => return None,
+            OwnerKind::Unknown | OwnerKind::Process(_) => {}
             OwnerKind::Containers(cs) => {
                 f.container_id = cs.first().map(|c| c.id.clone());
                 f.second_container_id = cs.get(1).map(|c| c.id.clone());
@@ -151,7 +125,9 @@ impl GuestFields {
 
 /// The primary addresses of a guest: its first IPv4 address, and its first IPv6 address that
 /// is not link-local (else its first link-local one).
-pub fn guest_primaries(addrs: &[IpAddr]) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+pub fn guest_primaries(
+    addrs: &[IpAddr],
+) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
     let v4 = addrs.iter().find_map(|a| match a {
         IpAddr::V4(v4) => Some(*v4),
         IpAddr::V6(_) => None,
@@ -174,55 +150,6 @@ mod tests {
 
     const ID_A: &str = "3f2a9c0b1d4e5f60718293a4b5c6d7e8f90123456789abcdef0123456789abcd";
     const ID_B: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1a0918273645f";
-
-    /// AWS's documented `/v1/tasks` example (ECS developer guide, "Amazon ECS container
-    /// introspection"): task `arn:aws:ecs:us-west-2:012345678910:task/default/example5-58ff-
-    /// 46c9-ae05-543f8example`, family `hello_world`, version `8`; `/v1/metadata`'s template
-    /// (`Cluster`, `ContainerInstanceArn`) filled in with the same region, account and the
-    /// cluster `default`.
-    fn documented_task() -> EcsTask {
-        EcsTask {
-            task_arn: "arn:aws:ecs:us-west-2:012345678910:task/default/example5-58ff-46c9-ae05-543f8example".into(),
-            family: "hello_world".into(),
-            version: "8".into(),
-            cluster: "default".into(),
-            container_instance_arn: Some(
-                "arn:aws:ecs:us-west-2:012345678910:container-instance/default/1f73d099-b914-411c-a9ff-81633b7741dd"
-                    .into(),
-            ),
-            task_id: "example5-58ff-46c9-ae05-543f8example".into(),
-        }
-    }
-
-    #[test]
-    fn ecs_fields_from_the_agents_task_data() {
-        let f = EcsFields::of(&documented_task());
-        assert_eq!(
-            f,
-            EcsFields {
-                cluster_arn: "arn:aws:ecs:us-west-2:012345678910:cluster/default".into(),
-                cluster_name: "default".into(),
-                container_instance_arn: Some(
-                    "arn:aws:ecs:us-west-2:012345678910:container-instance/default/1f73d099-b914-411c-a9ff-81633b7741dd"
-                        .into()
-                ),
-                container_instance_id: Some("1f73d099-b914-411c-a9ff-81633b7741dd".into()),
-                task_definition_arn:
-                    "arn:aws:ecs:us-west-2:012345678910:task-definition/hello_world:8".into(),
-                task_arn:
-                    "arn:aws:ecs:us-west-2:012345678910:task/default/example5-58ff-46c9-ae05-543f8example"
-                        .into(),
-                task_id: "example5-58ff-46c9-ae05-543f8example".into(),
-            }
-        );
-        let mut t = documented_task();
-        t.cluster = "arn:aws:ecs:us-west-2:012345678910:cluster/prod".into();
-        t.container_instance_arn = None;
-        let f = EcsFields::of(&t);
-        assert_eq!(f.cluster_arn, t.cluster);
-        assert_eq!(f.cluster_name, "prod");
-        assert_eq!(f.container_instance_id, None);
-    }
 
     #[test]
     fn containers_fill_the_container_fields_and_vms_the_instance_id() {
@@ -274,10 +201,16 @@ mod tests {
             .collect();
         assert_eq!(
             guest_primaries(&addrs),
-            (Some("10.88.0.5".parse().unwrap()), Some("fd00::5".parse().unwrap()))
+            (
+                Some("10.88.0.5".parse().unwrap()),
+                Some("fd00::5".parse().unwrap())
+            )
         );
         let ll: Vec<IpAddr> = vec!["fe80::1".parse().unwrap()];
-        assert_eq!(guest_primaries(&ll), (None, Some("fe80::1".parse().unwrap())));
+        assert_eq!(
+            guest_primaries(&ll),
+            (None, Some("fe80::1".parse().unwrap()))
+        );
         assert_eq!(guest_primaries(&[]), (None, None));
     }
 }

@@ -187,6 +187,13 @@ impl Agent {
         }
     }
 
+    /// Whether some flow log selects guests (containers, pods, VMs) rather than interfaces.
+    fn selects_guests(&self) -> bool {
+        self.pipelines
+            .values()
+            .any(|p| p.spec.resource.selects_guests())
+    }
+
     /// Every interface of the host, and those each flow log covers, by flow log id.
     fn membership(
         &self,
@@ -258,17 +265,26 @@ impl Cutter {
     }
 
     /// Attaches to every interface some flow log covers, and detaches from the rest. `host`:
-    /// the host's interfaces now.
+    /// the host's interfaces now. With `guests` (a flow log selects containers, pods or VMs),
+    /// interfaces whose guest is still being looked up are attached too: a container's first
+    /// packets come before its processes can be told apart. Their flows reach only the flow
+    /// logs that turn out to cover them (each takes its members' part of a cut).
     fn sync_attachments(
         &mut self,
         host: &BTreeMap<u32, Interface>,
         watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+        guests: bool,
     ) {
         // Deleted interfaces stay in `watched` until their window is cut (their flows keep
         // their identity); there is nothing to attach to.
         let wanted: BTreeMap<u32, &Interface> = watched
             .values()
             .flat_map(|m| m.iter().map(|(k, i)| (*k, i)))
+            .chain(
+                host.iter()
+                    .filter(|(_, i)| guests && i.owner_pending)
+                    .map(|(k, i)| (*k, i)),
+            )
             .filter(|(_, i)| !i.deleted)
             .collect();
         let live: BTreeMap<u32, Interface> = host
@@ -401,7 +417,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    cutter.sync_attachments(&host, &watched);
+    cutter.sync_attachments(&host, &watched, agent.selects_guests());
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
@@ -495,7 +511,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             (host, watched)
         };
-        cutter.sync_attachments(&host, &watched);
+        cutter.sync_attachments(&host, &watched, agent.selects_guests());
     }
 
     let (_, watched) = agent.membership();

@@ -125,6 +125,18 @@ impl Resource {
 }
 
 impl Resource {
+    /// Whether this resource names guests (`container:`, `pod:`, `vm:`), whose interfaces
+    /// match only once their owner is known.
+    pub fn selects_guests(&self) -> bool {
+        match self {
+            Resource::Guest(_) => true,
+            Resource::RunFlags(patterns) => {
+                patterns.iter().any(|p| GuestSelector::parse(p).is_some())
+            }
+            _ => false,
+        }
+    }
+
     /// Classifies `id` for `kind`, or says why it cannot name a resource of that kind.
     pub fn parse(kind: ResourceType, id: &str) -> Result<Self, ApiError> {
         let id = id.trim();
@@ -981,6 +993,9 @@ mod tests {
             ]
         );
         let s = &v.specs[0];
+        assert!(s.resource.selects_guests());
+        assert!(Resource::RunFlags(vec!["eth0".into(), "vm:db".into()]).selects_guests());
+        assert!(!Resource::RunFlags(vec!["veth*".into()]).selects_guests());
         assert_eq!(s.perspective, Perspective::Host);
         assert_eq!(s.describe(None).perspective.as_deref(), Some("host"));
         // Stored and read back as the same request.

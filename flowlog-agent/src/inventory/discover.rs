@@ -44,6 +44,10 @@ pub struct Interface {
     /// Deleted during the open window: kept (with its last identity) until that window is
     /// cut, so the flows it counted are still written with its name and owner.
     pub deleted: bool,
+    /// A guest may still be found behind it (its owner lookups have not finished their
+    /// backoff): flow logs that select guests watch it meanwhile, so a container's first
+    /// packets are counted before its processes can be told apart.
+    pub owner_pending: bool,
 }
 
 fn is_link_local(a: &Ipv6Addr) -> bool {

@@ -9,8 +9,8 @@
 //!   namespace and for tun/tap/macvtap devices, right after the link appears or changes, then
 //!   again after 50, 100, 200 ... 6400 ms (a container's processes join its namespace after
 //!   its veth exists, a pod's second container later still), and after a cut when the last
-//!   lookup is 10 s old. A lookup that finds nobody keeps the owner already known: a stopping
-//!   container keeps its identity.
+//!   lookup is 10 s old. A lookup that finds no guest keeps the guest already known: a
+//!   stopping container keeps its identity.
 //! - Deleted interfaces are kept, with their last name, addresses and owner, until the window
 //!   that counted them is cut ([`Inventory::forget_deleted`]).
 //!
@@ -65,6 +65,8 @@ struct Shared {
     table: LinkTable,
     /// Deleted interfaces, with when the deletion was seen.
     deleted: Vec<(Instant, Interface)>,
+    /// When each candidate's owner is looked up next.
+    schedule: OwnerSchedule,
 }
 
 /// The agent's interfaces, kept current by a background task.
@@ -134,6 +136,7 @@ impl Inventory {
         let shared = Arc::new(Mutex::new(Shared {
             table,
             deleted: Vec::new(),
+            schedule,
         }));
         let changed = Arc::new(Notify::new());
         let (refresh, refresh_rx) = mpsc::unbounded_channel();
@@ -142,7 +145,6 @@ impl Inventory {
             messages,
             shared: shared.clone(),
             changed: changed.clone(),
-            schedule,
             options: Arc::new(owner_options),
             refresh: refresh_rx,
         };
@@ -172,7 +174,7 @@ impl Inventory {
 
     /// Every interface now, by ifindex, with each guest's readable id: the live ones, and
     /// those deleted during the open window (`deleted`; a live interface that reuses a
-    /// deleted one's ifindex wins).
+    /// deleted one's ifindex wins). `owner_pending` marks those whose guest may still show up.
     pub fn interfaces(&self) -> BTreeMap<u32, Interface> {
         let mut out = BTreeMap::new();
         if let Ok(s) = self.shared.lock() {
@@ -182,7 +184,10 @@ impl Inventory {
                 out.insert(iface.ifindex, iface);
             }
             for (ifindex, iface) in s.table.iter() {
-                out.insert(*ifindex, iface.clone());
+                let mut iface = iface.clone();
+                iface.owner_pending = s.schedule.in_backoff(*ifindex)
+                    && !iface.owner.as_deref().is_some_and(guest_id::is_guest);
+                out.insert(*ifindex, iface);
             }
         }
         guest_id::assign(&mut out);
@@ -275,6 +280,14 @@ impl OwnerSchedule {
         self.entries.remove(&ifindex);
     }
 
+    /// Whether `ifindex` is still in its backoff after appearing or changing: a guest may yet
+    /// be found behind it.
+    fn in_backoff(&self, ifindex: u32) -> bool {
+        self.entries
+            .get(&ifindex)
+            .is_some_and(|e| e.attempts <= LOOKUP_BACKOFF.len())
+    }
+
     fn next_due(&self) -> Option<Instant> {
         self.entries.values().filter_map(|e| e.due).min()
     }
@@ -336,7 +349,6 @@ struct EventTask {
     )>,
     shared: Arc<Mutex<Shared>>,
     changed: Arc<Notify>,
-    schedule: OwnerSchedule,
     options: Arc<OwnerOptions>,
     refresh: mpsc::UnboundedReceiver<()>,
 }
@@ -349,7 +361,7 @@ impl EventTask {
             let next = if in_flight {
                 None
             } else {
-                self.schedule.next_due()
+                self.shared.lock().ok().and_then(|s| s.schedule.next_due())
             };
             let wake = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -384,7 +396,11 @@ impl EventTask {
                         self.changed.notify_one();
                     }
                 }
-                Some(()) = self.refresh.recv() => self.schedule.refresh_stale(Instant::now()),
+                Some(()) = self.refresh.recv() => {
+                    if let Ok(mut s) = self.shared.lock() {
+                        s.schedule.refresh_stale(Instant::now());
+                    }
+                }
             }
         }
     }
@@ -405,23 +421,24 @@ impl EventTask {
 
     fn apply(&mut self, m: &RouteNetlinkMessage) -> bool {
         let now = Instant::now();
-        let Ok(mut s) = self.shared.lock() else {
+        let Ok(mut guard) = self.shared.lock() else {
             return false;
         };
+        let s = &mut *guard;
         match s.table.apply(m) {
             Applied::Unchanged => false,
             Applied::Added(ifindex) | Applied::Changed(ifindex) => {
                 if let Some(iface) = s.table.get(ifindex) {
                     debug!(iface = %iface.name, ifindex, up = iface.up, kind = ?iface.kind, "link event");
                     if is_owner_candidate(iface) {
-                        self.schedule.reset(ifindex, now);
+                        s.schedule.reset(ifindex, now);
                     }
                 }
                 true
             }
             Applied::Removed(gone) => {
                 debug!(iface = %gone.name, ifindex = gone.ifindex, "link deleted");
-                self.schedule.remove(gone.ifindex);
+                s.schedule.remove(gone.ifindex);
                 s.deleted.push((now, *gone));
                 true
             }
@@ -437,16 +454,17 @@ impl EventTask {
             }
         };
         let now = Instant::now();
-        let Ok(mut s) = self.shared.lock() else {
+        let Ok(mut guard) = self.shared.lock() else {
             return false;
         };
+        let s = &mut *guard;
         for gone in s.table.replace(fresh) {
-            self.schedule.remove(gone.ifindex);
+            s.schedule.remove(gone.ifindex);
             s.deleted.push((now, gone));
         }
         for (ifindex, iface) in s.table.iter() {
             if is_owner_candidate(iface) && iface.owner.is_none() {
-                self.schedule.reset(*ifindex, now);
+                s.schedule.reset(*ifindex, now);
             }
         }
         true
@@ -454,10 +472,10 @@ impl EventTask {
 
     /// The due links' lookup requests.
     fn lookup_batch(&mut self, now: Instant) -> Vec<LookupRequest> {
-        let due = self.schedule.take_due(now);
-        let Ok(s) = self.shared.lock() else {
+        let Ok(mut s) = self.shared.lock() else {
             return Vec::new();
         };
+        let due = s.schedule.take_due(now);
         due.into_iter()
             .filter_map(|ifindex| s.table.get(ifindex))
             .map(|i| LookupRequest {
@@ -473,18 +491,29 @@ impl EventTask {
     /// Records the lookups' results; whether an owner changed.
     fn on_lookups(&mut self, done: Vec<LookupResult>) -> bool {
         let now = Instant::now();
-        let Ok(mut s) = self.shared.lock() else {
+        let Ok(mut guard) = self.shared.lock() else {
             return false;
         };
+        let s = &mut *guard;
         let mut changed = false;
         for (ifindex, name, result) in done {
-            self.schedule.looked_up(ifindex, now);
+            s.schedule.looked_up(ifindex, now);
             let Some(iface) = s.table.get_mut(ifindex).filter(|i| i.name == name) else {
                 continue; // deleted or renamed meanwhile
             };
             match result {
-                Ok(Some(owner)) if iface.owner.as_deref() != Some(&owner) => {
-                    info!(iface = %name, ifindex, owner = %describe(&owner), "owner found");
+                // A guest that is gone (its processes exited, the namespace is emptying)
+                // keeps its identity: its last flows are still to be written.
+                Ok(Some(owner))
+                    if iface.owner.as_deref() != Some(&owner)
+                        && (guest_id::is_guest(&owner)
+                            || !iface.owner.as_deref().is_some_and(guest_id::is_guest)) =>
+                {
+                    if guest_id::is_guest(&owner) {
+                        info!(iface = %name, ifindex, owner = %describe(&owner), "owner found");
+                    } else {
+                        debug!(iface = %name, ifindex, owner = %describe(&owner), "no guest behind the interface (yet)");
+                    }
                     iface.owner = Some(Arc::new(owner));
                     changed = true;
                 }
@@ -562,8 +591,10 @@ mod tests {
             now += delay;
             assert_eq!(s.take_due(now), [7]);
         }
+        assert!(s.in_backoff(7));
         s.looked_up(7, now);
         assert_eq!(s.next_due(), None, "done with the backoff");
+        assert!(!s.in_backoff(7));
         s.refresh_stale(now + Duration::from_secs(1));
         assert_eq!(s.next_due(), None, "looked up recently");
         let later = now + REFRESH_AFTER;

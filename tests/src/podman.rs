@@ -222,6 +222,35 @@ impl Container {
     pub fn host_veth(&self) -> (u32, String) {
         host_veth_of_pid(self.pid(), "eth0")
     }
+
+    /// The IPv4 address podman gave the container on its (first) network.
+    pub fn ipv4(&self) -> Ipv4Addr {
+        let ip = podman_ok(&[
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            &self.id,
+        ]);
+        ip.split_whitespace()
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "podman inspect gave no IPv4 address for {}: {ip:?}",
+                    self.name
+                )
+            })
+    }
+
+    /// The container's network namespace, as a path a thread can `setns` into.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
+    }
+
+    /// Removes the container now (`podman rm -f -t 0`), as when it is stopped mid-window.
+    pub fn remove(self) {
+        podman_ok(&["rm", "-f", "-t", "0", &self.id]);
+    }
 }
 
 impl Drop for Container {

@@ -132,14 +132,16 @@ fn podman_container_behind_its_veth() {
         ..RunOptions::default()
     });
     let (ifindex, host_name) = c.host_veth();
-    let pid = c.pid();
-    let addrs = addrs_in(pid, "eth0");
-    assert!(
-        addrs
-            .iter()
-            .any(|a| matches!(a, IpAddr::V4(v4) if v4.octets()[..3] == [10, 214, 1])),
-        "the container has no address on its network: {addrs:?}"
+    // The addresses as the container itself lists them (busybox `ip` run by `podman exec`).
+    let shown = c.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]);
+    let addrs = addrs_of_ip_output(&String::from_utf8_lossy(&shown.stdout));
+    let podman_ip = c.ipv4();
+    assert_eq!(
+        podman_ip.octets()[..3],
+        [10, 214, 1],
+        "podman's address on the network"
     );
+    assert_eq!(addrs.first(), Some(&IpAddr::V4(podman_ip)), "{addrs:?}");
     let expected = Owner {
         kind: OwnerKind::Containers(vec![Container {
             id: c.id.clone(),

@@ -7,6 +7,7 @@ mod bench;
 mod build_cmd;
 mod clippy;
 mod ebpf;
+mod guest_kernel;
 mod run;
 mod setup;
 mod test;

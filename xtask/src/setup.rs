@@ -39,8 +39,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "runc",
     "containernetworking-plugins",
     "busybox-static",
-    "strace",       // delays a syscall in the spool-lock race test
-    "python3-venv", // .venv for moto
+    "qemu-system-x86", // a real VM on a tap (tests/tests/qemu_guest.rs), with .guest-kernel
+    "strace",          // delays a syscall in the spool-lock race test
+    "python3-venv",    // .venv for moto
     "python3-pip",
 ];
 
@@ -62,6 +63,7 @@ pub fn run() -> Result<()> {
     debian_packages()?;
     bpf_linker()?;
     python_venv()?;
+    crate::guest_kernel::ensure()?;
     mounts()?;
     println!("setup: done");
     Ok(())
@@ -76,6 +78,7 @@ pub fn is_ready() -> bool {
     matches!(missing_packages(), Ok(m) if m.is_empty())
         && find_bpf_linker().is_some()
         && util::is_executable(&util::moto_server())
+        && crate::guest_kernel::is_ready()
         && missing_mounts().map(|m| m.is_empty()).unwrap_or(false)
 }
 

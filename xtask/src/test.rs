@@ -21,6 +21,7 @@ pub fn run(extra: Vec<OsString>) -> Result<i32> {
         .env(OBJECT_ENV, &object)
         .env("FLOWLOG_BIN", &agent)
         .env("FLOWLOG_MOTO_SERVER", &moto)
+        .env("FLOWLOG_GUEST_KERNEL", crate::guest_kernel::dir())
         .stdin(Stdio::null());
     let status = util::status(&mut cmd).context("running cargo test")?;
     if !status.success() {

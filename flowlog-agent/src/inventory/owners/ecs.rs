@@ -237,6 +237,66 @@ mod tests {
         );
     }
 
+    /// An HTTP server on 127.0.0.1 answering each request with `answer(path)`; returns the
+    /// endpoint.
+    fn serve(answer: fn(&str) -> (&'static str, &'static str)) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap();
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = answer(path);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn an_answer_that_is_not_the_api_is_an_error() {
+        let portal = serve(|_| ("200 OK", "<html>captive portal</html>"));
+        let e = task_of(&portal, &["79c796ed2a7f"]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("/v1/metadata is not the ECS agent's metadata"),
+            "{e:#}"
+        );
+        let broken = serve(|_| ("500 Internal Server Error", "{}"));
+        let e = task_of(&broken, &["79c796ed2a7f"]).unwrap_err();
+        assert!(format!("{e:#}").contains("HTTP 500"), "{e:#}");
+    }
+
+    #[test]
+    fn containers_the_agent_does_not_know_are_no_task() {
+        let agent = serve(|path| match path {
+            "/v1/metadata" => ("200 OK", METADATA_DOC),
+            _ => ("404 Not Found", "{}"),
+        });
+        assert_eq!(
+            task_of(&agent, &["79c796ed2a7f", "0123456789ab"]).unwrap(),
+            None
+        );
+        let known = serve(|path| match path {
+            "/v1/metadata" => ("200 OK", METADATA_DOC),
+            "/v1/tasks?dockerid=0123456789ab" => ("200 OK", TASK_DOC),
+            _ => ("404 Not Found", "{}"),
+        });
+        let task = task_of(&known, &["79c796ed2a7f", "0123456789ab"]).unwrap();
+        assert_eq!(task, Some(documented()));
+    }
+
     #[test]
     fn nothing_listening_is_no_task() {
         // A port that was free a moment ago: connection refused.

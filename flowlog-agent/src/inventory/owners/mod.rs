@@ -32,7 +32,8 @@ pub struct Owner {
     pub kind: OwnerKind,
     /// The guest's own interface name (e.g. "eth0" inside the container), when known.
     pub guest_ifname: Option<String>,
-    /// The guest's own addresses (read inside its netns for a veth; None for a VM unless known).
+    /// The guest's own addresses (read in its netns for a veth; empty for a VM): IPv4 first,
+    /// then IPv6, global scope before link-local, otherwise in the kernel's order.
     pub guest_addrs: Vec<IpAddr>,
     /// ECS task data, when the ECS agent's introspection API answered.
     pub ecs: Option<EcsTask>,

@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use anyhow::{Context, bail};
@@ -35,8 +36,10 @@ use crate::{
         store::Store,
         window::due_cut,
     },
-    inventory::discover::{self, Interface, Selector},
+    inventory::discover::{Interface, Selector},
+    inventory::live::Inventory,
     inventory::metadata::Metadata,
+    inventory::owners::OwnerOptions,
     lifecycle, metrics, privileges,
     publish::{self, DeliveryStatus},
 };
@@ -76,6 +79,7 @@ fn flag_flow_log(args: &RunArgs) -> anyhow::Result<FlowLogSpec> {
         deliver_logs_permission_arn: None,
         deliver_cross_account_role: None,
         creation_time: Utc::now(),
+        perspective: args.records.perspective,
     })
 }
 
@@ -126,6 +130,8 @@ struct Agent {
     flag_spool_dir: Option<(String, PathBuf)>,
     /// Ids of the flow logs that came from `--flow-logs` (a reload replaces them).
     from_file: BTreeSet<String>,
+    /// The interfaces, from rtnetlink events.
+    inventory: Inventory,
 }
 
 impl Agent {
@@ -181,6 +187,13 @@ impl Agent {
         }
     }
 
+    /// Whether some flow log selects guests (containers, pods, VMs) rather than interfaces.
+    fn selects_guests(&self) -> bool {
+        self.pipelines
+            .values()
+            .any(|p| p.spec.resource.selects_guests())
+    }
+
     /// Every interface of the host, and those each flow log covers, by flow log id.
     fn membership(
         &self,
@@ -188,10 +201,7 @@ impl Agent {
         BTreeMap<u32, Interface>,
         BTreeMap<String, BTreeMap<u32, Interface>>,
     ) {
-        let host = discover::interfaces_by_index().unwrap_or_else(|e| {
-            warn!(error = %format!("{e:#}"), "cannot list interfaces");
-            BTreeMap::new()
-        });
+        let host = self.inventory.interfaces();
         let members = self
             .pipelines
             .iter()
@@ -209,6 +219,9 @@ struct Cutter {
     max_flows: u32,
     /// Start of the capture's open cut.
     start: u64,
+    /// When the last cut began (just before its flip): interfaces deleted before then have
+    /// all their flows in a cut already.
+    last_flip: Instant,
     metrics_file: Option<PathBuf>,
 }
 
@@ -231,8 +244,9 @@ impl Cutter {
             .attached()
             .map(|(i, n)| (i, n.to_string()))
             .collect();
-        let drain_started = std::time::Instant::now();
+        let drain_started = Instant::now();
         let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
+        self.last_flip = drain_started;
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -252,18 +266,35 @@ impl Cutter {
     }
 
     /// Attaches to every interface some flow log covers, and detaches from the rest. `host`:
-    /// the host's interfaces now.
+    /// the host's interfaces now. With `guests` (a flow log selects containers, pods or VMs),
+    /// interfaces whose guest is still being looked up are attached too: a container's first
+    /// packets come before its processes can be told apart. Their flows reach only the flow
+    /// logs that turn out to cover them (each takes its members' part of a cut).
     fn sync_attachments(
         &mut self,
         host: &BTreeMap<u32, Interface>,
         watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+        guests: bool,
     ) {
+        // Deleted interfaces stay in `watched` until their window is cut (their flows keep
+        // their identity); there is nothing to attach to.
         let wanted: BTreeMap<u32, &Interface> = watched
             .values()
             .flat_map(|m| m.iter().map(|(k, i)| (*k, i)))
+            .chain(
+                host.iter()
+                    .filter(|(_, i)| guests && i.owner_pending)
+                    .map(|(k, i)| (*k, i)),
+            )
+            .filter(|(_, i)| !i.deleted)
+            .collect();
+        let live: BTreeMap<u32, Interface> = host
+            .iter()
+            .filter(|(_, i)| !i.deleted)
+            .map(|(k, i)| (*k, i.clone()))
             .collect();
         self.capture
-            .keep_only(&wanted.keys().copied().collect(), host);
+            .keep_only(&wanted.keys().copied().collect(), &live);
         for iface in wanted.values() {
             if let Err(e) = self.capture.attach(iface) {
                 warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
@@ -286,6 +317,8 @@ enum Event {
     Stop,
     Reload,
     Changed(Change),
+    /// An interface appeared, changed, went away or got its owner.
+    Interfaces,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -324,7 +357,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         api.as_ref().map(|a| a.store.clone()),
         meta.clone(),
     );
+    let inventory = Inventory::start(OwnerOptions {
+        ecs_endpoint: Some(cap.ecs_agent_url.clone()).filter(|u| !u.is_empty()),
+        ..OwnerOptions::default()
+    })
+    .await?;
     let mut agent = Agent {
+        inventory,
         pipelines: BTreeMap::new(),
         registry: Arc::new(Mutex::new(registry)),
         host: HostSettings {
@@ -372,6 +411,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rejects,
         max_flows: cap.max_flows,
         start: unix_now() as u64,
+        last_flip: Instant::now(),
         metrics_file: args.operations.metrics_file.clone(),
     };
     let (host, watched) = agent.membership();
@@ -383,7 +423,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    cutter.sync_attachments(&host, &watched);
+    cutter.sync_attachments(&host, &watched, agent.selects_guests());
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
@@ -447,10 +487,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => Event::Stop,
             _ = sighup.recv() => Event::Reload,
             Some(change) = changes.recv() => Event::Changed(change),
+            _ = agent.inventory.changed() => Event::Interfaces,
         };
         let (host, watched) = agent.membership();
         // A boundary changes no flow log: the same listing serves the attachments below.
         let flow_logs_change = matches!(event, Event::Reload | Event::Changed(_));
+        let is_boundary = matches!(event, Event::Boundary(_));
         let result = match event {
             Event::Boundary(end) => cutter.cut(end, &mut agent.pipelines, &watched).map(|_| ()),
             Event::Stop => {
@@ -464,7 +506,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Event::Reload => reload(&args, &mut agent, &mut cutter, &watched).await,
             Event::Changed(change) => apply(change, &mut agent, &mut cutter, &watched).await,
+            Event::Interfaces => Ok(()),
         };
+        if is_boundary {
+            // A pod's containers may change without a link event.
+            agent.inventory.refresh_owners();
+        }
+        agent.inventory.forget_deleted(cutter.last_flip);
         if let Err(e) = result {
             // The kernel maps cannot be read: stop, but through the normal shutdown so every
             // batch already open is still spooled and delivered; the run then fails.
@@ -478,7 +526,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             (host, watched)
         };
-        cutter.sync_attachments(&host, &watched);
+        cutter.sync_attachments(&host, &watched, agent.selects_guests());
     }
 
     let (_, watched) = agent.membership();

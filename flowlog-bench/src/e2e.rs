@@ -639,7 +639,7 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
 }
 
 /// A background process with its output in a log file; killed (with its descendants) on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     name: &'static str,
     child: Option<Child>,
     log: PathBuf,
@@ -650,7 +650,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `cmd` with stdout and stderr to `out`, and waits until `marker` appears in
     /// `ready_log` (default: `out`).
-    fn start(
+    pub(crate) fn start(
         name: &'static str,
         mut cmd: Command,
         out: PathBuf,
@@ -706,7 +706,7 @@ impl Daemon {
 
     /// SIGTERM, then up to 10 s for a clean exit; errors (after killing it) if it does not
     /// exit, or exits with a failure.
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -791,16 +791,16 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// A scratch directory under /tmp, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("flbn-{}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(TempDir(dir))
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }

@@ -7,12 +7,14 @@
 //!   capturing the same veth, interleaved; throughput and CPU; plus the kernel's own
 //!   `run_time_ns/run_cnt` of the programs under that traffic;
 //! - [`drain`]: flip, drain, format and gzip windows of 10k..1M flows, each in a child process
-//!   for its peak RSS.
+//!   for its peak RSS;
+//! - [`attach`]: how long after an interface is created its first packet is counted.
 //!
 //! [`report`] turns the results into BENCHMARKS.md and [`svg`] plots. Nothing here asserts a
 //! timing: a benchmark reports, the targets are compared in the report. What it does check
 //! exactly is that the programs counted what they were fed and that drains return every flow.
 
+mod attach;
 mod cpu;
 mod datapath;
 mod drain;
@@ -87,6 +89,9 @@ pub struct Results {
     pub datapath: datapath::Datapath,
     pub e2e: e2e::EndToEnd,
     pub drain: Vec<drain::DrainResult>,
+    /// Absent in results.json files written before it was measured.
+    #[serde(default)]
+    pub attach: Option<attach::AttachLatency>,
     pub wall_seconds: f64,
 }
 
@@ -129,6 +134,8 @@ fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     let e2e = e2e::run(&agent, &e2e::Config::new(quick))?;
     eprintln!("flowlog-bench: drain");
     let drain = drain::run(&drain::sizes(quick))?;
+    eprintln!("flowlog-bench: attach latency (interface created -> first packet counted)");
+    let attach = attach::run(&agent, &attach::Config::new(quick))?;
 
     let mut machine = machine;
     machine.finish();
@@ -138,6 +145,7 @@ fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
         datapath,
         e2e,
         drain,
+        attach: Some(attach),
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_string_pretty(&results)?;

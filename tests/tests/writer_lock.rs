@@ -3,6 +3,7 @@
 //! record); with another flow log id both run. Root only; real agents on a veth pair in
 //! namespaces prefixed `flwl`, with the default runtime directory (/run/flowlog).
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -58,6 +59,13 @@ fn a_second_agent_for_the_same_flow_log_and_destination_is_refused_naming_the_fi
 
     // The same directory written another way is the same destination.
     let same_out = dir.path().join("spool-2").join("..").join("out");
+    // The spool directory private from the start, as the agent makes its own (else creating
+    // `spool-2/../out` would make it 0750 and the agent would say, in a line of its own, that it
+    // made it private).
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir.path().join("spool-2"))
+        .expect("spool-2");
     let started = Instant::now();
     let second = Command::new("ip")
         .args(["netns", "exec", &a.netns])

@@ -193,7 +193,8 @@ impl Capture {
                 }
             }
             if present.get(&ifindex).is_none_or(|i| i.name != a.name) {
-                warn!(iface = %a.name, ifindex, "interface went away; detached");
+                // Containers come and go: not a warning.
+                info!(iface = %a.name, ifindex, "interface went away; detached");
             } else {
                 info!(iface = %a.name, ifindex, "no flow log covers the interface any more; detached");
             }

@@ -33,7 +33,8 @@ pub struct CreateFlowLogsArgs {
     #[arg(long, value_name = "JSON")]
     pub cli_input_json: Option<String>,
     /// VPC (ids: the host's VPC id, or *), Subnet (a CIDR block or a subnet id) or
-    /// NetworkInterface (interface names, globs such as 'veth*', ENI ids or MAC addresses).
+    /// NetworkInterface (interface names, globs such as 'veth*', ENI ids, MAC addresses, or
+    /// guests: container:NAME|ID|GLOB, pod:NAMESPACE/NAME, vm:NAME).
     #[arg(long, value_name = "TYPE")]
     pub resource_type: Option<String>,
     /// One flow log is created per resource id.
@@ -76,6 +77,11 @@ pub struct CreateFlowLogsArgs {
     /// succeed).
     #[arg(long)]
     pub dry_run: bool,
+    /// Not AWS's: guest (the default) logs a container's or VM's interface from the guest's
+    /// side (what it sent is egress, its address is srcaddr, interface-id is e.g. web-1.eth0);
+    /// host keeps the host side's view. The request member is Perspective.
+    #[arg(long, value_name = "guest|host")]
+    pub perspective: Option<String>,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -232,6 +238,7 @@ impl CreateFlowLogsArgs {
         );
         set("ClientToken", self.client_token.clone().map(Value::from));
         set("DryRun", self.dry_run.then_some(Value::Bool(true)));
+        set("Perspective", self.perspective.clone().map(Value::from));
         if let Some(o) = &self.destination_options {
             m.insert(
                 "DestinationOptions".into(),

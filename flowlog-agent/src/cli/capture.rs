@@ -7,11 +7,17 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Capture")]
 pub struct CaptureArgs {
-    /// Interfaces to watch: a name or a glob such as 'veth*'. Repeatable. Default: every
-    /// non-loopback interface that is up. Interfaces matching a glob that appear later are
-    /// attached at the next window.
+    /// Interfaces to watch: a name or a glob such as 'veth*', or a guest:
+    /// container:NAME|ID|GLOB, pod:NAMESPACE/NAME (or pod:NAME), vm:NAME|UUID. Repeatable.
+    /// Default: every non-loopback interface that is up. Interfaces that appear later and
+    /// match are attached as they appear (rtnetlink events), a guest's once its owner is found.
     #[arg(long = "iface", value_name = "GLOB")]
     pub ifaces: Vec<String>,
+
+    /// The ECS container agent's introspection API, asked which task a container belongs to
+    /// (ecs-task-*, ecs-cluster-*, ecs-container-instance-* fields). Empty: do not ask.
+    #[arg(long, value_name = "URL", default_value = "http://localhost:51678")]
+    pub ecs_agent_url: String,
 
     /// Length of one aggregation window in seconds. Windows are aligned to wall-clock
     /// multiples of it. AWS uses 60 (Nitro) or 600. [range: 1..=86400]

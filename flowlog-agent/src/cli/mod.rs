@@ -96,6 +96,12 @@ fn run_after_help() -> String {
             .collect();
         let _ = writeln!(text, "  v{v}: {}", names.join(" "));
     }
+    let extensions: Vec<&str> = Field::EXTENSIONS.iter().map(|f| f.name()).collect();
+    let _ = writeln!(
+        text,
+        "  beyond AWS (containers and VMs; version unchanged): {}",
+        extensions.join(" ")
+    );
     text.trim_end().to_string()
 }
 
@@ -190,7 +196,8 @@ mod tests {
             .expect("run")
             .render_long_help()
             .to_string();
-        for f in crate::records::format::Field::ALL {
+        use crate::records::format::Field;
+        for f in Field::ALL.iter().chain(Field::EXTENSIONS) {
             assert!(
                 help.split_whitespace().any(|w| w == f.name()),
                 "{} not in run --help",

@@ -128,6 +128,16 @@ pub struct RecordArgs {
     #[arg(long, env = "AWS_EC2_METADATA_DISABLED")]
     pub no_imds: bool,
 
+    /// From whose side the interfaces of containers and VMs are logged. guest: as AWS logs an
+    /// ENI, the guest's network card (what the container sent is egress, its address is
+    /// srcaddr, interface-id is <container>.<ifname>, e.g. web-1.eth0); host: the host side
+    /// of the veth or tap as the host sees it (what the container sent is ingress,
+    /// interface-id is the host-side name). Owner fields (ecs-*, container-name, ...) are
+    /// filled either way.
+    #[arg(long, value_name = "guest|host", default_value = "guest",
+          value_parser = clap::value_parser!(crate::records::guest::Perspective))]
+    pub perspective: crate::records::guest::Perspective,
+
     /// Flow log id used in file names (`fl-` + hex). Default: derived from the host name and
     /// destination, so it stays the same across restarts.
     #[arg(long, value_name = "ID")]

@@ -148,6 +148,10 @@ pub struct CreateFlowLogsRequest {
     pub max_aggregation_interval: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_options: Option<DestinationOptions>,
+    /// Not AWS's: `guest` (the default) or `host`, from whose side the interfaces of
+    /// containers and VMs are logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perspective: Option<String>,
 }
 
 /// `Unsuccessful[]` member: a resource id (or flow log id) the operation refused.
@@ -216,6 +220,9 @@ pub struct FlowLogDescription {
     pub max_aggregation_interval: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_options: Option<DestinationOptions>,
+    /// Not AWS's: shown when it is `host` (the default, `guest`, is left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perspective: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

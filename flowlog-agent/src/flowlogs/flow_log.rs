@@ -5,6 +5,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::bail;
@@ -15,14 +16,17 @@ use tracing::debug;
 use crate::{
     capture::collect::DrainedWindow,
     flowlogs::spec::{FlowLogSpec, ObjectOptions},
-    inventory::{discover::Interface, metadata::Metadata},
+    inventory::{discover::Interface, guest_id, metadata::Metadata},
     metrics,
     publish::{
         Batch, DeliveryUnit, DestinationSpec, batch::Batcher, events::LogEventPacker,
         layout::ObjectLayout,
     },
     records::{
-        self, WatchedInterface, aws_internal::AwsInternal, format::LogFormat,
+        self, WatchedInterface,
+        aws_internal::AwsInternal,
+        format::LogFormat,
+        guest::{GuestFields, Perspective, guest_primaries},
         traffic_type::TrafficType,
     },
 };
@@ -35,6 +39,8 @@ pub struct FlowLog {
     aws_internal: Option<AwsInternal>,
     /// `--traffic-type`: which of ACCEPT/REJECT records this flow log emits.
     traffic_type: TrafficType,
+    /// From whose side guests' interfaces are logged.
+    perspective: Perspective,
 }
 
 /// How records become delivery units, as the destination takes them.
@@ -59,7 +65,7 @@ impl FlowLog {
         host: RecordOptions,
         meta: Metadata,
     ) -> anyhow::Result<Self> {
-        Self::new(
+        let mut flow_log = Self::new(
             spec.id.clone(),
             spec.traffic_type,
             spec.log_format.clone(),
@@ -67,7 +73,9 @@ impl FlowLog {
             spec.options.clone(),
             host,
             meta,
-        )
+        )?;
+        flow_log.perspective = spec.perspective;
+        Ok(flow_log)
     }
 
     pub fn new(
@@ -108,6 +116,7 @@ impl FlowLog {
             meta,
             aws_internal,
             traffic_type,
+            perspective: Perspective::default(),
         })
     }
 
@@ -117,15 +126,30 @@ impl FlowLog {
     }
 
     /// What records need per watched interface: its `interface-id` (ENI id by MAC, else
-    /// `--interface-id`, else the name) and primary addresses.
+    /// `--interface-id`, else a guest's readable id when logged from the guest's side, else
+    /// the name), primary addresses (the guest's, from its side) and owner fields.
     fn watched(&self, interfaces: &BTreeMap<u32, Interface>) -> BTreeMap<u32, WatchedInterface> {
         interfaces
             .iter()
             .map(|(&ifindex, i)| {
+                let owner = i.owner.as_deref();
+                let guest_view =
+                    self.perspective == Perspective::Guest && owner.is_some_and(guest_id::is_guest);
+                let (primary_ipv4, primary_ipv6) = match owner {
+                    Some(o) if guest_view => guest_primaries(&o.guest_addrs),
+                    _ => (i.ipv4, i.ipv6),
+                };
+                let interface_id = self
+                    .meta
+                    .configured_interface_id(&i.name, i.mac.as_deref())
+                    .or_else(|| i.guest_id.clone().filter(|_| guest_view))
+                    .unwrap_or_else(|| i.name.clone());
                 let w = WatchedInterface {
-                    interface_id: self.meta.interface_id(&i.name, i.mac.as_deref()),
-                    primary_ipv4: i.ipv4,
-                    primary_ipv6: i.ipv6,
+                    interface_id,
+                    primary_ipv4,
+                    primary_ipv6,
+                    guest_view,
+                    guest: owner.and_then(GuestFields::of).map(Arc::new),
                 };
                 (ifindex, w)
             })
@@ -214,5 +238,255 @@ impl FlowLog {
             }
             Packer::LogEvents(_) => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use flowlog_common::{DIR_EGRESS, DIR_INGRESS, FAMILY_IPV4, FiveTuple, FlowKey, ipv4_mapped};
+
+    use super::*;
+    use crate::{
+        capture::{
+            clock::MonotonicClock,
+            collect::{FlowTotals, Window},
+        },
+        inventory::owners::{Container, Owner, OwnerKind, Runtime, Vm},
+    };
+
+    const ID_A: &str = "3f2a9c0b1d4e5f60718293a4b5c6d7e8f90123456789abcdef0123456789abcd";
+    const ID_B: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1a0918273645f";
+    const FORMAT: &str = "${version} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} \
+        ${packets} ${bytes} ${flow-direction} ${pkt-srcaddr} ${ecs-container-id} \
+        ${ecs-second-container-id} ${container-name} ${vm-name} ${instance-id} ${action} ${log-status}";
+
+    fn flow(
+        ifindex: u32,
+        egress: bool,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        packets: u64,
+    ) -> (FlowKey, FlowTotals) {
+        let tuple = FiveTuple {
+            family: FAMILY_IPV4,
+            protocol: 6,
+            src_addr: ipv4_mapped(src),
+            dst_addr: ipv4_mapped(dst),
+            src_port: sport,
+            dst_port: dport,
+        };
+        let dir = if egress { DIR_EGRESS } else { DIR_INGRESS };
+        let totals = FlowTotals {
+            packets,
+            bytes: packets * 60,
+            first_seen_ns: 1_000_000_000_010,
+            last_seen_ns: 1_000_000_000_020,
+            tcp_flags: 0,
+        };
+        (FlowKey::new(ifindex, dir, &tuple), totals)
+    }
+
+    /// Host side `veth5a` of a container `web-1` (pod of two: `web-1` then a second), whose
+    /// eth0 has 10.88.0.5; and `tap0` of a VM `test-vm`.
+    fn interfaces() -> BTreeMap<u32, Interface> {
+        let container = |id: &str, name: &str| Container {
+            id: id.into(),
+            runtime: Runtime::Podman,
+            name: Some(name.into()),
+            pod_uid: None,
+            pod_name: None,
+            pod_namespace: None,
+        };
+        let web = Owner {
+            kind: OwnerKind::Containers(vec![container(ID_A, "web-1"), container(ID_B, "web-2")]),
+            guest_ifname: Some("eth0".into()),
+            guest_addrs: vec![
+                "10.88.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap(),
+            ],
+            ecs: None,
+        };
+        let vm = Owner {
+            kind: OwnerKind::Vm(Vm {
+                name: Some("test-vm".into()),
+                uuid: None,
+                pid: 77,
+                vmm: "qemu-system-x86_64".into(),
+            }),
+            ..Owner::default()
+        };
+        let iface = |ifindex: u32, name: &str, owner: Owner| Interface {
+            name: name.into(),
+            ifindex,
+            owner: Some(Arc::new(owner)),
+            ..Interface::default()
+        };
+        let mut all = BTreeMap::from([(5, iface(5, "veth5a", web)), (6, iface(6, "tap0", vm))]);
+        crate::inventory::guest_id::assign(&mut all);
+        all
+    }
+
+    fn lines(perspective: Perspective, interface_ids: &[(&str, &str)]) -> Vec<String> {
+        lines_of(FORMAT, interfaces(), perspective, interface_ids)
+    }
+
+    fn lines_of(
+        format: &str,
+        interfaces: BTreeMap<u32, Interface>,
+        perspective: Perspective,
+        interface_ids: &[(&str, &str)],
+    ) -> Vec<String> {
+        let meta = Metadata {
+            instance_id: "i-0host".into(),
+            interface_ids: interface_ids
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Metadata::default()
+        };
+        let mut fl = FlowLog::new(
+            "fl-1".into(),
+            TrafficType::All,
+            format.parse().unwrap(),
+            &DestinationSpec::File("/nonexistent".into()),
+            ObjectOptions::default(),
+            RecordOptions {
+                include_aws_internal_traffic: true,
+                file_rollover_seconds: 300,
+            },
+            meta.clone(),
+        )
+        .unwrap();
+        fl.perspective = perspective;
+        let drained = DrainedWindow {
+            window: Window {
+                start: 1_000_000_000,
+                end: 1_000_000_060,
+            },
+            flows: vec![
+                // What the container sent: the host side's ingress. One from a secondary
+                // address (.99): srcaddr is the guest's primary, as AWS writes an ENI's.
+                flow(5, false, [10, 88, 0, 5], [10, 88, 0, 6], 40000, 80, 3),
+                flow(5, false, [10, 88, 0, 99], [10, 88, 0, 6], 40001, 80, 1),
+                // What it received: the host side's egress.
+                flow(5, true, [10, 88, 0, 6], [10, 88, 0, 5], 80, 40000, 2),
+                flow(6, false, [192, 168, 7, 2], [192, 168, 7, 1], 5353, 53, 4),
+            ],
+            ifaces: BTreeMap::new(),
+            lost: Default::default(),
+            clock: MonotonicClock::with_offset(0),
+            rejects: Vec::new(),
+            other_drops: Vec::new(),
+            drop_reasons: None,
+        };
+        let watched = fl.watched(&interfaces);
+        let records = records::build(&drained, &watched, &|_| false);
+        let format: LogFormat = format.parse().unwrap();
+        let mut out: Vec<String> = records.iter().map(|r| format.render(r, &meta)).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn guests_are_logged_from_their_side_with_their_owner() {
+        let a = format!("{ID_A} {ID_B} web-1");
+        assert_eq!(
+            lines(Perspective::Guest, &[]),
+            [
+                "7 test-vm.tap0 192.168.7.2 192.168.7.1 5353 53 4 240 egress 192.168.7.2 - - - test-vm test-vm ACCEPT OK".to_string(),
+                format!("7 web-1.eth0 10.88.0.5 10.88.0.6 40000 80 3 180 egress 10.88.0.5 {a} - i-0host ACCEPT OK"),
+                format!("7 web-1.eth0 10.88.0.5 10.88.0.6 40001 80 1 60 egress 10.88.0.99 {a} - i-0host ACCEPT OK"),
+                format!("7 web-1.eth0 10.88.0.6 10.88.0.5 80 40000 2 120 ingress 10.88.0.6 {a} - i-0host ACCEPT OK"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_host_perspective_keeps_the_host_sides_view_and_the_owner_fields() {
+        let a = format!("{ID_A} {ID_B} web-1");
+        assert_eq!(
+            lines(Perspective::Host, &[]),
+            [
+                "7 tap0 192.168.7.2 192.168.7.1 5353 53 4 240 ingress 192.168.7.2 - - - test-vm test-vm ACCEPT OK".to_string(),
+                format!("7 veth5a 10.88.0.5 10.88.0.6 40000 80 3 180 ingress 10.88.0.5 {a} - i-0host ACCEPT OK"),
+                format!("7 veth5a 10.88.0.6 10.88.0.5 80 40000 2 120 egress 10.88.0.6 {a} - i-0host ACCEPT OK"),
+                format!("7 veth5a 10.88.0.99 10.88.0.6 40001 80 1 60 ingress 10.88.0.99 {a} - i-0host ACCEPT OK"),
+            ]
+        );
+    }
+
+    #[test]
+    fn interface_id_flags_win_over_the_guests_id() {
+        let got = lines(Perspective::Guest, &[("veth5a", "eni-0web")]);
+        assert!(
+            got.iter().filter(|l| l.starts_with("7 eni-0web ")).count() == 3,
+            "{got:#?}"
+        );
+        assert!(got.iter().all(|l| !l.contains("web-1.eth0")), "{got:#?}");
+    }
+
+    /// An ECS task's container: the `ecs-*` fields from AWS's documented introspection answer
+    /// (ECS Developer Guide, "Amazon ECS container introspection": task
+    /// `.../task/default/e01d58a8-151b-40e8-bc01-22647b9ecfec`, family `nginx-efs`, version 2,
+    /// cluster `default`). The interface has no other flow: only NODATA, which carries them too.
+    #[test]
+    fn ecs_fields_come_from_the_owners_task() {
+        const DOCKER_ID: &str = "79c796ed2a7f864f485c76f83f3165488097279d296a7c05bd5201a1c69b2920";
+        let owner = Owner {
+            kind: OwnerKind::Containers(vec![Container {
+                id: DOCKER_ID.into(),
+                runtime: Runtime::Docker,
+                name: Some("ecs-nginx-efs-2-nginx-9ac0808dd0afa495f001".into()),
+                pod_uid: None,
+                pod_name: None,
+                pod_namespace: None,
+            }]),
+            guest_ifname: Some("eth0".into()),
+            guest_addrs: Vec::new(),
+            ecs: Some(crate::inventory::owners::EcsTask {
+                task_arn: "arn:aws:ecs:us-west-2:012345678910:task/default/e01d58a8-151b-40e8-bc01-22647b9ecfec".into(),
+                family: "nginx-efs".into(),
+                version: "2".into(),
+                cluster: "default".into(),
+                container_instance_arn: Some("arn:aws:ecs:us-west-2:012345678910:container-instance/default/f9cc75bb-0c94-46b9-bf6d-49d320bc1551".into()),
+                task_id: "e01d58a8-151b-40e8-bc01-22647b9ecfec".into(),
+                container_ids: vec![DOCKER_ID.into()],
+            }),
+        };
+        let mut ifaces = BTreeMap::from([(
+            9,
+            Interface {
+                name: "veth9".into(),
+                ifindex: 9,
+                owner: Some(Arc::new(owner)),
+                ..Interface::default()
+            },
+        )]);
+        crate::inventory::guest_id::assign(&mut ifaces);
+        let all_ecs = "${ecs-cluster-arn} ${ecs-cluster-name} ${ecs-container-instance-arn} \
+            ${ecs-container-instance-id} ${ecs-container-id} ${ecs-second-container-id} \
+            ${ecs-service-name} ${ecs-task-definition-arn} ${ecs-task-arn} ${ecs-task-id}";
+        let format = format!("${{version}} ${{interface-id}} {all_ecs} ${{log-status}}");
+        // (The window's flows are on other interfaces: `if5`, `if6`, not watched here.)
+        let got: Vec<String> = lines_of(&format, ifaces, Perspective::Guest, &[])
+            .into_iter()
+            .filter(|l| !l.starts_with("7 if"))
+            .collect();
+        assert_eq!(
+            got,
+            [format!(
+                "7 ecs-nginx-efs-2-nginx-9ac0808dd0afa495f001.eth0 \
+                 arn:aws:ecs:us-west-2:012345678910:cluster/default default \
+                 arn:aws:ecs:us-west-2:012345678910:container-instance/default/f9cc75bb-0c94-46b9-bf6d-49d320bc1551 \
+                 f9cc75bb-0c94-46b9-bf6d-49d320bc1551 {DOCKER_ID} - - \
+                 arn:aws:ecs:us-west-2:012345678910:task-definition/nginx-efs:2 \
+                 arn:aws:ecs:us-west-2:012345678910:task/default/e01d58a8-151b-40e8-bc01-22647b9ecfec \
+                 e01d58a8-151b-40e8-bc01-22647b9ecfec NODATA"
+            )]
+        );
     }
 }

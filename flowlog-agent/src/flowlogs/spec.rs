@@ -17,9 +17,11 @@ use super::api::{
 use crate::{
     inventory::discover::Interface,
     inventory::metadata::Metadata,
+    inventory::selectors::GuestSelector,
     publish::layout::FileFormat,
     publish::{DestinationSpec, S3Protection},
     records::format::{DEFAULT_FORMAT, LogFormat},
+    records::guest::Perspective,
     records::traffic_type::TrafficType,
 };
 
@@ -71,6 +73,9 @@ pub enum Resource {
     Eni(String),
     /// `NetworkInterface`: a MAC address (lowercase, colon-separated).
     Mac(String),
+    /// `NetworkInterface`: the interfaces of a container, pod or VM (`container:web-*`,
+    /// `pod:shop/cart`, `vm:db`: see [`GuestSelector`]).
+    Guest(GuestSelector),
     /// `Subnet`: every interface with an address in this block.
     Cidr(IpNet),
     /// `Subnet`: a subnet id from instance metadata.
@@ -94,6 +99,7 @@ impl Resource {
             Resource::InterfaceName(p) => name_matches(p),
             Resource::Eni(id) => meta.enis.get(id).is_some_and(|e| mac_is(&e.mac)),
             Resource::Mac(mac) => mac_is(mac),
+            Resource::Guest(selector) => selector.matches(iface),
             Resource::Cidr(block) => {
                 !iface.loopback && iface.addrs.iter().any(|a| block.contains(a))
             }
@@ -108,12 +114,29 @@ impl Resource {
                 .any(|e| e.subnet_id.as_ref() == Some(id) && mac_is(&e.mac)),
             Resource::VpcId(_) | Resource::AnyVpc => !iface.loopback,
             Resource::RunFlags(patterns) if patterns.is_empty() => iface.up && !iface.loopback,
-            Resource::RunFlags(patterns) => patterns.iter().any(|p| name_matches(p)),
+            Resource::RunFlags(patterns) => {
+                patterns.iter().any(|p| match GuestSelector::parse(p) {
+                    Some(selector) => selector.is_ok_and(|s| s.matches(iface)),
+                    None => name_matches(p),
+                })
+            }
         }
     }
 }
 
 impl Resource {
+    /// Whether this resource names guests (`container:`, `pod:`, `vm:`), whose interfaces
+    /// match only once their owner is known.
+    pub fn selects_guests(&self) -> bool {
+        match self {
+            Resource::Guest(_) => true,
+            Resource::RunFlags(patterns) => {
+                patterns.iter().any(|p| GuestSelector::parse(p).is_some())
+            }
+            _ => false,
+        }
+    }
+
     /// Classifies `id` for `kind`, or says why it cannot name a resource of that kind.
     pub fn parse(kind: ResourceType, id: &str) -> Result<Self, ApiError> {
         let id = id.trim();
@@ -121,6 +144,16 @@ impl Resource {
             ResourceType::NetworkInterface => {
                 if id.starts_with("eni-") {
                     return Ok(Resource::Eni(id.to_string()));
+                }
+                match GuestSelector::parse(id) {
+                    Some(Ok(selector)) => return Ok(Resource::Guest(selector)),
+                    Some(Err(e)) => {
+                        return Err(ApiError::new(
+                            codes::NETWORK_INTERFACE_NOT_FOUND,
+                            format!("The networkInterface ID '{id}' is malformed: {e}"),
+                        ));
+                    }
+                    None => {}
                 }
                 if let Some(mac) = parse_mac(id) {
                     return Ok(Resource::Mac(mac));
@@ -209,6 +242,8 @@ pub struct FlowLogSpec {
     pub deliver_logs_permission_arn: Option<String>,
     pub deliver_cross_account_role: Option<String>,
     pub creation_time: DateTime<Utc>,
+    /// From whose side the interfaces of containers and VMs are logged (not AWS's).
+    pub perspective: Perspective,
 }
 
 /// A flow log id: `fl-` and 17 lowercase hex digits, as AWS's.
@@ -282,6 +317,12 @@ impl FlowLogSpec {
             }
         };
         let tags = tags(&req.tag_specifications)?;
+        let perspective = match req.perspective.as_deref() {
+            None => Perspective::default(),
+            Some(p) => p
+                .parse()
+                .map_err(|e: anyhow::Error| ApiError::invalid(format!("Perspective: {e:#}")))?,
+        };
         let mut out = Validated::default();
         for resource_id in &req.resource_ids {
             match Resource::parse(kind, resource_id) {
@@ -300,6 +341,7 @@ impl FlowLogSpec {
                     deliver_logs_permission_arn: req.deliver_logs_permission_arn.clone(),
                     deliver_cross_account_role: req.deliver_cross_account_role.clone(),
                     creation_time: now,
+                    perspective,
                 }),
                 Err(error) => out.unsuccessful.push(api::UnsuccessfulItem {
                     error,
@@ -425,6 +467,8 @@ impl FlowLogSpec {
             tags: self.tags.clone(),
             max_aggregation_interval: self.max_aggregation_interval,
             destination_options,
+            perspective: (self.perspective != Perspective::default())
+                .then(|| self.perspective.to_string()),
         }
     }
 }
@@ -977,5 +1021,56 @@ mod tests {
         .specs[0];
         assert!(a.same_configuration(b));
         assert!(!a.same_configuration(c));
+    }
+
+    #[test]
+    fn guests_are_selected_by_container_pod_or_vm_and_perspective_is_kept() {
+        let v = create(
+            r#"{"ResourceType":"NetworkInterface","ResourceIds":["container:web-*","pod:shop/cart","vm:db","container:","pod:a/"],
+                "LogDestinationType":"file","LogDestination":"/d","Perspective":"host"}"#,
+        )
+        .unwrap();
+        let kinds: Vec<bool> = v
+            .specs
+            .iter()
+            .map(|s| matches!(s.resource, Resource::Guest(_)))
+            .collect();
+        assert_eq!(kinds, [true, true, true]);
+        let bad: Vec<(&str, &str)> = v
+            .unsuccessful
+            .iter()
+            .map(|u| (u.resource_id.as_str(), u.error.code.as_str()))
+            .collect();
+        assert_eq!(
+            bad,
+            [
+                ("container:", "InvalidNetworkInterfaceId.NotFound"),
+                ("pod:a/", "InvalidNetworkInterfaceId.NotFound")
+            ]
+        );
+        let s = &v.specs[0];
+        assert!(s.resource.selects_guests());
+        assert!(Resource::RunFlags(vec!["eth0".into(), "vm:db".into()]).selects_guests());
+        assert!(!Resource::RunFlags(vec!["veth*".into()]).selects_guests());
+        assert_eq!(s.perspective, Perspective::Host);
+        assert_eq!(s.describe(None).perspective.as_deref(), Some("host"));
+        // Stored and read back as the same request.
+        let again = FlowLogSpec::from_request(&super::super::store::request_of(s), now())
+            .unwrap()
+            .specs
+            .remove(0);
+        assert_eq!(
+            (again.resource, again.perspective),
+            (s.resource.clone(), Perspective::Host)
+        );
+        // The default is the guest's side, and describe leaves it out, as AWS shows no such member.
+        let v = create(r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogGroupName":"g"}"#).unwrap();
+        assert_eq!(v.specs[0].perspective, Perspective::Guest);
+        assert_eq!(v.specs[0].describe(None).perspective, None);
+        let e = error(
+            r#"{"ResourceType":"VPC","ResourceIds":["*"],"LogGroupName":"g","Perspective":"vm"}"#,
+        );
+        assert_eq!(e.code, "InvalidParameter");
+        assert!(e.message.contains("use guest or host"), "{e}");
     }
 }

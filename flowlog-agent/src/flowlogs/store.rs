@@ -202,6 +202,7 @@ pub fn request_of(spec: &FlowLogSpec) -> CreateFlowLogsRequest {
         },
         max_aggregation_interval: Some(i64::from(spec.max_aggregation_interval)),
         destination_options: description.destination_options,
+        perspective: description.perspective,
     }
 }
 

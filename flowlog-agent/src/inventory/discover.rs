@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context, bail};
 use nix::{ifaddrs::getifaddrs, net::if_::InterfaceFlags};
 
+use super::selectors::GuestSelector;
+
 /// One network interface of the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {
@@ -27,6 +29,25 @@ pub struct Interface {
     pub addrs: Vec<IpAddr>,
     pub up: bool,
     pub loopback: bool,
+    /// IFLA_INFO_KIND (`veth`, `tun`, `bridge`, ...), when the inventory read it.
+    pub kind: Option<String>,
+    /// IFLA_LINK_NETNSID: the namespace of the other end (a veth whose peer is elsewhere), as
+    /// this namespace numbers it.
+    pub link_netnsid: Option<i32>,
+    /// IFLA_LINK: the other end's ifindex (in `link_netnsid`'s namespace when that is set).
+    pub peer_ifindex: Option<u32>,
+    /// Who is behind the interface (containers, a VM), when the inventory found out.
+    pub owner: Option<std::sync::Arc<crate::inventory::owners::Owner>>,
+    /// The guest's readable `interface-id` (`web-1.eth0`), unique on the host: set for an
+    /// interface whose owner is a container or a VM.
+    pub guest_id: Option<String>,
+    /// Deleted during the open window: kept (with its last identity) until that window is
+    /// cut, so the flows it counted are still written with its name and owner.
+    pub deleted: bool,
+    /// A guest may still be found behind it (its owner lookups have not finished their
+    /// backoff): flow logs that select guests watch it meanwhile, so a container's first
+    /// packets are counted before its processes can be told apart.
+    pub owner_pending: bool,
     /// The kernel's `ARPHRD_*` link type (`/sys/class/net/<name>/type`), when known.
     pub link_type: Option<u16>,
 }
@@ -151,6 +172,9 @@ impl Selector {
         let patterns = patterns
             .iter()
             .map(|p| {
+                if let Some(Err(e)) = GuestSelector::parse(p) {
+                    bail!("invalid --iface selector {e}");
+                }
                 glob::Pattern::new(p).with_context(|| format!("invalid --iface pattern {p:?}"))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -162,7 +186,12 @@ impl Selector {
     pub fn select(&self, strict: bool) -> anyhow::Result<Vec<Interface>> {
         let host = host_interfaces()?;
         if strict {
-            for p in &self.patterns {
+            // Guest selectors (`container:web`) may name a guest that starts later.
+            for p in self
+                .patterns
+                .iter()
+                .filter(|p| GuestSelector::parse(p.as_str()).is_none())
+            {
                 let literal = !p.as_str().contains(['*', '?', '[']);
                 if literal && !host.contains_key(p.as_str()) {
                     let names: Vec<&str> = host.keys().map(String::as_str).collect();

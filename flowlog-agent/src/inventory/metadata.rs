@@ -284,15 +284,19 @@ impl Metadata {
     /// `interface-id` for a Linux interface: the ENI with its MAC, else `--interface-id`,
     /// else the interface name.
     pub fn interface_id(&self, name: &str, mac: Option<&str>) -> String {
+        self.configured_interface_id(name, mac)
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The `interface-id` instance metadata (the ENI with its MAC) or `--interface-id` gives
+    /// an interface, if any.
+    pub fn configured_interface_id(&self, name: &str, mac: Option<&str>) -> Option<String> {
         if let Some(mac) = mac
             && let Some(eni) = self.enis.values().find(|e| e.mac.eq_ignore_ascii_case(mac))
         {
-            return eni.interface_id.clone();
+            return Some(eni.interface_id.clone());
         }
-        self.interface_ids
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_string())
+        self.interface_ids.get(name).cloned()
     }
 
     /// `traffic-path` of an egress packet to `dst` leaving through `eni`: 1 inside the VPC's

@@ -17,29 +17,37 @@ use crate::{
 };
 
 macro_rules! fields {
-    ($($variant:ident = $name:literal, $version:literal;)*) => {
+    (
+        aws { $($variant:ident = $name:literal, $version:literal;)* }
+        extensions { $($xvariant:ident = $xname:literal;)* }
+    ) => {
         /// One `${field}` of a flow log format.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Field { $($variant),* }
+        pub enum Field { $($variant,)* $($xvariant,)* }
 
         impl Field {
-            /// Every field in AWS's table order.
+            /// Every field of AWS's, in AWS's table order.
             pub const ALL: &'static [Field] = &[$(Field::$variant),*];
+
+            /// Fields beyond AWS's (opt-in: no default format has them).
+            pub const EXTENSIONS: &'static [Field] = &[$(Field::$xvariant),*];
 
             /// The name inside `${...}`.
             pub fn name(self) -> &'static str {
-                match self { $(Field::$variant => $name),* }
+                match self { $(Field::$variant => $name,)* $(Field::$xvariant => $xname,)* }
             }
 
-            /// The flow log version that introduced the field.
+            /// The flow log version that introduced the field. Extensions count as 2 (the
+            /// lowest): `version` stays the highest AWS version a format uses.
             pub fn version(self) -> u8 {
-                match self { $(Field::$variant => $version),* }
+                match self { $(Field::$variant => $version,)* $(Field::$xvariant => 2,)* }
             }
         }
     };
 }
 
 fields! {
+    aws {
     Version = "version", 2;
     AccountId = "account-id", 2;
     InterfaceId = "interface-id", 2;
@@ -82,6 +90,13 @@ fields! {
     RejectReason = "reject-reason", 8;
     ResourceId = "resource-id", 9;
     EncryptionStatus = "encryption-status", 10;
+    }
+    extensions {
+    ContainerName = "container-name";
+    PodName = "pod-name";
+    PodNamespace = "pod-namespace";
+    VmName = "vm-name";
+    }
 }
 
 /// The Parquet column type AWS gives a field (spec §3.2).
@@ -118,17 +133,17 @@ impl FromStr for Field {
     type Err = anyhow::Error;
 
     fn from_str(name: &str) -> anyhow::Result<Self> {
-        if let Some(f) = Field::ALL.iter().find(|f| f.name() == name) {
+        let known = || Field::ALL.iter().chain(Field::EXTENSIONS);
+        if let Some(f) = known().find(|f| f.name() == name) {
             return Ok(*f);
         }
-        let closest = Field::ALL
-            .iter()
+        let closest = known()
             .map(|f| (strsim::levenshtein(name, f.name()), f.name()))
             .min()
             .filter(|(d, _)| *d <= 3)
             .map(|(_, n)| format!(" (did you mean ${{{n}}}?)"))
             .unwrap_or_default();
-        let valid: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+        let valid: Vec<&str> = known().map(|f| f.name()).collect();
         bail!(
             "unknown field ${{{name}}} in the log format{closest}; valid fields are: {}",
             valid.join(" ")
@@ -239,6 +254,9 @@ impl<'a> RecordView<'a> {
         let per_eni = |get: fn(&'a Eni) -> Option<&'a String>, host: &'a String| {
             Value::Text(eni.and_then(get).unwrap_or(host))
         };
+        let guest = rec.interface_id.guest();
+        let ecs = guest.and_then(|g| g.ecs.as_ref());
+        let opt = |v: Option<&'a str>| v.map_or(Value::Missing, Value::Text);
         let aws_service = |ip: IpAddr| {
             meta.aws_ip_ranges
                 .as_deref()
@@ -262,7 +280,12 @@ impl<'a> RecordView<'a> {
             Field::LogStatus => text(rec.log_status.as_str()),
             Field::VpcId => per_eni(|e| e.vpc_id.as_ref(), &meta.vpc_id),
             Field::SubnetId => per_eni(|e| e.subnet_id.as_ref(), &meta.subnet_id),
-            Field::InstanceId => text(&meta.instance_id),
+            // A VM's interface names the VM; everything else runs on this instance.
+            Field::InstanceId => text(
+                guest
+                    .and_then(|g| g.instance_id.as_deref())
+                    .unwrap_or(&meta.instance_id),
+            ),
             // Non-TCP flows carry 0: the datapath only sets bits for TCP.
             Field::TcpFlags => int(t.map(|t| u64::from(t.tcp_flags))),
             Field::Type => t.map_or(Value::Missing, |t| {
@@ -288,20 +311,31 @@ impl<'a> RecordView<'a> {
             Field::RejectReason => t
                 .and_then(|t| t.reject_reason.as_deref())
                 .map_or(Value::Missing, text),
-            // Not known on a Linux host: no ECS task metadata is read, and resource ids and
-            // encryption status are AWS-side facts. `-`, as AWS writes when none applies.
-            Field::EcsClusterArn
-            | Field::EcsClusterName
-            | Field::EcsContainerInstanceArn
-            | Field::EcsContainerInstanceId
-            | Field::EcsContainerId
-            | Field::EcsSecondContainerId
-            | Field::EcsServiceName
-            | Field::EcsTaskDefinitionArn
-            | Field::EcsTaskArn
-            | Field::EcsTaskId
-            | Field::ResourceId
-            | Field::EncryptionStatus => Value::Missing,
+            // The containers in the interface's namespace (first and second, as AWS names
+            // a task's), and the ECS agent's task data when it answered; else `-`.
+            Field::EcsContainerId => opt(guest.and_then(|g| g.container_id.as_deref())),
+            Field::EcsSecondContainerId => {
+                opt(guest.and_then(|g| g.second_container_id.as_deref()))
+            }
+            Field::EcsClusterArn => opt(ecs.and_then(|e| e.cluster_arn.as_deref())),
+            Field::EcsClusterName => opt(ecs.map(|e| e.cluster_name.as_str())),
+            Field::EcsContainerInstanceArn => {
+                opt(ecs.and_then(|e| e.container_instance_arn.as_deref()))
+            }
+            Field::EcsContainerInstanceId => {
+                opt(ecs.and_then(|e| e.container_instance_id.as_deref()))
+            }
+            Field::EcsTaskDefinitionArn => opt(ecs.and_then(|e| e.task_definition_arn.as_deref())),
+            Field::EcsTaskArn => opt(ecs.map(|e| e.task_arn.as_str())),
+            Field::EcsTaskId => opt(ecs.map(|e| e.task_id.as_str())),
+            Field::ContainerName => opt(guest.and_then(|g| g.container_name.as_deref())),
+            Field::PodName => opt(guest.and_then(|g| g.pod_name.as_deref())),
+            Field::PodNamespace => opt(guest.and_then(|g| g.pod_namespace.as_deref())),
+            Field::VmName => opt(guest.and_then(|g| g.vm_name.as_deref())),
+            // The ECS agent's v1 introspection API does not say which service started a task;
+            // resource ids and encryption status are AWS-side facts. `-`, as AWS writes when
+            // none applies.
+            Field::EcsServiceName | Field::ResourceId | Field::EncryptionStatus => Value::Missing,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod aws_internal;
 pub mod format;
+pub mod guest;
 pub mod traffic_type;
 
 use std::{
@@ -24,6 +25,7 @@ use crate::{
         reject::verdict::{self, Action},
     },
     inventory::discover::interface_label,
+    records::guest::GuestFields,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,14 +69,25 @@ pub struct Traffic {
     pub reject_reason: Option<Arc<str>>,
 }
 
-/// An `interface-id` value. A window's records of one interface share one allocation (a
-/// window can hold a million records of the same few interfaces); compares as its text.
+/// An `interface-id` value, with what records say about the guest behind the interface. A
+/// window's records of one interface share one allocation (a window can hold a million records
+/// of the same few interfaces); compares as its text (an `interface-id` names one interface).
 #[derive(Debug, Clone, Eq)]
-pub struct InterfaceId(Arc<str>);
+pub struct InterfaceId(Arc<str>, Option<Arc<GuestFields>>);
 
 impl InterfaceId {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// An id whose records carry `guest`'s fields.
+    pub fn with_guest(id: &str, guest: Option<Arc<GuestFields>>) -> Self {
+        InterfaceId(id.into(), guest)
+    }
+
+    /// The guest behind the interface, when one is known.
+    pub fn guest(&self) -> Option<&GuestFields> {
+        self.1.as_deref()
     }
 }
 
@@ -88,13 +101,13 @@ impl Deref for InterfaceId {
 
 impl From<&str> for InterfaceId {
     fn from(s: &str) -> Self {
-        InterfaceId(s.into())
+        InterfaceId(s.into(), None)
     }
 }
 
 impl From<String> for InterfaceId {
     fn from(s: String) -> Self {
-        InterfaceId(s.into())
+        InterfaceId(s.into(), None)
     }
 }
 
@@ -149,6 +162,14 @@ pub struct WatchedInterface {
     /// The interface's primary IPv6 address: its oldest non-link-local one, else its
     /// link-local one.
     pub primary_ipv6: Option<Ipv6Addr>,
+    /// Records are written from the guest's side (design.md "Perspective"): the host side of
+    /// a container's veth or a VM's tap, where what the host receives is what the guest sent.
+    /// Direction is flipped and the local side is the guest's (`primary_*` are the guest's
+    /// addresses then).
+    pub guest_view: bool,
+    /// Who is behind the interface: its records' `ecs-*`, VM `instance-id` and extension
+    /// fields.
+    pub guest: Option<Arc<GuestFields>>,
 }
 
 impl WatchedInterface {
@@ -185,11 +206,17 @@ pub fn key_addr(family: u8, bytes: [u8; 16]) -> IpAddr {
 }
 
 /// `iface` normalises the local side (ingress: destination, egress: source) of `srcaddr`/
-/// `dstaddr`; `pkt-srcaddr`/`pkt-dstaddr` keep the header addresses.
+/// `dstaddr`; `pkt-srcaddr`/`pkt-dstaddr` keep the header addresses. For an interface logged
+/// from its guest's side the direction is the guest's: the host side's ingress is the guest's
+/// egress (the datapath counts as the host sees it; this is the only place that flips).
 fn traffic(key: &FlowKey, t: &FlowTotals, iface: Option<&WatchedInterface>) -> Traffic {
     let pkt_src = key_addr(key.family, key.src_addr);
     let pkt_dst = key_addr(key.family, key.dst_addr);
-    let direction = Direction::of_key(key.direction);
+    let direction = match (Direction::of_key(key.direction), iface) {
+        (Direction::Ingress, Some(i)) if i.guest_view => Direction::Egress,
+        (Direction::Egress, Some(i)) if i.guest_view => Direction::Ingress,
+        (d, _) => d,
+    };
     let (mut src, mut dst) = (pkt_src, pkt_dst);
     if let Some(iface) = iface {
         match direction {
@@ -321,7 +348,10 @@ impl<'a> InterfaceIds<'a> {
             .ids
             .entry(ifindex)
             .or_insert_with(|| match watched.get(&ifindex) {
-                Some(w) => (InterfaceId::from(w.interface_id.as_str()), Some(w)),
+                Some(w) => (
+                    InterfaceId::with_guest(&w.interface_id, w.guest.clone()),
+                    Some(w),
+                ),
                 None => (InterfaceId::from(interface_label(None, ifindex)), None),
             });
         self.last = Some((ifindex, id.clone(), *iface));

@@ -145,6 +145,7 @@ pub fn iface(id: &str, v4: Option<&str>, v6: Option<&str>) -> WatchedInterface {
         interface_id: id.to_string(),
         primary_ipv4: v4.map(|a| a.parse().expect("IPv4")),
         primary_ipv6: v6.map(|a| a.parse().expect("IPv6")),
+        ..WatchedInterface::default()
     }
 }
 

@@ -1,6 +1,6 @@
 //! The deploy artifacts under test: the xtask that builds them (`FLOWLOG_XTASK`), the files of
-//! deploy/, podman as the project runs it, and programs copied with their shared libraries
-//! into a directory root.
+//! deploy/, and programs copied with their shared libraries into a directory root. (podman:
+//! [`crate::podman`].)
 
 use std::{
     fs,
@@ -60,16 +60,6 @@ pub fn run_xtask(args: &[&str]) -> String {
         .unwrap_or_else(|| panic!("xtask {args:?} printed nothing"))
         .trim()
         .to_string()
-}
-
-/// `podman` with the project's containers.conf (what `cargo xtask image` uses).
-pub fn podman() -> Command {
-    let mut cmd = Command::new("podman");
-    if std::env::var_os("CONTAINERS_CONF").is_none_or(|v| v.is_empty()) {
-        cmd.env("CONTAINERS_CONF", deploy_file("container/containers.conf"));
-    }
-    cmd.stdin(Stdio::null());
-    cmd
 }
 
 /// Runs `cmd`, panicking with its output unless it succeeds.

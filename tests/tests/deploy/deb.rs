@@ -88,6 +88,7 @@ fn gunzip(path: &Path) -> String {
 
 #[test]
 fn package_installs_into_a_fresh_root_and_its_unit_verifies() {
+    let _serial = crate::serial();
     require_root();
     let dir = tempfile::Builder::new()
         .prefix("fldeb-")

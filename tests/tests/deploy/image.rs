@@ -28,11 +28,12 @@ use serde_json::Value;
 use flowlog_tests::{
     agent::{flowlog_bin, require_root},
     deploy::{
-        assert_records_equal_wire, capability_mask, podman, read_deploy_file, run_ok, run_xtask,
+        assert_records_equal_wire, capability_mask, read_deploy_file, run_ok, run_xtask,
         status_mask, status_number,
     },
     hostlink::HostLink,
     netns::Family,
+    podman::{podman, podman_ok},
     records,
     traffic::{TcpExchange, UdpPlan, ping, tcp_exchanges, udp_send},
     wire::Tcpdump,
@@ -259,13 +260,9 @@ impl Drop for Cleanup {
     }
 }
 
-fn podman_out(args: &[&str]) -> String {
-    let out = run_ok(podman().args(args));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn image_runs_with_the_daemonsets_settings_and_captures_exactly() {
+    let _serial = crate::serial();
     require_root();
     let docs = manifest();
     let ds = &docs["DaemonSet"];
@@ -329,7 +326,7 @@ fn image_runs_with_the_daemonsets_settings_and_captures_exactly() {
         "the args read the ConfigMap's file: {:?}",
         run.args
     );
-    podman_out(&run.args.iter().map(String::as_str).collect::<Vec<_>>());
+    podman_ok(&run.args.iter().map(String::as_str).collect::<Vec<_>>());
     let logs = || {
         let out = podman()
             .args(["logs", &cleanup.container])
@@ -355,7 +352,7 @@ fn image_runs_with_the_daemonsets_settings_and_captures_exactly() {
     assert_eq!(http_get(node.ip, live, live_path), Some(200));
 
     // The agent holds exactly the manifest's capabilities, no more privileges, no seccomp.
-    let agent_pid: u32 = podman_out(&["inspect", "--format", "{{.State.Pid}}", &cleanup.container])
+    let agent_pid: u32 = podman_ok(&["inspect", "--format", "{{.State.Pid}}", &cleanup.container])
         .parse()
         .expect("container pid");
     let caps: Vec<String> = list(&container["securityContext"]["capabilities"]["add"])
@@ -411,7 +408,7 @@ fn image_runs_with_the_daemonsets_settings_and_captures_exactly() {
         &run.grace_seconds.to_string(),
         &cleanup.container,
     ]));
-    let exit = podman_out(&[
+    let exit = podman_ok(&[
         "inspect",
         "--format",
         "{{.State.ExitCode}}",

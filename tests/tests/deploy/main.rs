@@ -9,3 +9,13 @@ mod deb;
 mod image;
 mod supervision;
 mod systemd;
+
+/// One test of this binary at a time: the package and image builds (stripping a debug
+/// binary, compressing, podman) would otherwise share the machine's two cores with the agents
+/// the other tests start and wait for.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -34,6 +34,7 @@ fn str_field<'a>(o: &'a serde_json::Map<String, serde_json::Value>, k: &str) -> 
 
 #[test]
 fn json_log_output_is_one_object_per_line() {
+    let _serial = crate::serial();
     let ns = Namespaces::new(Setup::new(241).ipv4_only().prefix("flsv"));
     let mut agent = Agent::start(
         &ns.a,
@@ -70,6 +71,7 @@ fn json_log_output_is_one_object_per_line() {
 
 #[test]
 fn json_log_output_reports_a_fatal_error_as_json() {
+    let _serial = crate::serial();
     let out = Command::new(flowlog_bin())
         .args([
             "run",
@@ -124,6 +126,7 @@ fn get(netns: &str, port: u16, path: &str) -> (u16, String) {
 /// 200; /readyz turns 200 only once the first boundary after the attach has passed.
 #[test]
 fn readiness_waits_for_the_first_window() {
+    let _serial = crate::serial();
     const INTERVAL: u64 = 4;
     const PORT: u16 = 9481;
     let ns = Namespaces::new(Setup::new(242).ipv4_only().prefix("flsv"));

@@ -62,6 +62,7 @@ fn exec_start_with_default_flags() -> Vec<String> {
 
 #[test]
 fn default_configuration_is_what_the_agent_accepts() {
+    let _serial = crate::serial();
     // The command line the unit runs, with the default flags, parses.
     let argv = exec_start_with_default_flags();
     assert_eq!(argv[0], "/usr/bin/flowlog");
@@ -169,6 +170,7 @@ fn wait_for_notify(
 
 #[test]
 fn unit_user_and_capabilities_suffice_and_ready_means_attached() {
+    let _serial = crate::serial();
     let unit = read_deploy_file("systemd/flowlog.service");
     let bounding: Vec<String> = unit_value(&unit, "CapabilityBoundingSet")
         .split_whitespace()

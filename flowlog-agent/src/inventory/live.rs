@@ -34,7 +34,7 @@ use rtnetlink::{
     sys::AsyncSocket as _,
 };
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::{
     discover::Interface,
@@ -129,7 +129,8 @@ impl Inventory {
                 schedule.reset(*ifindex, now);
             }
         }
-        info!(
+        // Debug: bad input found after this point must still be the only line a user sees.
+        debug!(
             interfaces = table.len(),
             netns, "inventory: following link and address events"
         );
@@ -510,7 +511,7 @@ impl EventTask {
                             || !iface.owner.as_deref().is_some_and(guest_id::is_guest)) =>
                 {
                     if guest_id::is_guest(&owner) {
-                        info!(iface = %name, ifindex, owner = %describe(&owner), "owner found");
+                        debug!(iface = %name, ifindex, owner = %describe(&owner), "owner found");
                     } else {
                         debug!(iface = %name, ifindex, owner = %describe(&owner), "no guest behind the interface (yet)");
                     }

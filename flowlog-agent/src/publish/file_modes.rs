@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 /// Default mode of the file destination's objects.
 pub const DEFAULT_FILE_MODE: u32 = 0o640;
@@ -180,8 +180,9 @@ pub fn tighten(dir: &Path, what: &str) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
-    info!(dir = %dir.display(), was = %display_mode(mode), now = %display_mode(private),
-          "made the {what} private");
+    // Debug, not info: a start that then fails must still say one line (the error).
+    debug!(dir = %dir.display(), was = %display_mode(mode), now = %display_mode(private),
+           "made the {what} private");
     Ok(())
 }
 

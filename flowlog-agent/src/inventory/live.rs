@@ -129,7 +129,7 @@ impl Inventory {
                 schedule.reset(*ifindex, now);
             }
         }
-        info!(
+        debug!(
             interfaces = table.len(),
             netns, "inventory: following link and address events"
         );

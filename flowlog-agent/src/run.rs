@@ -130,8 +130,6 @@ struct Agent {
     flag_spool_dir: Option<(String, PathBuf)>,
     /// Ids of the flow logs that came from `--flow-logs` (a reload replaces them).
     from_file: BTreeSet<String>,
-    /// The interfaces, from rtnetlink events.
-    inventory: Inventory,
 }
 
 impl Agent {
@@ -194,14 +192,16 @@ impl Agent {
             .any(|p| p.spec.resource.selects_guests())
     }
 
-    /// Every interface of the host, and those each flow log covers, by flow log id.
+    /// Every interface of the host (`inventory`'s), and those each flow log covers, by flow
+    /// log id.
     fn membership(
         &self,
+        inventory: &Inventory,
     ) -> (
         BTreeMap<u32, Interface>,
         BTreeMap<String, BTreeMap<u32, Interface>>,
     ) {
-        let host = self.inventory.interfaces();
+        let host = inventory.interfaces();
         let members = self
             .pipelines
             .iter()
@@ -357,13 +357,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         api.as_ref().map(|a| a.store.clone()),
         meta.clone(),
     );
-    let inventory = Inventory::start(OwnerOptions {
-        ecs_endpoint: Some(cap.ecs_agent_url.clone()).filter(|u| !u.is_empty()),
-        ..OwnerOptions::default()
-    })
-    .await?;
     let mut agent = Agent {
-        inventory,
         pipelines: BTreeMap::new(),
         registry: Arc::new(Mutex::new(registry)),
         host: HostSettings {
@@ -414,7 +408,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         last_flip: Instant::now(),
         metrics_file: args.operations.metrics_file.clone(),
     };
-    let (host, watched) = agent.membership();
+    // After everything that can refuse bad input: its log lines would come before the error.
+    let inventory = Inventory::start(OwnerOptions {
+        ecs_endpoint: Some(cap.ecs_agent_url.clone()).filter(|u| !u.is_empty()),
+        ..OwnerOptions::default()
+    })
+    .await?;
+    let (host, watched) = agent.membership(&inventory);
     for (id, members) in &watched {
         // The flag flow log's named interfaces must attach now; others may come later.
         if flag_spec.as_ref().is_some_and(|s| s.id == *id) {
@@ -487,9 +487,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => Event::Stop,
             _ = sighup.recv() => Event::Reload,
             Some(change) = changes.recv() => Event::Changed(change),
-            _ = agent.inventory.changed() => Event::Interfaces,
+            _ = inventory.changed() => Event::Interfaces,
         };
-        let (host, watched) = agent.membership();
+        let (host, watched) = agent.membership(&inventory);
         // A boundary changes no flow log: the same listing serves the attachments below.
         let flow_logs_change = matches!(event, Event::Reload | Event::Changed(_));
         let is_boundary = matches!(event, Event::Boundary(_));
@@ -510,9 +510,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         if is_boundary {
             // A pod's containers may change without a link event.
-            agent.inventory.refresh_owners();
+            inventory.refresh_owners();
         }
-        agent.inventory.forget_deleted(cutter.last_flip);
+        inventory.forget_deleted(cutter.last_flip);
         if let Err(e) = result {
             // The kernel maps cannot be read: stop, but through the normal shutdown so every
             // batch already open is still spooled and delivered; the run then fails.
@@ -522,14 +522,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             break;
         }
         let (host, watched) = if flow_logs_change {
-            agent.membership()
+            agent.membership(&inventory)
         } else {
             (host, watched)
         };
         cutter.sync_attachments(&host, &watched, agent.selects_guests());
     }
 
-    let (_, watched) = agent.membership();
+    let (_, watched) = agent.membership(&inventory);
     let outcomes = finish_all(std::mem::take(&mut agent.pipelines), &watched).await;
     drop(cutter);
     metrics::flush_to(args.operations.metrics_file.as_deref());

@@ -65,6 +65,9 @@ pub struct Pipeline {
     report: PublishReport,
     spool_full: SpoolFullEpisodes,
     spool_write_failures: SpoolWriteFailures,
+    /// The interfaces this flow log covered in the cuts of its open window, as they were last
+    /// seen: one deleted after an earlier cut keeps its identity until the window closes.
+    window_interfaces: BTreeMap<u32, Interface>,
 }
 
 /// How a stopped pipeline ended.
@@ -138,6 +141,7 @@ impl Pipeline {
             report,
             spool_full: SpoolFullEpisodes::default(),
             spool_write_failures: SpoolWriteFailures::default(),
+            window_interfaces: BTreeMap::new(),
         };
         for batch in recovered {
             pipeline.spool_batch(&batch);
@@ -178,8 +182,11 @@ impl Pipeline {
     /// records go to the spool. `watched`: the interfaces of the cut that this flow log covers.
     pub fn on_cut(&mut self, cut: &DrainedWindow, watched: &BTreeMap<u32, Interface>) {
         let members: BTreeSet<u32> = watched.keys().copied().collect();
+        self.window_interfaces
+            .extend(watched.iter().map(|(k, i)| (*k, i.clone())));
         if let Some(window) = self.window.push(part_of(cut, &members)) {
-            self.close_window(&window, watched);
+            let interfaces = std::mem::take(&mut self.window_interfaces);
+            self.close_window(&window, &interfaces);
         }
     }
 
@@ -241,7 +248,9 @@ impl Pipeline {
     /// the rest stays in the spool for the next start.
     pub async fn finish(mut self, watched: &BTreeMap<u32, Interface>) -> Outcome {
         if let Some(window) = self.window.flush() {
-            self.close_window(&window, watched);
+            let mut interfaces = std::mem::take(&mut self.window_interfaces);
+            interfaces.extend(watched.iter().map(|(k, i)| (*k, i.clone())));
+            self.close_window(&window, &interfaces);
         }
         for batch in self.flow_log.close_all() {
             self.spool_batch(&batch);

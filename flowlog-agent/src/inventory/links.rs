@@ -72,10 +72,16 @@ impl LinkTable {
         match msg {
             RouteNetlinkMessage::NewLink(m) => self.new_link(m),
             RouteNetlinkMessage::DelLink(m) => self.del_link(m),
-            RouteNetlinkMessage::NewAddress(m) => self.address(m, true),
-            RouteNetlinkMessage::DelAddress(m) => self.address(m, false),
+            RouteNetlinkMessage::NewAddress(m) => self.address(m, true, false),
+            RouteNetlinkMessage::DelAddress(m) => self.address(m, false, false),
             _ => Applied::Unchanged,
         }
+    }
+
+    /// Adds one address of a dump: appended, so the table keeps the dump's order (IPv4
+    /// oldest first, IPv6 newest first), where an event's new IPv6 address goes first.
+    pub fn add_dumped_address(&mut self, m: &AddressMessage) -> Applied {
+        self.address(m, true, true)
     }
 
     fn new_link(&mut self, m: &LinkMessage) -> Applied {
@@ -126,7 +132,7 @@ impl LinkTable {
         }
     }
 
-    fn address(&mut self, m: &AddressMessage, add: bool) -> Applied {
+    fn address(&mut self, m: &AddressMessage, add: bool, dumped: bool) -> Applied {
         let Some(iface) = self.links.get_mut(&m.header.index) else {
             return Applied::Unchanged;
         };
@@ -138,8 +144,8 @@ impl LinkTable {
             (true, false) => match addr {
                 // The kernel lists IPv4 addresses oldest first and IPv6 ones newest first
                 // (what a dump and getifaddrs show); events keep that order.
-                IpAddr::V4(_) => iface.addrs.push(addr),
-                IpAddr::V6(_) => iface.addrs.insert(0, addr),
+                IpAddr::V6(_) if !dumped => iface.addrs.insert(0, addr),
+                _ => iface.addrs.push(addr),
             },
             (false, true) => iface.addrs.retain(|a| *a != addr),
             _ => return Applied::Unchanged,
@@ -352,6 +358,23 @@ mod tests {
             t.apply(&RouteNetlinkMessage::NewAddress(addr(99, "10.9.9.9"))),
             Applied::Unchanged
         );
+    }
+
+    #[test]
+    fn a_dump_keeps_the_kernels_order_so_the_oldest_ipv6_address_is_primary() {
+        let mut t = LinkTable::default();
+        t.apply(&RouteNetlinkMessage::NewLink(link(4, "eth0", true, vec![])));
+        // What `ip -6 addr` shows after adding fd00::1 then fd00::2: newest first, link-local
+        // last; IPv4 oldest first.
+        for a in ["10.0.0.1", "10.0.0.2", "fd00::2", "fd00::1", "fe80::1"] {
+            t.add_dumped_address(&addr(4, a));
+        }
+        let i = t.get(4).unwrap();
+        assert_eq!(i.ipv4, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(i.ipv6, Some("fd00::1".parse().unwrap()));
+        // A later event adds fd00::3: still the oldest is primary.
+        t.apply(&RouteNetlinkMessage::NewAddress(addr(4, "fd00::3")));
+        assert_eq!(t.get(4).unwrap().ipv6, Some("fd00::1".parse().unwrap()));
     }
 
     #[test]

@@ -233,7 +233,7 @@ async fn dump(handle: &Handle) -> anyhow::Result<LinkTable> {
         .await
         .context("cannot list interface addresses (rtnetlink)")?
     {
-        table.apply(&RouteNetlinkMessage::NewAddress(addr));
+        table.add_dumped_address(&addr);
     }
     Ok(table)
 }

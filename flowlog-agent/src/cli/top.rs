@@ -220,8 +220,12 @@ impl App {
 fn draw_tables(frame: &mut Frame, flows: Rect, bottom: Rect, v: &View) {
     let rows: Vec<Vec<String>> = v.flows.iter().map(flow_cells).collect();
     table(frame, flows, "Top flows", &FLOW_HEADER, &rows);
-    let [talkers, rejects] =
-        Layout::horizontal([Constraint::Fill(2), Constraint::Fill(3)]).areas(bottom);
+    // Side by side when both fit, else one above the other.
+    let [talkers, rejects] = if bottom.width >= 160 {
+        Layout::horizontal([Constraint::Length(60), Constraint::Fill(1)]).areas(bottom)
+    } else {
+        Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(bottom)
+    };
     let rows: Vec<Vec<String>> = v.talkers.iter().map(talker_cells).collect();
     table(frame, talkers, "Top talkers", &TALKER_HEADER, &rows);
     let rows: Vec<Vec<String>> = v.rejects.iter().map(reject_cells).collect();

@@ -53,8 +53,8 @@ impl AthenaDdlArgs {
     /// Prints the script: the agent's answer for an id, else built from the flags.
     pub fn run(self) -> ExitCode {
         match &self.id {
-            Some(id) => self.from_agent(id),
-            None => match self.from_flags() {
+            Some(id) => self.ask_agent(id),
+            None => match self.build_from_flags() {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -67,7 +67,7 @@ impl AthenaDdlArgs {
         }
     }
 
-    fn from_agent(&self, id: &str) -> ExitCode {
+    fn ask_agent(&self, id: &str) -> ExitCode {
         let request = GetAthenaDdlRequest {
             flow_log_id: id.to_string(),
             table_name: Some(self.table.clone()),
@@ -107,7 +107,7 @@ impl AthenaDdlArgs {
         }
     }
 
-    fn from_flags(&self) -> anyhow::Result<String> {
+    fn build_from_flags(&self) -> anyhow::Result<String> {
         let id = flag_flow_log::flow_log_id(&self.records, &self.output)?;
         let options = flag_flow_log::object_options(&self.output)?;
         let runtime = tokio::runtime::Builder::new_current_thread()

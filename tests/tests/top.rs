@@ -226,7 +226,7 @@ fn top_shows_the_open_window_sorts_filters_and_drains_nothing() {
     let socket = work.path().join("control.sock");
     let socket_arg = socket.display().to_string();
     // Traffic and every check below fit in one window.
-    settle_in_window(Duration::from_secs(90));
+    settle_in_window(Duration::from_secs(40));
     let mut agent = Agent::start(
         b,
         AgentOptions::interval(INTERVAL)

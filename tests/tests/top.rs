@@ -359,6 +359,32 @@ fn top_shows_the_open_window_sorts_filters_and_drains_nothing() {
     assert_eq!(snap["Map"]["Flows"], 4, "{snap:#}");
     assert_eq!(snap["Map"]["Rejects"], 1, "{snap:#}");
 
+    // --once as text, filtered: the UDP flow only.
+    let out = Command::new(flowlog_bin())
+        .args([
+            "top",
+            "--once",
+            "--protocol",
+            "udp",
+            "--control-socket",
+            &socket_arg,
+        ])
+        .output()
+        .expect("run flowlog top --once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(has_row(&text, &udp_in), "{text}");
+    assert!(
+        !has_row(&text, &icmp_in) && !has_row(&text, &icmp_out),
+        "{text}"
+    );
+    assert!(has_row(&text, &iface_row), "{text}");
+    assert!(text.contains("filter proto=udp"), "{text}");
+
     // The live view in tmux.
     let tmux = Tmux::new("fltp");
     tmux.start(

@@ -24,6 +24,10 @@ use crate::{
     records::key_addr,
 };
 
+/// At most this many flows (and as many REJECT entries) are answered, the largest by bytes: an
+/// answer stays a few hundred KB with a full map. Interface totals and map fill count them all.
+pub const MAX_ENTRIES: usize = 2000;
+
 /// The open window, as `Snapshot` answers it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -33,7 +37,8 @@ pub struct Snapshot {
     /// Unix seconds when the maps were read.
     pub now: f64,
     pub interfaces: Vec<InterfaceSummary>,
-    /// ACCEPT counts per flow (flows whose every packet was rejected are left out).
+    /// ACCEPT counts per flow, largest first, at most [`MAX_ENTRIES`] (flows whose every
+    /// packet was rejected are left out).
     pub flows: Vec<FlowEntry>,
     /// REJECT counts per flow and kernel drop reason.
     pub rejects: Vec<FlowEntry>,
@@ -256,6 +261,8 @@ impl SnapshotSource {
         let by_bytes = |a: &FlowEntry, b: &FlowEntry| b.bytes.cmp(&a.bytes).then(a.cmp_key(b));
         flows.sort_by(by_bytes);
         rejects.sort_by(by_bytes);
+        flows.truncate(MAX_ENTRIES);
+        rejects.truncate(MAX_ENTRIES);
         Ok(Snapshot {
             window_start: self.window_start.load(Ordering::Relaxed),
             now,

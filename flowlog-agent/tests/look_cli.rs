@@ -51,4 +51,6 @@ fn top_refuses_bad_flags() {
         "is not an address prefix",
     );
     one_line_failure(&["top", "--refresh-ms", "5"], "100..=60000");
+    // stdout is a pipe here.
+    one_line_failure(&["top"], "needs a terminal: use --once");
 }

@@ -283,7 +283,21 @@ impl TopArgs {
             current: None,
             previous: None,
         };
-        let mut terminal = ratatui::init();
+        use std::io::IsTerminal as _;
+        if !std::io::stdout().is_terminal() {
+            eprintln!(
+                "flowlog: error: flowlog top needs a terminal: use --once (or --once --json) to print one snapshot"
+            );
+            return ExitCode::FAILURE;
+        }
+        let mut terminal = match ratatui::try_init() {
+            Ok(t) => t,
+            Err(e) => {
+                ratatui::restore();
+                eprintln!("flowlog: error: cannot take over the terminal: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let result = self.live(&mut app, &mut terminal);
         ratatui::restore();
         match result {

@@ -16,6 +16,7 @@ use flowlog_common::{
 
 use crate::capture::{
     collect::{FlowTotals, RejectTotals},
+    map_batch,
     reject::reasons::DropReasons,
 };
 
@@ -37,6 +38,29 @@ pub struct Peeker {
     flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
     rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
     drop_reasons: Option<Arc<DropReasons>>,
+    /// Possible CPUs: the number of values of each per-CPU entry.
+    cpus: usize,
+}
+
+/// Every entry of `map`, summed over CPUs: batched where the kernel can (>= 5.6), else aya's
+/// iterator (two syscalls per entry).
+fn read_all<K: aya::Pod, V: aya::Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    cpus: usize,
+    sum: impl Fn(&[V]) -> T,
+) -> anyhow::Result<Vec<(K, T)>> {
+    let mut out = Vec::new();
+    match map_batch::lookup_all(map, cpus, |k, v| out.push((k, sum(v)))) {
+        Ok(_) => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH failed"),
+    }
+    // aya's walk already skips an entry deleted between its key and its lookup.
+    for entry in map.iter() {
+        let (key, values) = entry?;
+        out.push((key, sum(&values)));
+    }
+    Ok(out)
 }
 
 /// A second handle on the map behind `data`.
@@ -76,6 +100,9 @@ impl Peeker {
                 typed(rejects[1], REJECT_MAPS[1])?,
             ],
             drop_reasons,
+            cpus: aya::util::nr_cpus()
+                .map_err(|(_, e)| e)
+                .context("cannot read the number of possible CPUs")?,
         })
     }
 
@@ -94,20 +121,13 @@ impl Peeker {
             .get(&0, 0)
             .context("cannot read the WINDOW map")? as usize
             & 1;
-        let mut out = Peek {
+        Ok(Peek {
             max_flows: self.flows[active].map().info()?.max_entries(),
             max_rejects: self.rejects[active].map().info()?.max_entries(),
-            ..Peek::default()
-        };
-        for entry in self.flows[active].iter() {
-            // aya's walk already skips an entry deleted between its key and its lookup.
-            let (key, values) = entry.context("cannot read the flow map")?;
-            out.flows.push((key, FlowTotals::sum(values.iter())));
-        }
-        for entry in self.rejects[active].iter() {
-            let (key, values) = entry.context("cannot read the REJECT map")?;
-            out.rejects.push((key, RejectTotals::sum(values.iter())));
-        }
-        Ok(out)
+            flows: read_all(&self.flows[active], self.cpus, |v| FlowTotals::sum(v))
+                .with_context(|| format!("cannot read {}", FLOW_MAPS[active]))?,
+            rejects: read_all(&self.rejects[active], self.cpus, |v| RejectTotals::sum(v))
+                .with_context(|| format!("cannot read {}", REJECT_MAPS[active]))?,
+        })
     }
 }

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
                 &a.socket.control_socket,
             );
         }
+        Command::AthenaDdl(a) => return a.run(),
+        Command::Top(a) => return a.run(),
         Command::DeleteFlowLogs(a) => {
             return api_call(
                 actions::DELETE_FLOW_LOGS,

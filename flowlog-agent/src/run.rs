@@ -32,6 +32,7 @@ use crate::{
         file,
         pipeline::{HostSettings, Outcome, Pipeline},
         registry::{Change, Registry},
+        snapshot::SnapshotSource,
         spec::{FlowLogSpec, Resource, ResourceType},
         store::Store,
         window::due_cut,
@@ -311,6 +312,29 @@ impl Cutter {
     }
 }
 
+/// What `flowlog top` reads (none when the maps cannot be reopened: `top` then says so).
+fn snapshot_source(collector: &Collector, start: u64) -> Option<Arc<SnapshotSource>> {
+    match collector.peeker() {
+        Ok(p) => Some(Arc::new(SnapshotSource::new(p, start))),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "flowlog top will have nothing to show");
+            None
+        }
+    }
+}
+
+/// Keeps `flowlog top`'s window start and interface names current.
+fn refresh_snapshots(
+    snapshots: Option<&SnapshotSource>,
+    cutter: &Cutter,
+    host: &BTreeMap<u32, Interface>,
+) {
+    if let Some(s) = snapshots {
+        s.set_window_start(cutter.start);
+        s.set_interfaces(cutter.capture.attached(), host);
+    }
+}
+
 /// What woke the capture loop.
 enum Event {
     Boundary(u64),
@@ -399,6 +423,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
     let mut collector = Collector::new(capture.ebpf_mut())?;
     let rejects = drops::start(reject_support, capture.ebpf_mut(), &mut collector);
+    let snapshots = snapshot_source(&collector, unix_now() as u64);
     let mut cutter = Cutter {
         capture,
         collector,
@@ -424,6 +449,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     cutter.sync_attachments(&host, &watched, agent.selects_guests());
+    refresh_snapshots(snapshots.as_deref(), &cutter, &host);
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
@@ -435,7 +461,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _control = match api {
         Some(a) => Some(ControlSocket::serve(
             a.socket,
-            Arc::new(RegistryService::new(agent.registry.clone(), changes_tx)),
+            Arc::new(match &snapshots {
+                Some(s) => RegistryService::new(agent.registry.clone(), changes_tx)
+                    .with_snapshots(s.clone()),
+                None => RegistryService::new(agent.registry.clone(), changes_tx),
+            }),
         )),
         None => {
             info!(socket = %args.definitions.control_socket().display(),
@@ -527,6 +557,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             (host, watched)
         };
         cutter.sync_attachments(&host, &watched, agent.selects_guests());
+        refresh_snapshots(snapshots.as_deref(), &cutter, &host);
     }
 
     let (_, watched) = agent.membership(&inventory);

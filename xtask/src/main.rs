@@ -49,9 +49,9 @@ enum Cmd {
     ///
     /// Steps: Debian packages (rustc-web, libstd-rust-web-dev-bpf, llvm-22-dev,
     /// libpolly-22-dev, zlib1g-dev, libzstd-dev, iproute2, iputils-ping, iperf3, softflowd,
-    /// pmacct, nftables, tcpdump, ethtool, python3-venv, python3-pip, podman, runc, systemd,
+    /// pmacct, nftables, tcpdump, ethtool, tmux, python3-venv, python3-pip, podman, runc, systemd,
     /// man-db, binutils, ca-certificates; apt-get needs root), bpf-linker 0.13
-    /// built against LLVM 22 and cargo-deb (cargo install), a .venv in the workspace with moto[server], and bpffs at /sys/fs/bpf
+    /// built against LLVM 22 and cargo-deb (cargo install), a .venv in the workspace with moto[server] and duckdb, and bpffs at /sys/fs/bpf
     /// and tracefs at /sys/kernel/tracing. Prints each step and whether it was already there.
     Setup,
     /// Build the eBPF object and the agent embedding it; print the binary's path

@@ -42,7 +42,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86", // a real VM on a tap (tests/tests/qemu_guest.rs), with .guest-kernel
     "strace",          // delays a syscall in the spool-lock race test
     "bpftool",         // an independent BTF decoder: expected struct offsets in unit tests
-    "python3-venv",    // .venv for moto
+    "tmux",            // drives `flowlog top` in tests/tests/top.rs (send-keys, capture-pane)
+    "python3-venv",    // .venv for moto and duckdb
     "python3-pip",
     // Deploy (`cargo xtask deb` / `image` and their tests, with the podman and runc above):
     // systemd-analyze and man for `systemd-analyze verify`, strip for the image, the CA bundle
@@ -65,6 +66,9 @@ pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// pip requirement for the local AWS endpoint (S3 + CloudWatch Logs).
 pub const MOTO_REQUIREMENT: &str = "moto[server]>=5,<6";
+/// pip requirement for running docs/queries/*.duckdb.sql over the file destination
+/// (tests/tests/queries.rs).
+pub const DUCKDB_REQUIREMENT: &str = "duckdb>=1.1,<3";
 
 /// Pseudo filesystems flowlog needs: (fstype, mount point).
 pub const MOUNTS: &[(&str, &str)] = &[("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")];
@@ -91,6 +95,7 @@ pub fn is_ready() -> bool {
         && find_bpf_linker().is_some()
         && find_cargo_deb().is_some()
         && util::is_executable(&util::moto_server())
+        && duckdb_works()
         && crate::guest_kernel::is_ready()
         && missing_mounts().map(|m| m.is_empty()).unwrap_or(false)
 }
@@ -310,12 +315,24 @@ fn moto_works(moto: &Path) -> bool {
             .unwrap_or(false)
 }
 
+/// The venv's python imports duckdb.
+fn duckdb_works() -> bool {
+    Command::new(util::venv_dir().join("bin").join("python"))
+        .args(["-c", "import duckdb"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 fn python_venv() -> Result<()> {
     let venv = util::venv_dir();
     let moto = util::moto_server();
-    if moto_works(&moto) {
+    if moto_works(&moto) && duckdb_works() {
         println!(
-            "setup: python venv with moto: already present ({})",
+            "setup: python venv with moto and duckdb: already present ({})",
             venv.display()
         );
         return Ok(());
@@ -345,19 +362,26 @@ fn python_venv() -> Result<()> {
                 "--quiet",
             ])
             .arg(MOTO_REQUIREMENT)
+            .arg(DUCKDB_REQUIREMENT)
             .env_remove("PIP_USER")
             .env("PIP_NO_INPUT", "1")
             .stdin(Stdio::null()),
     )
-    .context("installing moto into the venv")?;
+    .context("installing moto and duckdb into the venv")?;
     if !moto_works(&moto) {
         bail!(
             "{} --help does not work after installing moto",
             moto.display()
         );
     }
+    if !duckdb_works() {
+        bail!(
+            "{} cannot import duckdb after installing it",
+            python.display()
+        );
+    }
     println!(
-        "setup: python venv with moto: installed ({})",
+        "setup: python venv with moto and duckdb: installed ({})",
         moto.display()
     );
     Ok(())

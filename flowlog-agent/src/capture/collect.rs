@@ -18,7 +18,9 @@ use flowlog_common::{
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::capture::{clock::MonotonicClock, map_batch, reject::reasons::DropReasons};
+use crate::capture::{
+    clock::MonotonicClock, map_batch, peek::Peeker, reject::reasons::DropReasons,
+};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -203,6 +205,17 @@ impl Collector {
     /// Names for the drop reasons of the windows from now on (set once the drop program runs).
     pub fn set_drop_reasons(&mut self, reasons: Arc<DropReasons>) {
         self.drop_reasons = Some(reasons);
+    }
+
+    /// Read-only handles on the open window's maps, for `flowlog top` ([`Peeker`]).
+    pub fn peeker(&self) -> anyhow::Result<Peeker> {
+        use aya::maps::IterableMap as _;
+        Peeker::new(
+            self.window.map(),
+            [self.flows[0].map(), self.flows[1].map()],
+            [self.rejects[0].map(), self.rejects[1].map()],
+            self.drop_reasons.clone(),
+        )
     }
 
     /// Ends `window`: new packets go to the other slot from now on, and everything the old

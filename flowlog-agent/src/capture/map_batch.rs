@@ -1,4 +1,5 @@
-//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` for per-CPU hash maps.
+//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (drain) and `BPF_MAP_LOOKUP_BATCH` (`flowlog top`'s peek)
+//! for per-CPU hash maps.
 //!
 //! aya 0.14 has no batch map operations; its iterator costs three syscalls per flow
 //! (get-next-key, lookup, delete), which is ~3 million syscalls for a 1M-flow window. One batch
@@ -24,6 +25,26 @@ const INITIAL_BATCH: usize = 4096;
 /// with the values of all possible CPUs. `Err` with `ErrorKind::Unsupported` means the kernel
 /// refused the batch command before anything was deleted.
 pub fn lookup_and_delete_all<K: Pod, V: Pod>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    nr_cpus: usize,
+    each: impl FnMut(K, &[V]),
+) -> io::Result<usize> {
+    batch_all(bpf_cmd::BPF_MAP_LOOKUP_AND_DELETE_BATCH, map, nr_cpus, each)
+}
+
+/// Reads every entry of a per-CPU hash map without changing it, as
+/// [`lookup_and_delete_all`] does (same `Unsupported` fallback contract). On a map the
+/// datapath writes to, an entry added during the walk may or may not be read.
+pub fn lookup_all<K: Pod, V: Pod>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    nr_cpus: usize,
+    each: impl FnMut(K, &[V]),
+) -> io::Result<usize> {
+    batch_all(bpf_cmd::BPF_MAP_LOOKUP_BATCH, map, nr_cpus, each)
+}
+
+fn batch_all<K: Pod, V: Pod>(
+    cmd: bpf_cmd,
     map: &PerCpuHashMap<MapData, K, V>,
     nr_cpus: usize,
     mut each: impl FnMut(K, &[V]),
@@ -68,7 +89,7 @@ pub fn lookup_and_delete_all<K: Pod, V: Pod>(
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
-                bpf_cmd::BPF_MAP_LOOKUP_AND_DELETE_BATCH as libc::c_long,
+                cmd as libc::c_long,
                 &mut attr as *mut bpf_attr,
                 size_of::<bpf_attr>() as libc::c_uint,
             )

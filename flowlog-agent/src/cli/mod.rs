@@ -1,6 +1,7 @@
 //! Command line: `flowlog run ...`.
 
 mod api;
+mod athena;
 mod capture;
 mod definitions;
 pub mod flag_flow_log;
@@ -8,16 +9,20 @@ mod generate;
 mod operations;
 mod output;
 mod records;
+mod top;
+mod top_view;
 
 use clap::{Args, Parser, Subcommand};
 
 pub use api::{CreateFlowLogsArgs, DeleteFlowLogsArgs, DescribeFlowLogsArgs, ParamError};
+pub use athena::AthenaDdlArgs;
 pub use capture::CaptureArgs;
 pub use definitions::{DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR, DefinitionArgs};
 pub use generate::{PackagingCommand, completions, man_pages};
 pub use operations::OperationsArgs;
 pub use output::OutputArgs;
 pub use records::RecordArgs;
+pub use top::TopArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +62,12 @@ pub enum Command {
     /// Delete flow logs from the running agent, as `aws ec2 delete-flow-logs`: each delivers
     /// its partial window, then stops.
     DeleteFlowLogs(DeleteFlowLogsArgs),
+    /// Print the Athena table (CREATE EXTERNAL TABLE with partition projection matching the
+    /// object keys) and named queries for a flow log, as AWS's Athena integration makes them.
+    AthenaDdl(Box<AthenaDdlArgs>),
+    /// A live view of the running agent's open window: top flows and talkers, interfaces with
+    /// owners, REJECT reasons, map fill (read without draining anything).
+    Top(TopArgs),
 }
 
 /// A few complete command lines, for `--help`.

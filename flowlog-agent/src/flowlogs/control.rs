@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use super::{
     api::{ApiError, parse_request},
     registry::{Change, Registry},
+    snapshot::SnapshotSource,
 };
 use crate::privileges;
 
@@ -44,6 +45,10 @@ pub mod actions {
     pub const CREATE_FLOW_LOGS: &str = "CreateFlowLogs";
     pub const DESCRIBE_FLOW_LOGS: &str = "DescribeFlowLogs";
     pub const DELETE_FLOW_LOGS: &str = "DeleteFlowLogs";
+    /// flowlog's own: `flowlog athena-ddl FLOW_LOG_ID` ([`super::super::athena`]).
+    pub const GET_ATHENA_DDL: &str = "GetAthenaDdl";
+    /// flowlog's own: the open window, read without draining (`flowlog top`).
+    pub const SNAPSHOT: &str = "Snapshot";
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,11 +70,23 @@ pub enum ControlAnswer {
 pub struct RegistryService {
     registry: Arc<Mutex<Registry>>,
     changes: mpsc::UnboundedSender<Change>,
+    /// Serves `Snapshot` when set.
+    snapshots: Option<Arc<SnapshotSource>>,
 }
 
 impl RegistryService {
     pub fn new(registry: Arc<Mutex<Registry>>, changes: mpsc::UnboundedSender<Change>) -> Self {
-        RegistryService { registry, changes }
+        RegistryService {
+            registry,
+            changes,
+            snapshots: None,
+        }
+    }
+
+    /// Also serves `Snapshot` from `source`.
+    pub fn with_snapshots(mut self, source: Arc<SnapshotSource>) -> Self {
+        self.snapshots = Some(source);
+        self
     }
 
     /// Answers one request. Called on a blocking thread: creating and deleting fsync.
@@ -82,6 +99,14 @@ impl RegistryService {
 
     fn dispatch(&self, request: &str) -> Result<serde_json::Value, ApiError> {
         let request: ControlRequest = parse_request(request)?;
+        if request.action == actions::SNAPSHOT {
+            let source = self.snapshots.as_ref().ok_or_else(|| {
+                ApiError::new("InternalError", "this agent has no capture to read")
+            })?;
+            return serde_json::to_value(source.snapshot()?).map_err(|e| {
+                ApiError::new("InternalError", format!("cannot encode the answer: {e}"))
+            });
+        }
         let input = if request.input.is_null() {
             "{}".to_string()
         } else {
@@ -103,6 +128,10 @@ impl RegistryService {
             actions::DELETE_FLOW_LOGS => {
                 let (out, changes) = registry.delete(&parse_request(&input)?)?;
                 (serde_json::to_value(out), changes)
+            }
+            actions::GET_ATHENA_DDL => {
+                let out = super::athena::serve(&registry, &parse_request(&input)?)?;
+                (serde_json::to_value(out), Vec::new())
             }
             other => {
                 return Err(ApiError::new(

@@ -6,12 +6,14 @@
 //! capture's cuts into its own [`window`]s.
 
 pub mod api;
+pub mod athena;
 pub mod client;
 pub mod control;
 pub mod file;
 pub mod flow_log;
 pub mod pipeline;
 pub mod registry;
+pub mod snapshot;
 pub mod spec;
 pub mod store;
 pub mod window;

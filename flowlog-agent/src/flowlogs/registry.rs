@@ -71,6 +71,11 @@ impl Registry {
         self.flow_logs.values()
     }
 
+    /// The identity every flow log's records carry (account, region, ...).
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
     /// Records how delivery of `id` goes: `None` after a success, the one-line error after a
     /// failure (AWS's `Access error`, `Rate limited` or `Unknown error`, then our detail).
     pub fn set_delivery_error(&mut self, id: &str, error: Option<String>) {

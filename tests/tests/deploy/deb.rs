@@ -36,6 +36,8 @@ const FILES: &[(&str, u32)] = &[
     ("usr/share/man/man1/flowlog-create-flow-logs.1.gz", 0o644),
     ("usr/share/man/man1/flowlog-describe-flow-logs.1.gz", 0o644),
     ("usr/share/man/man1/flowlog-delete-flow-logs.1.gz", 0o644),
+    ("usr/share/man/man1/flowlog-athena-ddl.1.gz", 0o644),
+    ("usr/share/man/man1/flowlog-top.1.gz", 0o644),
     ("usr/share/bash-completion/completions/flowlog", 0o644),
     ("usr/share/zsh/vendor-completions/_flowlog", 0o644),
     ("usr/share/fish/vendor_completions.d/flowlog.fish", 0o644),

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod control;
+pub mod control_limits;
 pub mod file;
 pub mod flow_log;
 pub mod pipeline;

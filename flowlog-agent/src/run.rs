@@ -447,6 +447,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    // Loaded and attached: from here on the agent only attaches and reads.
+    privileges::drop_after_attach()?;
     let interfaces: Vec<String> = cutter
         .capture
         .attached()

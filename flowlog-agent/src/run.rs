@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     capture::attach::{Capture, spawn_ebpf_logger},
+    capture::attach_limits,
     capture::clock::{first_object_at, unix_now, until},
     capture::collect::{Collector, DrainedWindow, Window},
     capture::object,
@@ -295,11 +296,24 @@ impl Cutter {
             .collect();
         self.capture
             .keep_only(&wanted.keys().copied().collect(), &live);
-        for iface in wanted.values() {
+        let mut limited: Vec<(&str, String)> = Vec::new();
+        let attached: BTreeSet<u32> = self.capture.attached().map(|(i, _)| i).collect();
+        let mut headroom = None;
+        for iface in wanted.values().filter(|i| !attached.contains(&i.ifindex)) {
+            let room = headroom.get_or_insert_with(attach_limits::Headroom::now);
+            if let Err(limit) = room.take() {
+                limited.push((&iface.name, limit));
+                continue;
+            }
             if let Err(e) = self.capture.attach(iface) {
-                warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
+                match attach_limits::limit_reached(&e) {
+                    Some(limit) => limited.push((&iface.name, limit)),
+                    None => warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach"),
+                }
             }
         }
+        let first = limited.first().map(|(i, l)| (*i, l.as_str()));
+        attach_limits::report(limited.len(), first);
         drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
         let names: Vec<String> = self
             .capture
@@ -393,6 +407,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     raise_memlock();
+    attach_limits::raise_open_files_limit();
     let mut capture = Capture::load_with(&object, cap.max_flows, |l| {
         drops::configure(&reject_support, cap.max_reject_flows, l)
     })?;

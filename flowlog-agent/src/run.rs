@@ -315,9 +315,12 @@ impl Cutter {
         let first = limited.first().map(|(i, l)| (*i, l.as_str()));
         attach_limits::report(limited.len(), first);
         drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
+        // Only the newly attached: the others' series exist already, and with 1,000 interfaces
+        // re-exporting all of them on every link event was a good part of the agent's CPU.
         let names: Vec<String> = self
             .capture
             .attached()
+            .filter(|(i, _)| !attached.contains(i))
             .map(|(_, n)| n.to_string())
             .collect();
         export_zero_counters(names.iter().map(String::as_str));

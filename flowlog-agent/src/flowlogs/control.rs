@@ -5,7 +5,8 @@
 //! connection, one JSON line each way: `{"Action": "CreateFlowLogs", "Input": {...}}`, answered
 //! by `{"Output": {...}}` or `{"Error": {"Code": ..., "Message": ...}}`. The peer must be root or
 //! hold CAP_NET_ADMIN (checked from its credentials, beyond the file mode). A bad request gets
-//! an AWS-style error and the agent carries on: nothing a client sends can stop it.
+//! an AWS-style error and the agent carries on: nothing a client sends can stop it. Size, time
+//! and concurrent connections are bounded ([`super::control_limits`]).
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},

@@ -74,14 +74,20 @@ pub fn check() -> anyhow::Result<()> {
         return Ok(());
     }
     let euid = nix::unistd::geteuid();
-    let what: Vec<String> = missing
+    let mut what: Vec<String> = missing
         .iter()
         .map(|(c, why)| format!("{} (to {why})", capabilities::name(*c)))
         .collect();
+    let last = what.pop().unwrap_or_default();
+    let what = if what.is_empty() {
+        last
+    } else {
+        format!("{} and {last}", what.join(", "))
+    };
     bail!(
-        "flowlog lacks {} (running as uid {euid}): run it as root (`sudo flowlog run`) or give it \
-         CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (e.g. systemd's AmbientCapabilities=)",
-        what.join(" and ")
+        "flowlog lacks {what} (running as uid {euid}): it needs root or CAP_BPF, CAP_PERFMON and \
+         CAP_NET_ADMIN: run it with sudo (`sudo flowlog run`) or grant them (e.g. systemd's \
+         AmbientCapabilities=)"
     )
 }
 

@@ -224,6 +224,8 @@ struct Cutter {
     /// all their flows in a cut already.
     last_flip: Instant,
     metrics_file: Option<PathBuf>,
+    /// Attached interfaces whose metric series were exported at zero already.
+    zero_exported: BTreeSet<String>,
 }
 
 impl Cutter {
@@ -315,14 +317,15 @@ impl Cutter {
         let first = limited.first().map(|(i, l)| (*i, l.as_str()));
         attach_limits::report(limited.len(), first);
         drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
-        // Only the newly attached: the others' series exist already, and with 1,000 interfaces
-        // re-exporting all of them on every link event was a good part of the agent's CPU.
-        let names: Vec<String> = self
+        // Only for interfaces not exported yet: with 1,000 interfaces, exporting all of them
+        // again on every link event was a good part of the agent's CPU.
+        let now: BTreeSet<String> = self
             .capture
             .attached()
-            .filter(|(i, _)| !attached.contains(i))
             .map(|(_, n)| n.to_string())
             .collect();
+        let names: Vec<String> = now.difference(&self.zero_exported).cloned().collect();
+        self.zero_exported = now;
         export_zero_counters(names.iter().map(String::as_str));
         drops::export_zero_counters(self.rejects.as_ref(), names.iter().map(String::as_str));
     }
@@ -425,6 +428,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         start: unix_now() as u64,
         last_flip: Instant::now(),
         metrics_file: args.operations.metrics_file.clone(),
+        zero_exported: BTreeSet::new(),
     };
     // After everything that can refuse bad input: its log lines would come before the error.
     let inventory = Inventory::start(OwnerOptions {

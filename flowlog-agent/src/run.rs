@@ -298,24 +298,7 @@ impl Cutter {
             .collect();
         self.capture
             .keep_only(&wanted.keys().copied().collect(), &live);
-        let mut limited: Vec<(&str, String)> = Vec::new();
-        let attached: BTreeSet<u32> = self.capture.attached().map(|(i, _)| i).collect();
-        let mut headroom = None;
-        for iface in wanted.values().filter(|i| !attached.contains(&i.ifindex)) {
-            let room = headroom.get_or_insert_with(attach_limits::Headroom::now);
-            if let Err(limit) = room.take() {
-                limited.push((&iface.name, limit));
-                continue;
-            }
-            if let Err(e) = self.capture.attach(iface) {
-                match attach_limits::limit_reached(&e) {
-                    Some(limit) => limited.push((&iface.name, limit)),
-                    None => warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach"),
-                }
-            }
-        }
-        let first = limited.first().map(|(i, l)| (*i, l.as_str()));
-        attach_limits::report(limited.len(), first);
+        attach_limits::attach_within_limits(&mut self.capture, wanted.values().copied());
         drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
         // Only for interfaces not exported yet: with 1,000 interfaces, exporting all of them
         // again on every link event was a good part of the agent's CPU.

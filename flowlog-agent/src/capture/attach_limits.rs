@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::{info, warn};
 
-use crate::metrics;
+use super::attach::Capture;
+use crate::{inventory::discover::Interface, metrics};
 
 /// Link descriptors each attached interface holds.
 pub const DESCRIPTORS_PER_INTERFACE: u64 = 2;
@@ -121,6 +122,33 @@ pub fn limit_reached(err: &anyhow::Error) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// Attaches `capture` to each of `wanted` not attached yet, within the limits: an interface
+/// the open-files headroom has no room for, or whose attach fails on a limit, is counted and
+/// reported once ([`report`]); any other failure is one warning for that interface.
+pub fn attach_within_limits<'a>(
+    capture: &mut Capture,
+    wanted: impl Iterator<Item = &'a Interface>,
+) {
+    let attached: std::collections::BTreeSet<u32> = capture.attached().map(|(i, _)| i).collect();
+    let mut limited: Vec<(&str, String)> = Vec::new();
+    let mut headroom = None;
+    for iface in wanted.filter(|i| !attached.contains(&i.ifindex)) {
+        let room = headroom.get_or_insert_with(Headroom::now);
+        if let Err(limit) = room.take() {
+            limited.push((&iface.name, limit));
+            continue;
+        }
+        if let Err(e) = capture.attach(iface) {
+            match limit_reached(&e) {
+                Some(limit) => limited.push((&iface.name, limit)),
+                None => warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach"),
+            }
+        }
+    }
+    let first = limited.first().map(|(i, l)| (*i, l.as_str()));
+    report(limited.len(), first);
 }
 
 /// How many interfaces a limit kept unattached at the last report.

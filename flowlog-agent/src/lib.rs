@@ -18,6 +18,7 @@
 //! structs for the agent's flags. [`metrics`], [`lifecycle`] (systemd notifications, the
 //! health and readiness answers) and [`logging`] (text or JSON lines) are what operators see.
 
+pub mod capabilities;
 pub mod capture;
 pub mod cli;
 pub mod flowlogs;

@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     capture::attach::{Capture, spawn_ebpf_logger},
+    capture::attach_limits,
     capture::clock::{first_object_at, unix_now, until},
     capture::collect::{Collector, DrainedWindow, Window},
     capture::object,
@@ -224,6 +225,8 @@ struct Cutter {
     /// all their flows in a cut already.
     last_flip: Instant,
     metrics_file: Option<PathBuf>,
+    /// Attached interfaces whose metric series were exported at zero already.
+    zero_exported: BTreeSet<String>,
 }
 
 impl Cutter {
@@ -296,17 +299,17 @@ impl Cutter {
             .collect();
         self.capture
             .keep_only(&wanted.keys().copied().collect(), &live);
-        for iface in wanted.values() {
-            if let Err(e) = self.capture.attach(iface) {
-                warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
-            }
-        }
+        attach_limits::attach_within_limits(&mut self.capture, wanted.values().copied());
         drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
-        let names: Vec<String> = self
+        // Only for interfaces not exported yet: with 1,000 interfaces, exporting all of them
+        // again on every link event was a good part of the agent's CPU.
+        let now: BTreeSet<String> = self
             .capture
             .attached()
             .map(|(_, n)| n.to_string())
             .collect();
+        let names: Vec<String> = now.difference(&self.zero_exported).cloned().collect();
+        self.zero_exported = now;
         export_zero_counters(names.iter().map(String::as_str));
         drops::export_zero_counters(self.rejects.as_ref(), names.iter().map(String::as_str));
     }
@@ -417,6 +420,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     raise_memlock();
+    attach_limits::raise_open_files_limit();
     let mut capture = Capture::load_with(&object, cap.max_flows, |l| {
         drops::configure(&reject_support, cap.max_reject_flows, l)
     })?;
@@ -432,6 +436,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         start: unix_now() as u64,
         last_flip: Instant::now(),
         metrics_file: args.operations.metrics_file.clone(),
+        zero_exported: BTreeSet::new(),
     };
     // After everything that can refuse bad input: its log lines would come before the error.
     let inventory = Inventory::start(OwnerOptions {
@@ -477,6 +482,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    // Loaded and attached: from here on the agent only attaches and reads.
+    privileges::drop_after_attach()?;
     let interfaces: Vec<String> = cutter
         .capture
         .attached()

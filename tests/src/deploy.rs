@@ -129,6 +129,7 @@ pub fn capability_mask(names: &[String]) -> u64 {
     names.iter().fold(0, |mask, name| {
         let name = name.trim_start_matches("CAP_");
         let bit = match name {
+            "DAC_READ_SEARCH" => 2,
             "NET_ADMIN" => 12,
             "NET_RAW" => 13,
             "SYS_PTRACE" => 19,

@@ -3,6 +3,7 @@
 //! - [`object`]: the embedded eBPF object.
 //! - [`attach`]: load it and attach the TC programs, once per interface (where a packet is
 //!   counted: `flowlog-ebpf/src/main.rs`).
+//! - [`attach_limits`]: the limits many interfaces reach (open files), named in one line.
 //! - [`collect`]: where a window is cut (flip the active slot, drain and clear the other).
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
@@ -10,6 +11,7 @@
 //! - [`window_metrics`]: what each cut counted, as metrics.
 
 pub mod attach;
+pub mod attach_limits;
 pub mod clock;
 pub mod collect;
 pub mod map_batch;

@@ -5,7 +5,8 @@
 //! connection, one JSON line each way: `{"Action": "CreateFlowLogs", "Input": {...}}`, answered
 //! by `{"Output": {...}}` or `{"Error": {"Code": ..., "Message": ...}}`. The peer must be root or
 //! hold CAP_NET_ADMIN (checked from its credentials, beyond the file mode). A bad request gets
-//! an AWS-style error and the agent carries on: nothing a client sends can stop it.
+//! an AWS-style error and the agent carries on: nothing a client sends can stop it. Size, time
+//! and concurrent connections are bounded ([`super::control_limits`]).
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -35,10 +36,9 @@ use super::{
 };
 use crate::privileges;
 
-/// A request line longer than this is refused (a create request is a few hundred bytes).
-const MAX_REQUEST_BYTES: u64 = 1 << 20;
-/// A client that sends nothing for this long is disconnected.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use super::control_limits::{
+    ANSWER_TIMEOUT, ConnectionGate, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, busy, too_large, too_slow,
+};
 
 /// The actions the socket serves, by their EC2 API names.
 pub mod actions {
@@ -263,11 +263,22 @@ impl Drop for ClaimedSocket {
 pub struct SocketInUse(pub PathBuf);
 
 async fn accept_loop(listener: UnixListener, service: Arc<RegistryService>) {
+    let gate = ConnectionGate::default();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve(stream, service.clone()));
-            }
+            Ok((stream, _)) => match gate.admit() {
+                Some(permit) => {
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        serve(stream, service).await;
+                        drop(permit);
+                    });
+                }
+                // Answered without waiting: a new socket's send buffer is empty.
+                None => {
+                    let _ = stream.try_write(answer_line(&ControlAnswer::Error(busy())).as_bytes());
+                }
+            },
             Err(e) => {
                 warn!(error = %e, "control socket: cannot accept a connection");
                 // EMFILE and friends: give the system a moment instead of spinning.
@@ -285,16 +296,12 @@ async fn serve(stream: UnixStream, service: Arc<RegistryService>) {
             let mut line = String::new();
             let mut reader = AsyncBufReader::new(read.take(MAX_REQUEST_BYTES));
             match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
-                Err(_) => ControlAnswer::Error(ApiError::invalid(
-                    "no request received in time: send one JSON line",
-                )),
+                Err(_) => ControlAnswer::Error(too_slow()),
                 Ok(Err(e)) => {
                     ControlAnswer::Error(ApiError::invalid(format!("cannot read the request: {e}")))
                 }
                 Ok(Ok(_)) if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES => {
-                    ControlAnswer::Error(ApiError::invalid(format!(
-                        "the request is larger than {MAX_REQUEST_BYTES} bytes"
-                    )))
+                    ControlAnswer::Error(too_large())
                 }
                 Ok(Ok(_)) => {
                     let service = service.clone();
@@ -317,10 +324,21 @@ async fn serve(stream: UnixStream, service: Arc<RegistryService>) {
     if let ControlAnswer::Error(e) = &answer {
         debug!(code = %e.code, message = %e.message, "control request refused");
     }
-    let mut text = serde_json::to_string(&answer).unwrap_or_default();
+    let text = answer_line(&answer);
+    let sent = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        let _ = write.write_all(text.as_bytes()).await;
+        let _ = write.shutdown().await;
+    });
+    if sent.await.is_err() {
+        debug!("control socket: the client did not take its answer in time");
+    }
+}
+
+/// One answer as the JSON line sent to the client.
+fn answer_line(answer: &ControlAnswer) -> String {
+    let mut text = serde_json::to_string(answer).unwrap_or_default();
     text.push('\n');
-    let _ = write.write_all(text.as_bytes()).await;
-    let _ = write.shutdown().await;
+    text
 }
 
 /// Root, or a process holding CAP_NET_ADMIN in its effective set.

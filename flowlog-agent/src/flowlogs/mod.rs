@@ -9,6 +9,7 @@ pub mod api;
 pub mod athena;
 pub mod client;
 pub mod control;
+pub mod control_limits;
 pub mod file;
 pub mod flow_log;
 pub mod pipeline;

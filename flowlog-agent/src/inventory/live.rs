@@ -532,6 +532,10 @@ impl EventTask {
 
 /// Runs the lookups of one batch (blocking: reads /proc, enters namespaces).
 fn lookup(batch: &[LookupRequest], options: &OwnerOptions) -> Vec<LookupResult> {
+    owners::procs::one_scan_per_batch(|| lookup_each(batch, options))
+}
+
+fn lookup_each(batch: &[LookupRequest], options: &OwnerOptions) -> Vec<LookupResult> {
     batch
         .iter()
         .map(|r| {

@@ -33,8 +33,58 @@ pub fn net_ns_of(proc_root: &Path, pid: &str) -> Option<u64> {
     ns_inode(target.to_str()?)
 }
 
-/// Processes grouped by network namespace inode.
+thread_local! {
+    /// Within [`one_scan_per_batch`]: the scan of `/proc` the batch's lookups share.
+    static BATCH_SCAN: std::cell::RefCell<Option<BatchScan>> = const { std::cell::RefCell::new(None) };
+    /// Whether this thread is inside [`one_scan_per_batch`].
+    static IN_BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+struct BatchScan {
+    proc_root: PathBuf,
+    by_ns: BTreeMap<u64, Vec<u32>>,
+}
+
+/// Runs `f` (a batch of owner lookups, on this thread) with [`processes_by_netns`] scanning
+/// `/proc` once for the whole batch instead of once per interface: with 1,000 new veths, that
+/// scan (a readlink per process per interface) was most of the agent's CPU.
+pub fn one_scan_per_batch<T>(f: impl FnOnce() -> T) -> T {
+    BATCH_SCAN.with(|b| b.borrow_mut().take());
+    IN_BATCH.with(|i| i.set(true));
+    let out = f();
+    IN_BATCH.with(|i| i.set(false));
+    BATCH_SCAN.with(|b| b.borrow_mut().take());
+    out
+}
+
+/// Processes grouped by network namespace inode (within [`one_scan_per_batch`], the batch's
+/// first scan).
 pub fn processes_by_netns(proc_root: &Path) -> std::io::Result<BTreeMap<u64, Vec<u32>>> {
+    let cached = BATCH_SCAN.with(|b| {
+        b.borrow()
+            .as_ref()
+            .filter(|s| s.proc_root == proc_root)
+            .map(|s| s.by_ns.clone())
+    });
+    if let Some(by_ns) = cached {
+        return Ok(by_ns);
+    }
+    let by_ns = scan_processes_by_netns(proc_root)?;
+    if !IN_BATCH.with(std::cell::Cell::get) {
+        return Ok(by_ns);
+    }
+    BATCH_SCAN.with(|b| {
+        if let Some(slot) = b.try_borrow_mut().ok().as_deref_mut() {
+            *slot = Some(BatchScan {
+                proc_root: proc_root.to_path_buf(),
+                by_ns: by_ns.clone(),
+            });
+        }
+    });
+    Ok(by_ns)
+}
+
+fn scan_processes_by_netns(proc_root: &Path) -> std::io::Result<BTreeMap<u64, Vec<u32>>> {
     let mut by_ns: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for pid in pids(proc_root)? {
         if let Some(ino) = net_ns_of(proc_root, &pid.to_string()) {
@@ -125,6 +175,37 @@ pub fn tun_iff(fdinfo: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn has_pid(by_ns: &BTreeMap<u64, Vec<u32>>, pid: u32) -> bool {
+        by_ns.values().any(|p| p.contains(&pid))
+    }
+
+    #[test]
+    fn a_batch_scans_proc_once_and_later_lookups_scan_again() {
+        let proc_root = Path::new("/proc");
+        let (before, during) = one_scan_per_batch(|| {
+            let before = processes_by_netns(proc_root).expect("/proc");
+            let child = std::process::Command::new("sleep")
+                .arg("5")
+                .spawn()
+                .expect("sleep");
+            let during = processes_by_netns(proc_root).expect("/proc");
+            (before, (during, child))
+        });
+        let (during, mut child) = during;
+        assert_eq!(
+            before, during,
+            "the batch's second lookup reuses its first scan"
+        );
+        assert!(!has_pid(&during, child.id()));
+        let after = processes_by_netns(proc_root).expect("/proc");
+        assert!(
+            has_pid(&after, child.id()),
+            "outside the batch, /proc is read again"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn namespace_link_targets() {

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
                 &a.socket.control_socket,
             );
         }
+        Command::Status(a) => return flowlog_agent::cli::status::run(&a),
+        Command::Cleanup(a) => return flowlog_agent::cli::cleanup::run(&a),
         Command::DeleteFlowLogs(a) => {
             return api_call(
                 actions::DELETE_FLOW_LOGS,

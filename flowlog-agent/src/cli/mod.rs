@@ -2,12 +2,14 @@
 
 mod api;
 mod capture;
+pub mod cleanup;
 mod definitions;
 pub mod flag_flow_log;
 mod generate;
 mod operations;
 mod output;
 mod records;
+pub mod status;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -57,6 +59,12 @@ pub enum Command {
     /// Delete flow logs from the running agent, as `aws ec2 delete-flow-logs`: each delivers
     /// its partial window, then stops.
     DeleteFlowLogs(DeleteFlowLogsArgs),
+    /// How the running agent is doing: attached interfaces, the window clock, flow map fill
+    /// and overflow, and each flow log's delivery and spool. `--json` for scripts.
+    Status(status::StatusArgs),
+    /// Detach and unpin what agents left pinned (their programs keep counting after they stop
+    /// until this runs or an agent adopts them). Refuses state a running agent holds.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// A few complete command lines, for `--help`.

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use super::{
     api::{ApiError, parse_request},
     registry::{Change, Registry},
+    status::{self, StatusBoard},
 };
 use crate::privileges;
 
@@ -65,11 +66,23 @@ pub enum ControlAnswer {
 pub struct RegistryService {
     registry: Arc<Mutex<Registry>>,
     changes: mpsc::UnboundedSender<Change>,
+    /// Answers `Status` (`flowlog status`) when set.
+    status: Option<Arc<StatusBoard>>,
 }
 
 impl RegistryService {
     pub fn new(registry: Arc<Mutex<Registry>>, changes: mpsc::UnboundedSender<Change>) -> Self {
-        RegistryService { registry, changes }
+        RegistryService {
+            registry,
+            changes,
+            status: None,
+        }
+    }
+
+    /// Also answers `Status` from `board`.
+    pub fn with_status(mut self, board: Arc<StatusBoard>) -> Self {
+        self.status = Some(board);
+        self
     }
 
     /// Answers one request. Called on a blocking thread: creating and deleting fsync.
@@ -103,6 +116,10 @@ impl RegistryService {
             actions::DELETE_FLOW_LOGS => {
                 let (out, changes) = registry.delete(&parse_request(&input)?)?;
                 (serde_json::to_value(out), changes)
+            }
+            status::ACTION if self.status.is_some() => {
+                let board = self.status.as_ref().map(|b| b.snapshot(&registry));
+                (serde_json::to_value(board), Vec::new())
             }
             other => {
                 return Err(ApiError::new(

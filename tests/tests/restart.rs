@@ -150,8 +150,9 @@ fn restarts_with_sigterm_and_sigkill_lose_and_double_nothing() {
     let (a, b) = (&ns.a, &ns.b);
     let args = args(dir.path(), pins.path(), &[]);
     let tcpdump = Tcpdump::start(b, dir.path());
-    let traffic = SteadyTraffic::start(a, b);
     let mut agent = AgentProcess::start(b, &args);
+    // From here on every packet must be counted by some agent.
+    let traffic = SteadyTraffic::start(a, b);
     for round in 1..=2 {
         traffic_for(Duration::from_millis(1500));
         let status = agent.stop();
@@ -212,8 +213,8 @@ fn an_upgrade_with_another_map_layout_starts_fresh_and_counts_the_loss() {
         &["--pin-layout-salt", "1", "--metrics-file", &metrics_arg],
     );
     let tcpdump = Tcpdump::start(b, dir.path());
-    let traffic = SteadyTraffic::start(a, b);
     let mut agent = AgentProcess::start(b, &old);
+    let traffic = SteadyTraffic::start(a, b);
     traffic_for(Duration::from_millis(1500));
     let status = agent.stop();
     assert!(status.success(), "exit {status}; log:\n{}", agent.log());

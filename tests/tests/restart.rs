@@ -19,7 +19,7 @@ use std::{
 };
 
 use flowlog_tests::{
-    agent::{require_root, test_pin_dir, wait_for_window_start},
+    agent::{flowlog_bin, require_root, test_pin_dir, wait_for_window_start},
     netns::{Family, Namespaces, Setup, Side},
     publish::AgentProcess,
     records::{self, Tuple},
@@ -137,6 +137,15 @@ fn setup(subnet: u8) -> (Namespaces, tempfile::TempDir, tempfile::TempDir) {
     (ns, dir, test_pin_dir())
 }
 
+/// `flowlog cleanup --pin-dir <pins>`, the real binary.
+fn cleanup(pins: &Path) -> std::process::Output {
+    std::process::Command::new(flowlog_bin())
+        .args(["cleanup", "--pin-dir"])
+        .arg(pins)
+        .output()
+        .expect("flowlog cleanup")
+}
+
 /// Lets the traffic run for `d`: windows close meanwhile (not a synchronisation).
 fn traffic_for(d: Duration) {
     std::thread::sleep(d);
@@ -177,9 +186,26 @@ fn restarts_with_sigterm_and_sigkill_lose_and_double_nothing() {
     assert_eq!(agent.log_count("adopted the pinned maps"), 3, "{}", agent.log());
     traffic_for(Duration::from_millis(1500));
     let sent = traffic.stop();
+    // `flowlog cleanup` leaves a running agent's state alone.
+    let out = cleanup(pins.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("flowlog: error: a running agent holds the pinned state in ")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
     let status = agent.stop();
     assert!(status.success(), "exit {status}; log:\n{}", agent.log());
     let log = agent.log();
+    assert!(
+        fs::read_dir(pins.path()).expect("pin dir").next().is_some(),
+        "the stopped agent's state stays pinned"
+    );
+    let out = cleanup(pins.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = fs::read_dir(pins.path()).expect("pin dir").flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
     let adopted_links = log
         .lines()
         .filter(|l| l.contains(" attached ") && l.contains("adopted"))

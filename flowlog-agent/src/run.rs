@@ -108,8 +108,10 @@ fn open_pins(cap: &CaptureArgs, reject: &drops::RejectSupport) -> anyhow::Result
         return Ok(None);
     }
     if AttachMode::for_running_kernel() == AttachMode::Netlink {
-        info!("TC programs are netlink filters on this kernel (Linux < 6.6), which cannot be pinned: \
-               they detach when the agent stops");
+        info!(
+            "TC programs are netlink filters on this kernel (Linux < 6.6), which cannot be pinned: \
+               they detach when the agent stops"
+        );
         return Ok(None);
     }
     let dir = cap
@@ -129,10 +131,15 @@ fn open_pins(cap: &CaptureArgs, reject: &drops::RejectSupport) -> anyhow::Result
             Ok(Some(pins))
         }
         Err(Unpinned(why)) if cap.pin_dir.is_some() => {
-            bail!("cannot use --pin-dir {}: {why} (or run with --no-pin)", dir.display())
+            bail!(
+                "cannot use --pin-dir {}: {why} (or run with --no-pin)",
+                dir.display()
+            )
         }
         Err(Unpinned(why)) => {
-            info!("not pinning: {why}; the programs detach when the agent stops (give --pin-dir a bpffs directory to keep them)");
+            info!(
+                "not pinning: {why}; the programs detach when the agent stops (give --pin-dir a bpffs directory to keep them)"
+            );
             Ok(None)
         }
     }
@@ -358,7 +365,8 @@ impl Cutter {
             .attached()
             .map(|(_, n)| n.to_string())
             .collect();
-        self.board.set_interfaces(interfaces_of(&self.capture, host));
+        self.board
+            .set_interfaces(interfaces_of(&self.capture, host));
         export_zero_counters(names.iter().map(String::as_str));
         drops::export_zero_counters(self.rejects.as_ref(), names.iter().map(String::as_str));
     }
@@ -456,7 +464,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
     let mut collector = if adopted {
         let c = Collector::adopt(capture.ebpf_mut())?;
-        info!(slot = c.active_slot(), "adopted the pinned maps: counts since the last agent's last cut go into the first window");
+        info!(
+            slot = c.active_slot(),
+            "adopted the pinned maps: counts since the last agent's last cut go into the first window"
+        );
         c
     } else {
         Collector::new(capture.ebpf_mut())?

@@ -843,7 +843,10 @@ fn status_reports_attachments_window_map_fill_and_delivery() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let drained = s["Window"]["LastDrainAt"].as_u64().expect("LastDrainAt");
-    assert!((window_end..window_end + interval).contains(&drained), "{s}");
+    assert!(
+        (window_end..window_end + interval).contains(&drained),
+        "{s}"
+    );
     assert_eq!(s["Window"]["NextCut"], window_end + interval, "{s}");
     assert_eq!(
         s["FlowMap"],
@@ -858,7 +861,10 @@ fn status_reports_attachments_window_map_fill_and_delivery() {
     assert_eq!(ifaces[0]["AttachMode"], "tcx", "{s}");
     let flow_logs = s["FlowLogs"].as_array().expect("FlowLogs");
     assert_eq!(flow_logs.len(), 1, "{s}");
-    let id = flow_logs[0]["FlowLogId"].as_str().expect("FlowLogId").to_string();
+    let id = flow_logs[0]["FlowLogId"]
+        .as_str()
+        .expect("FlowLogId")
+        .to_string();
     assert_eq!(agent.describe()["FlowLogs"][0]["FlowLogId"], id.as_str());
     assert_eq!(flow_logs[0]["DeliveryStatus"], "SUCCESS", "{s}");
     assert_eq!(flow_logs[0]["LastError"], serde_json::Value::Null, "{s}");
@@ -870,25 +876,41 @@ fn status_reports_attachments_window_map_fill_and_delivery() {
     // The window's batch is delivered: the spool empties.
     let deadline = Instant::now() + Duration::from_secs(10);
     while status()["FlowLogs"][0]["SpoolBatches"] != 0 {
-        assert!(Instant::now() < deadline, "spool never emptied: {}", status());
+        assert!(
+            Instant::now() < deadline,
+            "spool never emptied: {}",
+            status()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
     let out = agent.cli("status", &[]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("window: open since "), "{text}");
     assert!(lines[1].starts_with("last drain: "), "{text}");
     let pinning = ifaces[0]["Pinning"].as_str().expect("Pinning");
     let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-    let want_iface = vec![b.iface.clone(), ifaces[0]["Ifindex"].to_string(), "-".into(), "tcx".into(), pinning.into()];
+    let want_iface = vec![
+        b.iface.clone(),
+        ifaces[0]["Ifindex"].to_string(),
+        "-".into(),
+        "tcx".into(),
+        pinning.into(),
+    ];
     assert!(
         lines.iter().any(|l| words(l) == want_iface),
         "no line {want_iface:?}: {text}"
     );
     assert!(
-        lines.iter().any(|l| words(l) == ["INTERFACE", "IFINDEX", "OWNER", "MODE"]),
+        lines
+            .iter()
+            .any(|l| words(l) == ["INTERFACE", "IFINDEX", "OWNER", "MODE"]),
         "{text}"
     );
     let want_flow_log = format!(

@@ -183,7 +183,12 @@ fn restarts_with_sigterm_and_sigkill_lose_and_double_nothing() {
     agent.kill();
     traffic_for(Duration::from_millis(400));
     agent.spawn(b, &args);
-    assert_eq!(agent.log_count("adopted the pinned maps"), 3, "{}", agent.log());
+    assert_eq!(
+        agent.log_count("adopted the pinned maps"),
+        3,
+        "{}",
+        agent.log()
+    );
     traffic_for(Duration::from_millis(1500));
     let sent = traffic.stop();
     // `flowlog cleanup` leaves a running agent's state alone.
@@ -203,8 +208,15 @@ fn restarts_with_sigterm_and_sigkill_lose_and_double_nothing() {
         "the stopped agent's state stays pinned"
     );
     let out = cleanup(pins.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let left: Vec<_> = fs::read_dir(pins.path()).expect("pin dir").flatten().collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = fs::read_dir(pins.path())
+        .expect("pin dir")
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     let adopted_links = log
         .lines()
@@ -284,7 +296,10 @@ fn an_upgrade_with_another_map_layout_starts_fresh_and_counts_the_loss() {
     let got = recorded(dir.path());
     for (t, (p, bytes)) in &got {
         let (wp, wb) = wire.get(t).copied().unwrap_or_default();
-        assert!(*p <= wp && *bytes <= wb, "{t:?}: recorded {p}/{bytes} > wire {wp}/{wb}");
+        assert!(
+            *p <= wp && *bytes <= wb,
+            "{t:?}: recorded {p}/{bytes} > wire {wp}/{wb}"
+        );
     }
     let (got_total, wire_total): (u64, u64) = (
         got.values().map(|v| v.0).sum(),

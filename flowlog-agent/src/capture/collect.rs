@@ -485,7 +485,10 @@ mod tests {
             tcp_flags: flags,
         };
         let mut cut = Drained {
-            flows: vec![(key(1), totals(2, 50, 90, 16)), (key(2), totals(1, 70, 70, 0))],
+            flows: vec![
+                (key(1), totals(2, 50, 90, 16)),
+                (key(2), totals(1, 70, 70, 0)),
+            ],
             lost: IfaceCounters {
                 overflow_packets: 1,
                 ..IfaceCounters::default()

@@ -171,14 +171,18 @@ impl Pins {
         };
         let adopted = dir.join("maps").join(WINDOW_MAP).exists();
         let mut stale = Vec::new();
-        for entry in std::fs::read_dir(&ns).with_context(|| format!("cannot list {}", ns.display()))? {
+        for entry in
+            std::fs::read_dir(&ns).with_context(|| format!("cannot list {}", ns.display()))?
+        {
             let path = entry?.path();
             if path == dir || !path.is_dir() {
                 continue;
             }
             match try_lock(&path)? {
                 Some(lock) => stale.push((path, lock)),
-                None => warn!(dir = %path.display(), "pinned state of another layout is in use by another agent; left alone"),
+                None => {
+                    warn!(dir = %path.display(), "pinned state of another layout is in use by another agent; left alone")
+                }
             }
         }
         Ok(Ok(Pins {
@@ -326,12 +330,16 @@ pub fn cleanup(pin_dir: &Path) -> anyhow::Result<()> {
     }
     let mut busy = Vec::new();
     let mut removed = 0;
-    for ns in std::fs::read_dir(pin_dir).with_context(|| format!("cannot list {}", pin_dir.display()))? {
+    for ns in
+        std::fs::read_dir(pin_dir).with_context(|| format!("cannot list {}", pin_dir.display()))?
+    {
         let ns = ns?.path();
         if !ns.is_dir() {
             continue;
         }
-        for layout in std::fs::read_dir(&ns).with_context(|| format!("cannot list {}", ns.display()))? {
+        for layout in
+            std::fs::read_dir(&ns).with_context(|| format!("cannot list {}", ns.display()))?
+        {
             let layout = layout?.path();
             let Some(_lock) = try_lock(&layout)? else {
                 busy.push(layout.display().to_string());
@@ -370,7 +378,21 @@ mod tests {
         assert_eq!(a.id().len(), 16);
         assert_eq!(a.id(), a.id());
         assert_ne!(a.id(), Layout { salt: 1, ..a }.id());
-        assert_ne!(a.id(), Layout { max_flows: 999, ..a }.id());
-        assert_ne!(a.id(), Layout { max_reject_flows: None, ..a }.id());
+        assert_ne!(
+            a.id(),
+            Layout {
+                max_flows: 999,
+                ..a
+            }
+            .id()
+        );
+        assert_ne!(
+            a.id(),
+            Layout {
+                max_reject_flows: None,
+                ..a
+            }
+            .id()
+        );
     }
 }

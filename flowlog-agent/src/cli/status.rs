@@ -22,11 +22,7 @@ pub struct StatusArgs {
 
 /// Calls the agent and prints its status.
 pub fn run(args: &StatusArgs) -> ExitCode {
-    let answer = match call(
-        &args.socket.control_socket,
-        ACTION,
-        serde_json::json!({}),
-    ) {
+    let answer = match call(&args.socket.control_socket, ACTION, serde_json::json!({})) {
         Ok(a) => a,
         Err(CallError::Api(e)) => {
             eprintln!(

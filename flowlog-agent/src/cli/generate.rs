@@ -112,10 +112,12 @@ mod tests {
         assert_eq!(
             names(&pages),
             [
+                "flowlog-cleanup.1",
                 "flowlog-create-flow-logs.1",
                 "flowlog-delete-flow-logs.1",
                 "flowlog-describe-flow-logs.1",
                 "flowlog-run.1",
+                "flowlog-status.1",
                 "flowlog.1",
             ]
         );

@@ -215,7 +215,7 @@ flow map: 25 of 1000 flows in the last cut (2.5%); overflow: 0 packets in the la
 INTERFACE  IFINDEX  OWNER  MODE
 eth0       2        -      tcx adopted
 
-FLOW LOG  DELIVERY  SPOOL                              DESTINATION            LAST ERROR
+FLOW LOG  DELIVERY  SPOOL                             DESTINATION            LAST ERROR
 fl-1      FAILED    2 batches, 40 records, 900 bytes  file:/var/log/flowlog  Access error: denied
 ";
         assert_eq!(human(&s), expected);

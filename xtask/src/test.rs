@@ -16,18 +16,25 @@ pub fn run(extra: Vec<OsString>) -> Result<i32> {
     let moto = util::moto_server();
 
     let mut cmd = util::cargo();
-    cmd.args(["test", "--workspace", "--exclude", ebpf::PACKAGE])
-        .args(&extra)
-        .env(OBJECT_ENV, &object)
-        .env("FLOWLOG_BIN", &agent)
-        .env("FLOWLOG_MOTO_SERVER", &moto)
-        .env("FLOWLOG_GUEST_KERNEL", crate::guest_kernel::dir())
-        // The deploy tests build the package and the image through this very xtask.
-        .env(
-            "FLOWLOG_XTASK",
-            std::env::current_exe().context("locating the xtask executable")?,
-        )
-        .stdin(Stdio::null());
+    // --no-fail-fast: one failing test file must not hide the others' results.
+    cmd.args([
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        ebpf::PACKAGE,
+    ])
+    .args(&extra)
+    .env(OBJECT_ENV, &object)
+    .env("FLOWLOG_BIN", &agent)
+    .env("FLOWLOG_MOTO_SERVER", &moto)
+    .env("FLOWLOG_GUEST_KERNEL", crate::guest_kernel::dir())
+    // The deploy tests build the package and the image through this very xtask.
+    .env(
+        "FLOWLOG_XTASK",
+        std::env::current_exe().context("locating the xtask executable")?,
+    )
+    .stdin(Stdio::null());
     let status = util::status(&mut cmd).context("running cargo test")?;
     if !status.success() {
         eprintln!("xtask: cargo test failed ({})", util::describe(status));

@@ -34,7 +34,7 @@ use rtnetlink::{
     sys::AsyncSocket as _,
 };
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     discover::Interface,
@@ -511,7 +511,9 @@ impl EventTask {
                             || !iface.owner.as_deref().is_some_and(guest_id::is_guest)) =>
                 {
                     if guest_id::is_guest(&owner) {
-                        debug!(iface = %name, ifindex, owner = %describe(&owner), "owner found");
+                        // Info: who is behind an interface is what an operator reads the log for (the
+                        // inventory starts after every check that can refuse a start).
+                        info!(iface = %name, ifindex, owner = %describe(&owner), "owner found");
                     } else {
                         debug!(iface = %name, ifindex, owner = %describe(&owner), "no guest behind the interface (yet)");
                     }

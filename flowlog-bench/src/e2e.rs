@@ -560,7 +560,8 @@ fn start_flow_logs(agent: &Path, tmp: &TempDir, n: u32) -> anyhow::Result<Daemon
     let file = root.join("flow-logs.json");
     fs::write(&file, serde_json::to_vec(&entries)?)?;
     let mut cmd = netns::in_netns(NS_A, agent);
-    cmd.args(["run", "--no-imds", "--flow-logs"])
+    // Each run measures its own agent from a fresh attach: nothing pinned for the next one.
+    cmd.args(["run", "--no-pin", "--no-imds", "--flow-logs"])
         .arg(&file)
         .arg("--state-dir")
         .arg(root.join("state"))
@@ -585,11 +586,19 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
                 }
             }
             let mut cmd = netns::in_netns(NS_A, agent);
-            cmd.args(["run", "--iface", IF_A, "--no-imds", "--destination"])
-                .arg(format!("file:{}", out.display()))
-                .arg("--spool-dir")
-                .arg(&spool)
-                .env("RUST_LOG", "info");
+            // Each run measures its own agent from a fresh attach: nothing pinned for the next.
+            cmd.args([
+                "run",
+                "--no-pin",
+                "--iface",
+                IF_A,
+                "--no-imds",
+                "--destination",
+            ])
+            .arg(format!("file:{}", out.display()))
+            .arg("--spool-dir")
+            .arg(&spool)
+            .env("RUST_LOG", "info");
             Daemon::start("flowlog", cmd, tmp.path("flowlog.log"), None, "capturing")
         }
         Variant::Softflowd => {

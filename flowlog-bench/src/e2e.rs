@@ -474,8 +474,9 @@ fn prog_ids(pid: i32) -> anyhow::Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Summed run time (ns) and run count of the TC programs (ingress, egress) among `ids`; the
-/// agent's other programs (the drop tracepoint) are left out.
+/// Summed run time (ns) and run count of the TC programs (ingress, egress, and the unattached
+/// `_l3` twins, which never run) among `ids`; the agent's other programs (the drop tracepoint)
+/// are left out.
 fn prog_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
     let (mut time, mut count, mut found) = (0u64, 0u64, 0usize);
     for info in aya::programs::loaded_programs() {
@@ -490,9 +491,11 @@ fn prog_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
             found += 1;
         }
     }
-    if found != 2 {
+    // The agent loads the `_l3` twins too (same truncated names); only the pair attached to
+    // the veth runs, the other two add nothing.
+    if found != 4 {
         bail!(
-            "expected the agent's 2 TC programs (ingress, egress) among its programs {ids:?}, found {found}"
+            "expected the agent's 4 TC programs (ingress, egress and their _l3 twins) among its programs {ids:?}, found {found}"
         );
     }
     Ok((time, count))

@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         }
         Command::AthenaDdl(a) => return a.run(),
         Command::Top(a) => return a.run(),
+        Command::Status(a) => return flowlog_agent::cli::status::run(&a),
+        Command::Cleanup(a) => return flowlog_agent::cli::cleanup::run(&a),
         Command::DeleteFlowLogs(a) => {
             return api_call(
                 actions::DELETE_FLOW_LOGS,

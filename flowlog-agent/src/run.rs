@@ -20,14 +20,15 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    capture::attach::{Capture, spawn_ebpf_logger},
+    capture::attach::{AttachMode, Capture, spawn_ebpf_logger},
     capture::attach_limits,
     capture::clock::{first_object_at, unix_now, until},
     capture::collect::{Collector, DrainedWindow, Window},
     capture::object,
+    capture::pins::{DEFAULT_PIN_DIR, Layout, Pins, Unpinned},
     capture::reject::drops,
     capture::window_metrics::{export_zero_counters, report_window},
-    cli::{RunArgs, flag_flow_log},
+    cli::{CaptureArgs, RunArgs, flag_flow_log},
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
         file,
@@ -35,6 +36,7 @@ use crate::{
         registry::{Change, Registry},
         snapshot::SnapshotSource,
         spec::{FlowLogSpec, Resource, ResourceType},
+        status::{StatusBoard, interfaces_of},
         store::Store,
         window::due_cut,
     },
@@ -100,6 +102,51 @@ fn check_flag_interfaces(patterns: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pinned state this agent uses, if any: `--no-pin`, a kernel without TCX, or a default
+/// directory it cannot use (no bpffs there, another agent on it) mean none; a named
+/// `--pin-dir` that cannot be used is an error.
+fn open_pins(cap: &CaptureArgs, reject: &drops::RejectSupport) -> anyhow::Result<Option<Pins>> {
+    if cap.no_pin {
+        return Ok(None);
+    }
+    if AttachMode::for_running_kernel() == AttachMode::Netlink {
+        info!(
+            "TC programs are netlink filters on this kernel (Linux < 6.6), which cannot be pinned: \
+               they detach when the agent stops"
+        );
+        return Ok(None);
+    }
+    let dir = cap
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR));
+    let layout = Layout {
+        max_flows: cap.max_flows,
+        max_reject_flows: matches!(reject, drops::RejectSupport::Ready(_))
+            .then_some(cap.max_reject_flows),
+        salt: cap.pin_layout_salt,
+    };
+    match Pins::open(&dir, layout)? {
+        Ok(pins) => {
+            info!(dir = %pins.dir().display(), adopted = pins.adopted,
+                  "pinned state: the programs keep counting across restarts");
+            Ok(Some(pins))
+        }
+        Err(Unpinned(why)) if cap.pin_dir.is_some() => {
+            bail!(
+                "cannot use --pin-dir {}: {why} (or run with --no-pin)",
+                dir.display()
+            )
+        }
+        Err(Unpinned(why)) => {
+            info!(
+                "not pinning: {why}; the programs detach when the agent stops (give --pin-dir a bpffs directory to keep them)"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// The API's state: its definitions directory and its socket, when this agent has them.
 struct ApiState {
     store: Store,
@@ -132,6 +179,8 @@ struct Agent {
     flag_spool_dir: Option<(String, PathBuf)>,
     /// Ids of the flow logs that came from `--flow-logs` (a reload replaces them).
     from_file: BTreeSet<String>,
+    /// What `flowlog status` reports.
+    board: Arc<StatusBoard>,
 }
 
 impl Agent {
@@ -175,6 +224,8 @@ impl Agent {
             Ok(p) => {
                 info!(flow_log_id = %id, interval = p.interval(), destination = %p.destination(),
                       spool = %p.spool().dir().display(), "flow log running");
+                self.board
+                    .flow_log_started(&id, p.destination(), p.spool_handle());
                 self.pipelines.insert(id, p);
                 Ok(())
             }
@@ -227,6 +278,7 @@ struct Cutter {
     metrics_file: Option<PathBuf>,
     /// Attached interfaces whose metric series were exported at zero already.
     zero_exported: BTreeSet<String>,
+    board: Arc<StatusBoard>,
 }
 
 impl Cutter {
@@ -251,6 +303,13 @@ impl Cutter {
         let drain_started = Instant::now();
         let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
         self.last_flip = drain_started;
+        self.board.cut_drained(
+            unix_now() as u64,
+            drain_started.elapsed().as_secs_f64(),
+            cut.flows.len() as u64,
+            self.max_flows,
+            cut.ifaces.values().map(|c| c.overflow_packets).sum(),
+        );
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -310,6 +369,8 @@ impl Cutter {
             .collect();
         let names: Vec<String> = now.difference(&self.zero_exported).cloned().collect();
         self.zero_exported = now;
+        self.board
+            .set_interfaces(interfaces_of(&self.capture, host));
         export_zero_counters(names.iter().map(String::as_str));
         drops::export_zero_counters(self.rejects.as_ref(), names.iter().map(String::as_str));
     }
@@ -406,7 +467,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .zip(args.output.spool_dir.clone())
             .map(|(s, dir)| (s.id.clone(), dir)),
         from_file: file_specs.iter().map(|s| s.id.clone()).collect(),
+        board: Arc::new(StatusBoard::default()),
     };
+    agent.board.set_max_flows(cap.max_flows);
     for (spec, required) in initial {
         agent.start(spec, required).await?;
     }
@@ -421,11 +484,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     raise_memlock();
     attach_limits::raise_open_files_limit();
-    let mut capture = Capture::load_with(&object, cap.max_flows, |l| {
+    let pins = open_pins(cap, &reject_support)?;
+    let adopted = pins.as_ref().is_some_and(|p| p.adopted);
+    let mut capture = Capture::load_pinned(&object, cap.max_flows, pins, |l| {
         drops::configure(&reject_support, cap.max_reject_flows, l)
     })?;
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
-    let mut collector = Collector::new(capture.ebpf_mut())?;
+    let mut collector = if adopted {
+        let c = Collector::adopt(capture.ebpf_mut())?;
+        info!(
+            slot = c.active_slot(),
+            "adopted the pinned maps: counts since the last agent's last cut go into the first window"
+        );
+        c
+    } else {
+        Collector::new(capture.ebpf_mut())?
+    };
     let rejects = drops::start(reject_support, capture.ebpf_mut(), &mut collector);
     let snapshots = snapshot_source(&collector, unix_now() as u64);
     let mut cutter = Cutter {
@@ -437,6 +511,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         last_flip: Instant::now(),
         metrics_file: args.operations.metrics_file.clone(),
         zero_exported: BTreeSet::new(),
+        board: agent.board.clone(),
     };
     // After everything that can refuse bad input: its log lines would come before the error.
     let inventory = Inventory::start(OwnerOptions {
@@ -455,6 +530,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     cutter.sync_attachments(&host, &watched, agent.selects_guests());
     refresh_snapshots(snapshots.as_deref(), &cutter, &host);
+    cutter.capture.finish_adoption();
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,
@@ -466,10 +542,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _control = match api {
         Some(a) => Some(ControlSocket::serve(
             a.socket,
-            Arc::new(match &snapshots {
-                Some(s) => RegistryService::new(agent.registry.clone(), changes_tx)
-                    .with_snapshots(s.clone()),
-                None => RegistryService::new(agent.registry.clone(), changes_tx),
+            Arc::new({
+                let service = RegistryService::new(agent.registry.clone(), changes_tx)
+                    .with_status(agent.board.clone());
+                match &snapshots {
+                    Some(s) => service.with_snapshots(s.clone()),
+                    None => service,
+                }
             }),
         )),
         None => {
@@ -510,6 +589,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let now = unix_now();
         let intervals: Vec<u64> = agent.pipelines.values().map(Pipeline::interval).collect();
         let next = due_cut(cutter.start, now, &intervals);
+        agent.board.set_window(cutter.start, next);
         if next.is_none() {
             // No flow log, so no window to wait for: ready to take API calls.
             lifecycle::window_cut();
@@ -626,6 +706,7 @@ async fn apply(
                 return Ok(());
             }
             cutter.cut(unix_now() as u64, &mut agent.pipelines, watched)?;
+            agent.board.flow_log_stopped(&id);
             if let Some(p) = agent.pipelines.remove(&id) {
                 let members = watched.get(&id).cloned().unwrap_or_default();
                 agent.from_file.remove(&id);

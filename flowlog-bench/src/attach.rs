@@ -83,28 +83,35 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<AttachLatency> {
     fs::create_dir_all(&root)?;
     let out = root.join("out");
     let mut cmd = netns::in_netns(NS_HOST, agent);
-    cmd.args(["run", "--iface", &format!("{PREFIX}*"), "--no-imds"])
-        .args([
-            "--aggregation-interval",
-            "60",
-            "--file-rollover-seconds",
-            "1",
-        ])
-        .args([
-            "--log-format",
-            "${interface-id} ${srcport} ${packets} ${log-status}",
-        ])
-        .arg("--destination")
-        .arg(format!("file:{}", out.display()))
-        .arg("--spool-dir")
-        .arg(root.join("spool"))
-        .arg("--state-dir")
-        .arg(root.join("state"))
-        .arg("--control-socket")
-        .arg(root.join("control.sock"))
-        .arg("--runtime-dir")
-        .arg(root.join("run"))
-        .env("RUST_LOG", "info");
+    // Nothing pinned: the benchmark's namespace and its interfaces go away with it.
+    cmd.args([
+        "run",
+        "--no-pin",
+        "--iface",
+        &format!("{PREFIX}*"),
+        "--no-imds",
+    ])
+    .args([
+        "--aggregation-interval",
+        "60",
+        "--file-rollover-seconds",
+        "1",
+    ])
+    .args([
+        "--log-format",
+        "${interface-id} ${srcport} ${packets} ${log-status}",
+    ])
+    .arg("--destination")
+    .arg(format!("file:{}", out.display()))
+    .arg("--spool-dir")
+    .arg(root.join("spool"))
+    .arg("--state-dir")
+    .arg(root.join("state"))
+    .arg("--control-socket")
+    .arg(root.join("control.sock"))
+    .arg("--runtime-dir")
+    .arg(root.join("run"))
+    .env("RUST_LOG", "info");
     let daemon = Daemon::start("flowlog", cmd, root.join("flowlog.log"), None, "capturing")?;
     let sent = std::thread::scope(|s| {
         s.spawn(|| send_all(cfg.interfaces))

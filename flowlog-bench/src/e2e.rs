@@ -474,8 +474,9 @@ fn prog_ids(pid: i32) -> anyhow::Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Summed run time (ns) and run count of the TC programs (ingress, egress) among `ids`; the
-/// agent's other programs (the drop tracepoint) are left out.
+/// Summed run time (ns) and run count of the TC programs (ingress, egress, and the unattached
+/// `_l3` twins, which never run) among `ids`; the agent's other programs (the drop tracepoint)
+/// are left out.
 fn prog_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
     let (mut time, mut count, mut found) = (0u64, 0u64, 0usize);
     for info in aya::programs::loaded_programs() {
@@ -490,9 +491,11 @@ fn prog_stats(ids: &[u32]) -> anyhow::Result<(u64, u64)> {
             found += 1;
         }
     }
-    if found != 2 {
+    // The agent loads the `_l3` twins too (same truncated names); only the pair attached to
+    // the veth runs, the other two add nothing.
+    if found != 4 {
         bail!(
-            "expected the agent's 2 TC programs (ingress, egress) among its programs {ids:?}, found {found}"
+            "expected the agent's 4 TC programs (ingress, egress and their _l3 twins) among its programs {ids:?}, found {found}"
         );
     }
     Ok((time, count))
@@ -560,7 +563,8 @@ fn start_flow_logs(agent: &Path, tmp: &TempDir, n: u32) -> anyhow::Result<Daemon
     let file = root.join("flow-logs.json");
     fs::write(&file, serde_json::to_vec(&entries)?)?;
     let mut cmd = netns::in_netns(NS_A, agent);
-    cmd.args(["run", "--no-imds", "--flow-logs"])
+    // Each run measures its own agent from a fresh attach: nothing pinned for the next one.
+    cmd.args(["run", "--no-pin", "--no-imds", "--flow-logs"])
         .arg(&file)
         .arg("--state-dir")
         .arg(root.join("state"))
@@ -585,11 +589,19 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
                 }
             }
             let mut cmd = netns::in_netns(NS_A, agent);
-            cmd.args(["run", "--iface", IF_A, "--no-imds", "--destination"])
-                .arg(format!("file:{}", out.display()))
-                .arg("--spool-dir")
-                .arg(&spool)
-                .env("RUST_LOG", "info");
+            // Each run measures its own agent from a fresh attach: nothing pinned for the next.
+            cmd.args([
+                "run",
+                "--no-pin",
+                "--iface",
+                IF_A,
+                "--no-imds",
+                "--destination",
+            ])
+            .arg(format!("file:{}", out.display()))
+            .arg("--spool-dir")
+            .arg(&spool)
+            .env("RUST_LOG", "info");
             Daemon::start("flowlog", cmd, tmp.path("flowlog.log"), None, "capturing")
         }
         Variant::Softflowd => {

@@ -38,6 +38,45 @@ pub fn require_root() {
     );
 }
 
+/// A bpffs instance the agents of the tests pin into, at a path `ip netns exec` keeps (it
+/// mounts a fresh sysfs over /sys, hiding /sys/fs/bpf). Mounted once per boot.
+pub const TEST_BPFFS: &str = "/run/flowlog-tests/bpffs";
+
+/// A pin directory of its own for one agent (`--pin-dir`): removed, with whatever is pinned in
+/// it (detaching the agent's links), when dropped.
+pub fn test_pin_dir() -> tempfile::TempDir {
+    static MOUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let root = Path::new(TEST_BPFFS);
+    {
+        let _guard = MOUNT.lock().unwrap_or_else(|p| p.into_inner());
+        fs::create_dir_all(root).expect("create the test bpffs mount point");
+        if !is_bpffs(root) {
+            let out = Command::new("mount")
+                .args(["-t", "bpf", "flowlog-tests"])
+                .arg(root)
+                .output()
+                .expect("mount");
+            assert!(
+                out.status.success(),
+                "cannot mount bpffs at {TEST_BPFFS}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    tempfile::Builder::new()
+        .prefix("pins-")
+        .tempdir_in(root)
+        .expect("pin dir in the test bpffs")
+}
+
+/// Whether `path` is on a BPF filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: statfs into a zeroed struct with a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type as u64 == 0xcafe_4a11
+}
+
 /// How to run the agent.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -67,6 +106,8 @@ impl AgentOptions {
 pub struct Agent {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Its `--pin-dir`: dropped after the child is killed, detaching its programs.
+    _pins: tempfile::TempDir,
     pub iface: String,
     pub interval: u64,
 }
@@ -81,6 +122,7 @@ impl Agent {
             .tempdir()
             .expect("temp dir");
         let log = fs::File::create(dir.path().join("agent.log")).expect("agent log file");
+        let pins = test_pin_dir();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &side.netns])
             .arg(&bin)
@@ -94,6 +136,9 @@ impl Agent {
             // Keep the spool with the test, not under /var/lib/flowlog.
             .arg("--spool-dir")
             .arg(dir.path().join("spool"))
+            // Its own pinned state: tests run agents side by side.
+            .arg("--pin-dir")
+            .arg(pins.path())
             .args(&opts.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -107,6 +152,7 @@ impl Agent {
         let mut agent = Agent {
             child: Some(child),
             dir,
+            _pins: pins,
             iface: side.iface.clone(),
             interval: opts.aggregation_interval,
         };

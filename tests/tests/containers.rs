@@ -44,6 +44,8 @@ fn header() -> String {
 struct HostAgent {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Its own `--pin-dir` (several run at once in the host's namespace).
+    _pins: tempfile::TempDir,
 }
 
 impl HostAgent {
@@ -55,8 +57,9 @@ impl HostAgent {
             .expect("temp dir");
         let p = |name: &str| dir.path().join(name);
         let log = fs::File::create(p("agent.log")).expect("agent log");
+        let pins = flowlog_tests::agent::test_pin_dir();
         let mut cmd = Command::new(flowlog_bin());
-        cmd.arg("run");
+        cmd.arg("run").arg("--pin-dir").arg(pins.path());
         for i in ifaces {
             cmd.args(["--iface", i]);
         }
@@ -87,6 +90,7 @@ impl HostAgent {
         let mut agent = HostAgent {
             child: Some(child),
             dir,
+            _pins: pins,
         };
         agent.wait_for_log("capturing");
         agent

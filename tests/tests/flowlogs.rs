@@ -794,3 +794,148 @@ fn a_flow_logs_file_is_applied_again_on_sighup() {
         assert_eq!(kept.get(t), Some(v), "kept flow log, {t:?}");
     }
 }
+
+/// `flowlog status` in both output modes, against what the test sent: a 4-entry flow map
+/// and 10 one-packet UDP flows in one window make 4 flows and 6 overflow packets (SKIPDATA);
+/// the attached veth in TCX mode without an owner; the flag flow log delivering, its spool
+/// emptied. With no agent: one line, exit 1.
+#[test]
+fn status_reports_attachments_window_map_fill_and_delivery() {
+    let (ns, dir) = test_host(175);
+    let (a, b) = (&ns.a, &ns.b);
+    drop_udp_port(b);
+    let out_dir = dir.path().join("out");
+    let destination = format!("file:{}", out_dir.display());
+    let spool = dir.path().join("flag-spool").display().to_string();
+    let interval = 4;
+    let agent = ApiAgent::start(
+        b,
+        dir.path(),
+        &[
+            "--iface",
+            &b.iface,
+            "--aggregation-interval",
+            &interval.to_string(),
+            "--file-rollover-seconds",
+            "1",
+            "--destination",
+            &destination,
+            "--spool-dir",
+            &spool,
+            "--max-flows",
+            "4",
+        ],
+    );
+    let status = || ok_json(&agent.cli("status", &["--json"]));
+    let window_start =
+        flowlog_tests::agent::wait_for_window_start(interval, Duration::from_millis(300));
+    send_dropped(a, b, 10, 1, 40);
+    let window_end = window_start + interval;
+    // The cut of that window: until the next one, "last cut" is that window.
+    let deadline = Instant::now() + Duration::from_secs(3 * interval);
+    let s = loop {
+        let s = status();
+        // The loop moves the window's start on once the cut is drained and handed out.
+        if s["Window"]["Start"] == window_end {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no cut after {window_end}: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let drained = s["Window"]["LastDrainAt"].as_u64().expect("LastDrainAt");
+    assert!(
+        (window_end..window_end + interval).contains(&drained),
+        "{s}"
+    );
+    assert_eq!(s["Window"]["NextCut"], window_end + interval, "{s}");
+    assert_eq!(
+        s["FlowMap"],
+        serde_json::json!({"MaxFlows": 4, "LastCutFlows": 4, "FillPercent": 100.0,
+                           "LastCutOverflowPackets": 6, "OverflowPacketsTotal": 6}),
+        "{s}"
+    );
+    let ifaces = s["Interfaces"].as_array().expect("Interfaces");
+    assert_eq!(ifaces.len(), 1, "{s}");
+    assert_eq!(ifaces[0]["Name"], b.iface.as_str(), "{s}");
+    assert_eq!(ifaces[0]["Owner"], "-", "{s}");
+    assert_eq!(ifaces[0]["AttachMode"], "tcx", "{s}");
+    let flow_logs = s["FlowLogs"].as_array().expect("FlowLogs");
+    assert_eq!(flow_logs.len(), 1, "{s}");
+    let id = flow_logs[0]["FlowLogId"]
+        .as_str()
+        .expect("FlowLogId")
+        .to_string();
+    assert_eq!(agent.describe()["FlowLogs"][0]["FlowLogId"], id.as_str());
+    assert_eq!(flow_logs[0]["DeliveryStatus"], "SUCCESS", "{s}");
+    assert_eq!(flow_logs[0]["LastError"], serde_json::Value::Null, "{s}");
+    assert_eq!(
+        flow_logs[0]["Destination"],
+        format!("file:{}", out_dir.display()),
+        "{s}"
+    );
+    // The window's batch is delivered: the spool empties.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status()["FlowLogs"][0]["SpoolBatches"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "spool never emptied: {}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = agent.cli("status", &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("window: open since "), "{text}");
+    assert!(lines[1].starts_with("last drain: "), "{text}");
+    let pinning = ifaces[0]["Pinning"].as_str().expect("Pinning");
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let want_iface = vec![
+        b.iface.clone(),
+        ifaces[0]["Ifindex"].to_string(),
+        "-".into(),
+        "tcx".into(),
+        pinning.into(),
+    ];
+    assert!(
+        lines.iter().any(|l| words(l) == want_iface),
+        "no line {want_iface:?}: {text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| words(l) == ["INTERFACE", "IFINDEX", "OWNER", "MODE"]),
+        "{text}"
+    );
+    let want_flow_log = format!(
+        "{id} SUCCESS 0 batches, 0 records, 0 bytes file:{} -",
+        out_dir.display()
+    );
+    assert!(
+        lines.iter().any(|l| words(l).join(" ") == want_flow_log),
+        "no line {want_flow_log:?}: {text}"
+    );
+
+    drop(agent);
+    let none = dir.path().join("no-agent.sock");
+    let out = Command::new(flowlog_bin())
+        .args(["status", "--control-socket"])
+        .arg(&none)
+        .output()
+        .expect("flowlog status");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "flowlog: error: no flowlog agent is listening on {}: start one with `flowlog run` (or point --control-socket at its socket)\n",
+            none.display()
+        )
+    );
+}

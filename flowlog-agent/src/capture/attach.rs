@@ -4,14 +4,20 @@
 //! packet before other tools' programs (Cilium, Calico) decide; it returns TCX_NEXT so they
 //! still run. Older kernels get a clsact qdisc and a direct-action netlink filter.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
-        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcError},
+        links::{FdLink, PinnedLink},
+        tc::{
+            self, NlOptions, SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions, TcError,
+        },
     },
     util::KernelVersion,
 };
@@ -20,7 +26,7 @@ use flowlog_common::{
 };
 use tracing::{debug, info, warn};
 
-use crate::inventory::discover::Interface;
+use crate::{capture::pins::Pins, inventory::discover::Interface};
 
 /// How programs are attached on this kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +46,20 @@ impl AttachMode {
     }
 }
 
+/// How this agent holds one of its links.
+enum Hold {
+    /// Owned by the program: detached when the agent stops.
+    Owned(&'static str, SchedClassifierLinkId),
+    /// Pinned at this path: stays attached after the agent, until unpinned.
+    Pinned(PathBuf),
+}
+
 struct Attached {
     name: String,
-    /// The ingress and egress programs, each with its link.
-    links: [(&'static str, SchedClassifierLinkId); 2],
+    /// The ingress and egress links.
+    links: [Hold; 2],
+    /// The links were pinned by an earlier agent; this one's programs replaced theirs.
+    adopted: bool,
 }
 
 /// The ingress and egress programs for `iface`: the `_l3` pair when its frames have no
@@ -62,6 +78,8 @@ pub struct Capture {
     ebpf: Ebpf,
     mode: AttachMode,
     attached: BTreeMap<u32, Attached>,
+    /// Pinned state (TCX only): links are pinned, and adopted when an earlier agent left them.
+    pins: Option<Pins>,
 }
 
 impl Capture {
@@ -78,7 +96,20 @@ impl Capture {
         max_flows: u32,
         configure: impl FnOnce(&mut EbpfLoader<'a>),
     ) -> anyhow::Result<Self> {
+        Self::load_pinned(object, max_flows, None, configure)
+    }
+
+    /// [`Self::load_with`], with the window maps pinned in (or adopted from) `pins`.
+    pub fn load_pinned<'a>(
+        object: &[u8],
+        max_flows: u32,
+        pins: Option<Pins>,
+        configure: impl FnOnce(&mut EbpfLoader<'a>),
+    ) -> anyhow::Result<Self> {
         let mut loader = EbpfLoader::new();
+        if let Some(p) = &pins {
+            p.configure(&mut loader);
+        }
         for name in FLOW_MAPS {
             loader.map_max_entries(name, max_flows);
         }
@@ -102,7 +133,23 @@ impl Capture {
             ebpf,
             mode: AttachMode::for_running_kernel(),
             attached: BTreeMap::new(),
+            pins,
         })
+    }
+
+    /// The pinned state, when there is one.
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// After the first attachments: unpins (detaches) the links an earlier agent left on
+    /// interfaces no flow log covers now, and removes state of other layouts.
+    pub fn finish_adoption(&mut self) {
+        let keep: BTreeSet<u32> = self.attached.keys().copied().collect();
+        if let Some(p) = self.pins.as_mut() {
+            p.unpin_links_except(&keep);
+            p.discard_stale();
+        }
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
@@ -116,6 +163,19 @@ impl Capture {
     /// Interfaces with programs attached, by ifindex.
     pub fn attached(&self) -> impl Iterator<Item = (u32, &str)> {
         self.attached.iter().map(|(i, a)| (*i, a.name.as_str()))
+    }
+
+    /// How `ifindex`'s links outlive this agent: `pinned`, `adopted` (pinned by an earlier
+    /// agent) or `unpinned`.
+    pub fn pinning(&self, ifindex: u32) -> &'static str {
+        match self.attached.get(&ifindex) {
+            Some(a) if a.adopted => "adopted",
+            Some(Attached {
+                links: [Hold::Pinned(_), _],
+                ..
+            }) => "pinned",
+            _ => "unpinned",
+        }
     }
 
     /// Attaches ingress and egress programs to `iface` (no-op if already attached).
@@ -134,39 +194,105 @@ impl Capture {
             }
         }
         let [ingress_prog, egress_prog] = programs_for(iface);
-        let ingress = self.attach_one(ingress_prog, iface, TcAttachType::Ingress)?;
-        let egress = match self.attach_one(egress_prog, iface, TcAttachType::Egress) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = classifier(&mut self.ebpf, ingress_prog).map(|p| p.detach(ingress));
-                return Err(e);
-            }
+        let (ingress, ingress_adopted) =
+            self.attach_one(ingress_prog, iface, TcAttachType::Ingress)?;
+        let (egress, egress_adopted) =
+            match self.attach_one(egress_prog, iface, TcAttachType::Egress) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.release(ingress);
+                    return Err(e);
+                }
+            };
+        let adopted = ingress_adopted && egress_adopted;
+        let pinning = match (&ingress, adopted) {
+            (_, true) => "adopted",
+            (Hold::Pinned(_), false) => "pinned",
+            _ => "unpinned",
         };
-        info!(iface = %iface.name, ifindex = iface.ifindex, mode = ?self.mode,
+        info!(iface = %iface.name, ifindex = iface.ifindex, mode = ?self.mode, pinning,
               link_header = if iface.is_l3() { "none" } else { "ethernet" }, "attached");
         self.attached.insert(
             iface.ifindex,
             Attached {
                 name: iface.name.clone(),
-                links: [(ingress_prog, ingress), (egress_prog, egress)],
+                links: [ingress, egress],
+                adopted,
             },
         );
         Ok(())
     }
 
+    /// Detaches one link: a pinned one by removing its pin (no descriptor is kept open).
+    fn release(&mut self, hold: Hold) {
+        let result = match hold {
+            Hold::Owned(prog, link) => {
+                classifier(&mut self.ebpf, prog).and_then(|p| Ok(p.detach(link)?))
+            }
+            Hold::Pinned(path) => std::fs::remove_file(&path)
+                .with_context(|| format!("cannot unpin {}", path.display())),
+        };
+        if let Err(e) = result {
+            // The kernel already removed the link with the interface.
+            debug!(error = %format!("{e:#}"), "detach");
+        }
+    }
+
+    /// Replaces the program of the link pinned at `path` with `prog`, atomically: every packet
+    /// runs either the old program or the new one, both counting into the same pinned maps.
+    fn adopt_link(&mut self, prog: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        let pinned = PinnedLink::from_pin(path)
+            .with_context(|| format!("cannot open the pinned link {}", path.display()))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .with_context(|| format!("{} is not a TCX link", path.display()))?;
+        let p = classifier(&mut self.ebpf, prog)?;
+        let id = p
+            .attach_to_link(link)
+            .with_context(|| format!("cannot replace the program of {}", path.display()))?;
+        // Closing this descriptor leaves the link attached: the pin holds it.
+        drop(p.take_link(id)?);
+        Ok(())
+    }
+
+    /// Attaches `prog` to `iface`'s `at` hook; with pins (TCX), adopts the link an earlier
+    /// agent pinned there (true), or pins the new one.
     fn attach_one(
         &mut self,
-        prog: &str,
+        prog: &'static str,
         iface: &Interface,
         at: TcAttachType,
-    ) -> anyhow::Result<SchedClassifierLinkId> {
+    ) -> anyhow::Result<(Hold, bool)> {
+        let pin = match (&self.pins, self.mode) {
+            (Some(p), AttachMode::Tcx) => Some(p.link_path(iface.ifindex, at)),
+            _ => None,
+        };
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            match self.adopt_link(prog, path) {
+                Ok(()) => return Ok((Hold::Pinned(path.clone()), true)),
+                Err(e) => {
+                    // Its interface went away (the link is defunct): attach anew.
+                    info!(iface = %iface.name, error = %format!("{e:#}"), "a pinned link cannot be adopted; attaching anew");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
         let options = match self.mode {
             AttachMode::Tcx => TcAttachOptions::TcxOrder(LinkOrder::first()),
             AttachMode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
         };
-        classifier(&mut self.ebpf, prog)?
+        let p = classifier(&mut self.ebpf, prog)?;
+        let id = p
             .attach_with_options(&iface.name, at, options)
-            .with_context(|| format!("cannot attach {prog} to {} ({at:?})", iface.name))
+            .with_context(|| format!("cannot attach {prog} to {} ({at:?})", iface.name))?;
+        let Some(path) = pin else {
+            return Ok((Hold::Owned(prog, id), false));
+        };
+        let link = FdLink::try_from(p.take_link(id)?)
+            .with_context(|| format!("the link of {prog} on {} is not a TCX link", iface.name))?;
+        // Dropping the pinned link closes this descriptor only: the pin keeps it attached.
+        link.pin(&path)
+            .with_context(|| format!("cannot pin the link at {}", path.display()))?;
+        Ok((Hold::Pinned(path), false))
     }
 
     /// Detaches from every interface whose ifindex is not in `wanted`: it vanished (it is not in
@@ -186,11 +312,8 @@ impl Capture {
             let Some(a) = self.attached.remove(&ifindex) else {
                 continue;
             };
-            for (prog, link) in a.links {
-                if let Err(e) = classifier(&mut self.ebpf, prog).and_then(|p| Ok(p.detach(link)?)) {
-                    // The kernel already removed the link with the interface.
-                    debug!(iface = %a.name, error = %e, "detach after interface removal");
-                }
+            for hold in a.links {
+                self.release(hold);
             }
             if present.get(&ifindex).is_none_or(|i| i.name != a.name) {
                 // Containers come and go: not a warning.

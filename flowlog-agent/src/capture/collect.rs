@@ -166,6 +166,9 @@ pub struct Collector {
     rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
     other_drops: [PerCpuHashMap<MapData, DropReasonKey, DropCounters>; 2],
     drop_reasons: Option<Arc<DropReasons>>,
+    /// Counts an earlier agent left in the idle slot (it was killed between a flip and the end
+    /// of its drain): added to the first cut.
+    carry: Option<Drained>,
     active: u32,
     grace: Duration,
     /// Possible CPUs: the number of values of each per-CPU map entry.
@@ -182,10 +185,100 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+/// One slot's contents.
+#[derive(Debug, Default)]
+struct Drained {
+    flows: Vec<(FlowKey, FlowTotals)>,
+    ifaces: Vec<(IfaceKey, IfaceCounters)>,
+    lost: IfaceCounters,
+    rejects: Vec<(RejectKey, RejectTotals)>,
+    other_drops: Vec<(DropReasonKey, DropCounters)>,
+}
+
+/// Adds `more` into `into`, merging values of equal keys with `merge`.
+fn merge_into<K: Ord + Copy, V>(
+    into: &mut Vec<(K, V)>,
+    more: Vec<(K, V)>,
+    merge: impl Fn(&mut V, V),
+) {
+    let mut all: BTreeMap<K, V> = std::mem::take(into).into_iter().collect();
+    for (k, v) in more {
+        match all.get_mut(&k) {
+            Some(old) => merge(old, v),
+            None => {
+                all.insert(k, v);
+            }
+        }
+    }
+    *into = all.into_iter().collect();
+}
+
+/// The earliest non-zero of two first-seen stamps.
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
+    }
+}
+
+impl Drained {
+    /// Adds an earlier slot's counts, as per-CPU values are summed.
+    fn absorb(&mut self, other: Drained) {
+        merge_into(&mut self.flows, other.flows, |a, b| {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+            a.tcp_flags |= b.tcp_flags;
+            a.first_seen_ns = earliest(a.first_seen_ns, b.first_seen_ns);
+            a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+        });
+        merge_into(&mut self.ifaces, other.ifaces, |a, b| a.add(&b));
+        self.lost.add(&other.lost);
+        merge_into(&mut self.rejects, other.rejects, |a, b| {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+            a.tc_packets += b.tc_packets;
+            a.tc_bytes += b.tc_bytes;
+            a.tcp_flags |= b.tcp_flags;
+            a.first_seen_ns = earliest(a.first_seen_ns, b.first_seen_ns);
+            a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+        });
+        merge_into(&mut self.other_drops, other.other_drops, |a, b| {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        });
+    }
+}
+
 impl Collector {
+    /// Takes fresh maps: the programs start in slot 0.
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let mut window: Array<MapData, u32> = take(ebpf, WINDOW_MAP)?;
-        window.set(0, 0, 0).context("cannot reset the WINDOW map")?;
+        let mut c = Self::take_maps(ebpf)?;
+        c.window
+            .set(0, 0, 0)
+            .context("cannot reset the WINDOW map")?;
+        Ok(c)
+    }
+
+    /// Takes maps an earlier agent pinned, its programs still counting into them: carries on
+    /// with the slot they write to now, and drains the other one at once (an agent killed
+    /// between a flip and the end of its drain left counts there) into the first cut. Nothing
+    /// writes to that slot until this agent's first flip.
+    pub fn adopt(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let mut c = Self::take_maps(ebpf)?;
+        c.active = c.window.get(&0, 0).context("cannot read the WINDOW map")? & 1;
+        let carry = c.drain_slot(c.active as usize ^ 1)?;
+        c.carry = Some(carry);
+        Ok(c)
+    }
+
+    /// The slot the programs write to now (0 or 1).
+    pub fn active_slot(&self) -> u32 {
+        self.active
+    }
+
+    fn take_maps(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let window: Array<MapData, u32> = take(ebpf, WINDOW_MAP)?;
         Ok(Collector {
             window,
             flows: [take(ebpf, FLOW_MAPS[0])?, take(ebpf, FLOW_MAPS[1])?],
@@ -194,6 +287,7 @@ impl Collector {
             rejects: [take(ebpf, REJECT_MAPS[0])?, take(ebpf, REJECT_MAPS[1])?],
             other_drops: [take(ebpf, DROP_MAPS[0])?, take(ebpf, DROP_MAPS[1])?],
             drop_reasons: None,
+            carry: None,
             active: 0,
             grace: DEFAULT_GRACE,
             cpus: nr_cpus()
@@ -228,6 +322,24 @@ impl Collector {
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
         let clock = MonotonicClock::sample();
+        let mut d = self.drain_slot(idle)?;
+        if let Some(carry) = self.carry.take() {
+            d.absorb(carry);
+        }
+        Ok(DrainedWindow {
+            window,
+            flows: d.flows,
+            ifaces: d.ifaces.into_iter().collect(),
+            lost: d.lost,
+            clock,
+            rejects: d.rejects,
+            other_drops: d.other_drops,
+            drop_reasons: self.drop_reasons.clone(),
+        })
+    }
+
+    /// Drains and clears slot `idle` (no program may be writing to it).
+    fn drain_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
         let cpus = self.cpus;
         let flows = drain(&mut self.flows[idle], cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
@@ -243,15 +355,12 @@ impl Collector {
             })
         })
         .with_context(|| format!("cannot drain {}", DROP_MAPS[idle]))?;
-        Ok(DrainedWindow {
-            window,
+        Ok(Drained {
             flows,
-            ifaces: ifaces.into_iter().collect(),
+            ifaces,
             lost,
-            clock,
             rejects,
             other_drops,
-            drop_reasons: self.drop_reasons.clone(),
         })
     }
 
@@ -366,6 +475,57 @@ mod tests {
                 tcp_flags: 18
             }
         );
+    }
+
+    #[test]
+    fn a_carried_slot_merges_into_the_first_cut_by_key() {
+        let key = |port: u16| FlowKey {
+            ifindex: 2,
+            direction: 0,
+            family: 4,
+            protocol: 17,
+            _pad: 0,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: port,
+            dst_port: 53,
+        };
+        let totals = |packets, first, last, flags| FlowTotals {
+            packets,
+            bytes: packets * 100,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            tcp_flags: flags,
+        };
+        let mut cut = Drained {
+            flows: vec![
+                (key(1), totals(2, 50, 90, 16)),
+                (key(2), totals(1, 70, 70, 0)),
+            ],
+            lost: IfaceCounters {
+                overflow_packets: 1,
+                ..IfaceCounters::default()
+            },
+            ..Drained::default()
+        };
+        let carry = Drained {
+            flows: vec![(key(1), totals(3, 10, 40, 2)), (key(3), totals(4, 5, 6, 0))],
+            lost: IfaceCounters {
+                overflow_packets: 2,
+                ..IfaceCounters::default()
+            },
+            ..Drained::default()
+        };
+        cut.absorb(carry);
+        assert_eq!(
+            cut.flows,
+            vec![
+                (key(1), totals(5, 10, 90, 18)),
+                (key(2), totals(1, 70, 70, 0)),
+                (key(3), totals(4, 5, 6, 0)),
+            ]
+        );
+        assert_eq!(cut.lost.overflow_packets, 3);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`attach_limits`]: the limits many interfaces reach (open files), named in one line.
 //! - [`collect`]: where a window is cut (flip the active slot, drain and clear the other).
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
+//! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
 //! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
 //! - [`reject`]: the REJECT feature, from the kernel's drops to ACCEPT/REJECT verdicts.
 //! - [`window_metrics`]: what each cut counted, as metrics.
@@ -17,5 +18,6 @@ pub mod collect;
 pub mod map_batch;
 pub mod object;
 pub mod peek;
+pub mod pins;
 pub mod reject;
 pub mod window_metrics;

@@ -48,4 +48,21 @@ pub struct CaptureArgs {
     /// Without readable BTF the agent emits ACCEPT records only and says why.
     #[arg(long, value_name = "PATH", default_value = crate::capture::reject::btf::VMLINUX_BTF)]
     pub kernel_btf: PathBuf,
+
+    /// Pin the window maps and TCX links under this bpffs directory (in a subdirectory per
+    /// network namespace and map layout): when the agent stops or crashes the programs keep
+    /// counting, and the next agent adopts them, so a restart or an upgrade loses no packet.
+    /// The default is used only when it can be (bpffs mounted, no other agent on it); a
+    /// named one must be. [default: /sys/fs/bpf/flowlog]
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// Pin nothing: the programs detach when the agent stops (packets until the next agent
+    /// attaches are not counted).
+    #[arg(long, conflicts_with = "pin_dir")]
+    pub no_pin: bool,
+
+    /// Test only: pretend the map layout differs (another binary's pinned state).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub pin_layout_salt: u32,
 }

@@ -113,10 +113,12 @@ mod tests {
             names(&pages),
             [
                 "flowlog-athena-ddl.1",
+                "flowlog-cleanup.1",
                 "flowlog-create-flow-logs.1",
                 "flowlog-delete-flow-logs.1",
                 "flowlog-describe-flow-logs.1",
                 "flowlog-run.1",
+                "flowlog-status.1",
                 "flowlog-top.1",
                 "flowlog.1",
             ]

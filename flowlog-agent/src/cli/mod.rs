@@ -3,12 +3,14 @@
 mod api;
 mod athena;
 mod capture;
+pub mod cleanup;
 mod definitions;
 pub mod flag_flow_log;
 mod generate;
 mod operations;
 mod output;
 mod records;
+pub mod status;
 mod top;
 mod top_view;
 
@@ -68,6 +70,12 @@ pub enum Command {
     /// A live view of the running agent's open window: top flows and talkers, interfaces with
     /// owners, REJECT reasons, map fill (read without draining anything).
     Top(TopArgs),
+    /// How the running agent is doing: attached interfaces, the window clock, flow map fill
+    /// and overflow, and each flow log's delivery and spool. `--json` for scripts.
+    Status(status::StatusArgs),
+    /// Detach and unpin what agents left pinned (their programs keep counting after they stop
+    /// until this runs or an agent adopts them). Refuses state a running agent holds.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 /// A few complete command lines, for `--help`.

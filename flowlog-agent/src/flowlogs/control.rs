@@ -33,6 +33,7 @@ use super::{
     api::{ApiError, parse_request},
     registry::{Change, Registry},
     snapshot::SnapshotSource,
+    status::{self, StatusBoard},
 };
 use crate::privileges;
 
@@ -72,6 +73,8 @@ pub struct RegistryService {
     changes: mpsc::UnboundedSender<Change>,
     /// Serves `Snapshot` when set.
     snapshots: Option<Arc<SnapshotSource>>,
+    /// Answers `Status` (`flowlog status`) when set.
+    status: Option<Arc<StatusBoard>>,
 }
 
 impl RegistryService {
@@ -80,12 +83,19 @@ impl RegistryService {
             registry,
             changes,
             snapshots: None,
+            status: None,
         }
     }
 
     /// Also serves `Snapshot` from `source`.
     pub fn with_snapshots(mut self, source: Arc<SnapshotSource>) -> Self {
         self.snapshots = Some(source);
+        self
+    }
+
+    /// Also answers `Status` from `board`.
+    pub fn with_status(mut self, board: Arc<StatusBoard>) -> Self {
+        self.status = Some(board);
         self
     }
 
@@ -132,6 +142,10 @@ impl RegistryService {
             actions::GET_ATHENA_DDL => {
                 let out = super::athena::serve(&registry, &parse_request(&input)?)?;
                 (serde_json::to_value(out), Vec::new())
+            }
+            status::ACTION if self.status.is_some() => {
+                let board = self.status.as_ref().map(|b| b.snapshot(&registry));
+                (serde_json::to_value(board), Vec::new())
             }
             other => {
                 return Err(ApiError::new(

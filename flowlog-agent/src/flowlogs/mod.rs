@@ -3,7 +3,7 @@
 //! The [`registry`] holds the live flow logs and the [`control`] socket serves those calls;
 //! [`store`] and [`file`](mod@file) keep definitions across restarts. Each flow log is a [`flow_log`]
 //! (its records' metadata, format and delivery units) fed by a [`pipeline`], which merges the
-//! capture's cuts into its own [`window`]s.
+//! capture's cuts into its own [`window`]s. [`status`] answers `flowlog status`.
 
 pub mod api;
 pub mod athena;
@@ -16,5 +16,6 @@ pub mod pipeline;
 pub mod registry;
 pub mod snapshot;
 pub mod spec;
+pub mod status;
 pub mod store;
 pub mod window;

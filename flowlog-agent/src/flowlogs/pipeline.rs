@@ -165,6 +165,11 @@ impl Pipeline {
         &self.spool
     }
 
+    /// The spool, shared (`flowlog status` reads its depth).
+    pub fn spool_handle(&self) -> Arc<Spool> {
+        self.spool.clone()
+    }
+
     /// The interfaces of `interfaces` this flow log covers now.
     pub fn members(
         &self,

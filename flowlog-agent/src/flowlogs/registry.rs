@@ -85,6 +85,11 @@ impl Registry {
         };
     }
 
+    /// The last delivery error of `id`, while its delivery fails.
+    pub fn delivery_error(&self, id: &str) -> Option<&str> {
+        self.delivery_errors.get(id).map(String::as_str)
+    }
+
     /// CreateFlowLogs. Each accepted resource becomes a flow log, stored before the answer.
     pub fn create(
         &mut self,

@@ -38,6 +38,8 @@ const FILES: &[(&str, u32)] = &[
     ("usr/share/man/man1/flowlog-delete-flow-logs.1.gz", 0o644),
     ("usr/share/man/man1/flowlog-athena-ddl.1.gz", 0o644),
     ("usr/share/man/man1/flowlog-top.1.gz", 0o644),
+    ("usr/share/man/man1/flowlog-status.1.gz", 0o644),
+    ("usr/share/man/man1/flowlog-cleanup.1.gz", 0o644),
     ("usr/share/bash-completion/completions/flowlog", 0o644),
     ("usr/share/zsh/vendor-completions/_flowlog", 0o644),
     ("usr/share/fish/vendor_completions.d/flowlog.fish", 0o644),
@@ -220,6 +222,8 @@ fn package_installs_into_a_fresh_root_and_its_unit_verifies() {
         "create-flow-logs",
         "describe-flow-logs",
         "delete-flow-logs",
+        "status",
+        "cleanup",
     ] {
         assert!(
             help.lines()

@@ -257,6 +257,10 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = podman().args(["rm", "--force", &self.container]).output();
         let _ = podman().args(["rmi", "--force", &self.image]).output();
+        // The agent pinned its programs and maps into the host's bpffs: detach and free them.
+        let _ = std::process::Command::new(flowlog_bin())
+            .args(["cleanup", "--pin-dir", "/sys/fs/bpf/flowlog"])
+            .output();
     }
 }
 

@@ -30,6 +30,7 @@ use crate::{
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
         file,
+        members::CutMembers,
         pipeline::{HostSettings, Outcome, Pipeline},
         registry::{Change, Registry},
         spec::{FlowLogSpec, Resource, ResourceType},
@@ -222,6 +223,9 @@ struct Cutter {
     /// When the last cut began (just before its flip): interfaces deleted before then have
     /// all their flows in a cut already.
     last_flip: Instant,
+    /// Every flow log's members since the last cut: one that left (renamed, down) still gets
+    /// what was counted for it.
+    members: CutMembers,
     metrics_file: Option<PathBuf>,
 }
 
@@ -247,6 +251,8 @@ impl Cutter {
         let drain_started = Instant::now();
         let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
         self.last_flip = drain_started;
+        let cut_members = self.members.for_cut(watched);
+        self.members.cut_done(watched);
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -259,7 +265,7 @@ impl Cutter {
         drops::report_window(self.rejects.as_mut(), &cut, &attached);
         let empty = BTreeMap::new();
         for (id, p) in pipelines.iter_mut() {
-            p.on_cut(&cut, watched.get(id).unwrap_or(&empty));
+            p.on_cut(&cut, cut_members.get(id).unwrap_or(&empty));
         }
         metrics::flush_to(self.metrics_file.as_deref());
         Ok(cut)
@@ -276,6 +282,7 @@ impl Cutter {
         watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
         guests: bool,
     ) {
+        self.members.remember(watched);
         // Deleted interfaces stay in `watched` until their window is cut (their flows keep
         // their identity); there is nothing to attach to.
         let wanted: BTreeMap<u32, &Interface> = watched
@@ -406,6 +413,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_flows: cap.max_flows,
         start: unix_now() as u64,
         last_flip: Instant::now(),
+        members: CutMembers::default(),
         metrics_file: args.operations.metrics_file.clone(),
     };
     // After everything that can refuse bad input: its log lines would come before the error.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod control;
 pub mod file;
 pub mod flow_log;
+pub mod members;
 pub mod pipeline;
 pub mod registry;
 pub mod spec;

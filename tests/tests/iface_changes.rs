@@ -200,12 +200,12 @@ fn start(ns: &Namespaces, opts: AgentOptions) -> (Agent, Tcpdump) {
 fn covered_change(
     subnet: u8,
     opts: AgentOptions,
-    change: impl FnOnce(&Namespaces) -> Ipv4Addr,
+    change: impl FnOnce(&Namespaces, &Agent) -> Ipv4Addr,
 ) -> (Namespaces, Vec<Record>) {
     let ns = Namespaces::new(Setup::new(subnet).ipv4_only());
     let (mut agent, tcpdump) = start(&ns, opts);
     phase(&ns, ns.a.v4, 1000, 3);
-    let a_addr = change(&ns);
+    let a_addr = change(&ns, &agent);
     // Attached (again) before the second phase.
     wait_for_links(&agent, ns_ifindex_any(&ns.a.netns));
     phase(&ns, a_addr, 1000, 3);
@@ -233,8 +233,10 @@ fn ns_ifindex_any(netns: &str) -> Option<u32> {
 #[test]
 fn link_down_and_up_mid_window_keeps_every_packet() {
     let opts = AgentOptions::interval(INTERVAL).every_interface_up();
-    covered_change(81, opts, |ns| {
+    covered_change(81, opts, |ns, agent| {
         ip(&ns.a, &["link", "set", &ns.a.iface, "down"]);
+        // The agent saw it down: its programs are off.
+        wait_for_links(agent, None);
         ip(&ns.a, &["link", "set", &ns.a.iface, "up"]);
         wait_until_up(&ns.a.netns, &ns.a.iface);
         wait_until_up(&ns.b.netns, &ns.b.iface);
@@ -244,7 +246,7 @@ fn link_down_and_up_mid_window_keeps_every_packet() {
 
 #[test]
 fn mtu_change_mid_window_keeps_every_packet() {
-    covered_change(82, named(&[]), |ns| {
+    covered_change(82, named(&[]), |ns, _| {
         ip(&ns.a, &["link", "set", &ns.a.iface, "mtu", "1280"]);
         ns.a.v4
     });
@@ -256,7 +258,7 @@ fn mtu_change_mid_window_keeps_every_packet() {
 #[test]
 fn rename_within_the_flow_log_keeps_every_packet() {
     let renamed = |ns: &Namespaces| format!("{}r", ns.a.iface);
-    let (ns, records) = covered_change(83, named(&["flit*"]), |ns| {
+    let (ns, records) = covered_change(83, named(&["flit*"]), |ns, _| {
         let new = renamed(ns);
         ip(&ns.a, &["link", "set", &ns.a.iface, "down"]);
         ip(&ns.a, &["link", "set", &ns.a.iface, "name", &new]);
@@ -315,7 +317,7 @@ fn rename_out_of_the_flow_log_keeps_what_was_counted_and_detaches() {
 /// interface had when it crossed it, as on the wire.
 #[test]
 fn address_change_mid_window_records_each_address_as_on_the_wire() {
-    covered_change(85, named(&[]), |ns| {
+    covered_change(85, named(&[]), |ns, _| {
         let new = Ipv4Addr::new(10, 213, 85, 3);
         ip(
             &ns.a,

@@ -198,6 +198,8 @@ pub fn grouped_bars(
 }
 
 /// One line of a [`line_chart`]: (x, y) points in x order.
+// Line charts are drawn by the soak harness (tests/src/bin/flowlog-soak includes this file).
+#[allow(dead_code)]
 pub struct Line {
     pub name: String,
     pub points: Vec<(f64, f64)>,
@@ -205,6 +207,7 @@ pub struct Line {
 
 /// Lines over a shared x axis starting at 0 (e.g. minutes of a soak), each series in its own
 /// colour; the y axis starts at 0.
+#[allow(dead_code)]
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> String {
     let (left, right, top, bottom) = (70.0, 20.0, 60.0, 50.0);
     let (plot_w, plot_h) = (640.0, 260.0);

@@ -246,7 +246,7 @@ fn soak(args: &Args, bin: &Path) -> Soak {
     let log = log_of(&log_path);
     let samples = samples.into_inner().expect("samples");
     let warmup_secs = (run_secs / 6.0).max(60.0).min(run_secs / 2.0);
-    let out = Soak {
+    Soak {
         minutes: args.minutes,
         offered_rate: args.flows_per_second,
         run_secs,
@@ -266,8 +266,7 @@ fn soak(args: &Args, bin: &Path) -> Soak {
         exit,
         links_after,
         left_in_spool: left_in_spool(&log),
-    };
-    out
+    }
 }
 
 /// A permanent neighbour entry on `from`'s interface for `to`'s address.

@@ -67,6 +67,8 @@ pub struct Sample {
     pub secs: f64,
     pub rss_kib: u64,
     pub fds: u64,
+    /// Series in the agent's metrics file.
+    pub series: u64,
 }
 
 /// One closed window, from the agent's log.
@@ -141,6 +143,7 @@ fn soak(args: &Args, bin: &Path) -> Soak {
     );
     let pid = child.as_ref().expect("agent").id();
     let wire_before = load::iface_packets(&a.netns, &a.iface);
+    let metrics_path = dir.path().join("flowlog.prom");
 
     let stop_traffic = AtomicBool::new(false);
     let stop_faults = AtomicBool::new(false);
@@ -188,7 +191,7 @@ fn soak(args: &Args, bin: &Path) -> Soak {
         s.spawn(|| {
             while !stop_watch.load(Ordering::Relaxed) {
                 let t = started.elapsed().as_secs_f64();
-                if let Some(sample) = sample_process(pid, t) {
+                if let Some(sample) = sample_process(pid, t, &metrics_path) {
                     samples.lock().expect("samples").push(sample);
                 }
                 tally_exchanges(&proxy, &proxy_outcomes);
@@ -409,8 +412,8 @@ fn tally_exchanges(proxy: &FaultProxy, into: &Mutex<BTreeMap<String, u64>>) {
     }
 }
 
-/// RSS and open fds of `pid` now (`None` once it is gone).
-fn sample_process(pid: u32, secs: f64) -> Option<Sample> {
+/// RSS and open fds of `pid` now, and the series in its metrics file (`None` once it is gone).
+fn sample_process(pid: u32, secs: f64, metrics: &Path) -> Option<Sample> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib = status
         .lines()
@@ -421,7 +424,17 @@ fn sample_process(pid: u32, secs: f64) -> Option<Sample> {
         .parse()
         .ok()?;
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some(Sample { secs, rss_kib, fds })
+    let series = fs::read_to_string(metrics)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count() as u64;
+    Some(Sample {
+        secs,
+        rss_kib,
+        fds,
+        series,
+    })
 }
 
 fn log_of(path: &Path) -> String {

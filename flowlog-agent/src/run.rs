@@ -226,6 +226,10 @@ struct Cutter {
     /// Every flow log's members since the last cut: one that left (renamed, down) still gets
     /// what was counted for it.
     members: CutMembers,
+    /// Interfaces that went away since the last cut, and those that went away before it (their
+    /// last window is reported): the latter's metric series are removed at the next cut, so
+    /// interfaces that come and go do not pile up series.
+    vanished: (Vec<String>, Vec<String>),
     metrics_file: Option<PathBuf>,
 }
 
@@ -263,6 +267,13 @@ impl Cutter {
         lifecycle::window_cut();
         report_window(&cut, &attached, self.max_flows);
         drops::report_window(self.rejects.as_mut(), &cut, &attached);
+        let reported = std::mem::take(&mut self.vanished.0);
+        for name in std::mem::replace(&mut self.vanished.1, reported) {
+            // Unless an interface of the same name is attached again.
+            if !attached.values().any(|n| *n == name) {
+                metrics::forget_label("interface", &name);
+            }
+        }
         let empty = BTreeMap::new();
         for (id, p) in pipelines.iter_mut() {
             p.on_cut(&cut, cut_members.get(id).unwrap_or(&empty));
@@ -300,8 +311,10 @@ impl Cutter {
             .filter(|(_, i)| !i.deleted)
             .map(|(k, i)| (*k, i.clone()))
             .collect();
-        self.capture
+        let vanished = self
+            .capture
             .keep_only(&wanted.keys().copied().collect(), &live);
+        self.vanished.0.extend(vanished);
         for iface in wanted.values() {
             if let Err(e) = self.capture.attach(iface) {
                 warn!(iface = %iface.name, error = %format!("{e:#}"), "cannot attach");
@@ -414,6 +427,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         start: unix_now() as u64,
         last_flip: Instant::now(),
         members: CutMembers::default(),
+        vanished: Default::default(),
         metrics_file: args.operations.metrics_file.clone(),
     };
     // After everything that can refuse bad input: its log lines would come before the error.

@@ -373,7 +373,7 @@ mod tests {
             ],
         );
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(svg.contains(r#"points="70.0,233.3 390.0,146.7""#), "{svg}");
+        assert!(svg.contains(r#"points="70.0,233.3 710.0,146.7""#), "{svg}");
         assert!(svg.contains("b&lt;"));
     }
 }

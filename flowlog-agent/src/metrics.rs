@@ -86,6 +86,20 @@ pub fn gauge_set(name: &'static str, help: &'static str, pairs: &[(&str, &str)],
     update(name, help, Kind::Gauge, pairs, |x| *x = v);
 }
 
+/// Removes every sample, of every metric, whose labels include `key="value"`: the series of an
+/// interface that is gone, so interfaces that come and go (containers) do not pile up series.
+pub fn forget_label(key: &str, value: &str) {
+    let rendered = labels(&[(key, value)]);
+    let pair = &rendered[1..rendered.len() - 1];
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    for family in reg.families.values_mut() {
+        family.samples.retain(|l, _| {
+            let inner = l.trim_start_matches('{').trim_end_matches('}');
+            !inner.split(',').any(|p| p == pair)
+        });
+    }
+}
+
 /// Current value of a sample, for tests and status output.
 pub fn value(name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
     let reg = registry().lock().unwrap_or_else(|p| p.into_inner());
@@ -238,6 +252,34 @@ mod tests {
                 &[("interface", "eth0"), ("direction", "ingress")]
             ),
             Some(7.0)
+        );
+    }
+
+    #[test]
+    fn forgetting_an_interface_removes_only_its_series() {
+        let m = "flowlog_test_forget_total";
+        for iface in ["vethgone", "vethgone2", "eth0"] {
+            counter_add(
+                m,
+                "Test.",
+                &[("interface", iface), ("direction", "egress")],
+                1,
+            );
+        }
+        gauge_set(
+            "flowlog_test_forget_gauge",
+            "Test.",
+            &[("interface", "vethgone")],
+            1.0,
+        );
+        forget_label("interface", "vethgone");
+        let text = render();
+        assert!(!text.contains("\"vethgone\""), "{text}");
+        assert!(text.contains(
+            "flowlog_test_forget_total{interface=\"vethgone2\",direction=\"egress\"} 1\n"
+        ));
+        assert!(
+            text.contains("flowlog_test_forget_total{interface=\"eth0\",direction=\"egress\"} 1\n")
         );
     }
 

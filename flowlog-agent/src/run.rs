@@ -32,6 +32,7 @@ use crate::{
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
         file,
+        members::CutMembers,
         pipeline::{HostSettings, Outcome, Pipeline},
         registry::{Change, Registry},
         snapshot::SnapshotSource,
@@ -275,6 +276,13 @@ struct Cutter {
     /// When the last cut began (just before its flip): interfaces deleted before then have
     /// all their flows in a cut already.
     last_flip: Instant,
+    /// Every flow log's members since the last cut: one that left (renamed, down) still gets
+    /// what was counted for it.
+    members: CutMembers,
+    /// Interfaces that went away since the last cut, and those that went away before it (their
+    /// last window is reported): the latter's metric series are removed at the next cut, so
+    /// interfaces that come and go do not pile up series.
+    vanished: (Vec<String>, Vec<String>),
     metrics_file: Option<PathBuf>,
     /// Attached interfaces whose metric series were exported at zero already.
     zero_exported: BTreeSet<String>,
@@ -310,6 +318,8 @@ impl Cutter {
             self.max_flows,
             cut.ifaces.values().map(|c| c.overflow_packets).sum(),
         );
+        let cut_members = self.members.for_cut(watched);
+        self.members.cut_done(watched);
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -320,9 +330,16 @@ impl Cutter {
         lifecycle::window_cut();
         report_window(&cut, &attached, self.max_flows);
         drops::report_window(self.rejects.as_mut(), &cut, &attached);
+        let reported = std::mem::take(&mut self.vanished.0);
+        for name in std::mem::replace(&mut self.vanished.1, reported) {
+            // Unless an interface of the same name is attached again.
+            if !attached.values().any(|n| *n == name) {
+                metrics::forget_label("interface", &name);
+            }
+        }
         let empty = BTreeMap::new();
         for (id, p) in pipelines.iter_mut() {
-            p.on_cut(&cut, watched.get(id).unwrap_or(&empty));
+            p.on_cut(&cut, cut_members.get(id).unwrap_or(&empty));
         }
         metrics::flush_to(self.metrics_file.as_deref());
         Ok(cut)
@@ -339,6 +356,7 @@ impl Cutter {
         watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
         guests: bool,
     ) {
+        self.members.remember(watched);
         // Deleted interfaces stay in `watched` until their window is cut (their flows keep
         // their identity); there is nothing to attach to.
         let wanted: BTreeMap<u32, &Interface> = watched
@@ -356,8 +374,10 @@ impl Cutter {
             .filter(|(_, i)| !i.deleted)
             .map(|(k, i)| (*k, i.clone()))
             .collect();
-        self.capture
+        let vanished = self
+            .capture
             .keep_only(&wanted.keys().copied().collect(), &live);
+        self.vanished.0.extend(vanished);
         attach_limits::attach_within_limits(&mut self.capture, wanted.values().copied());
         drops::sync(&mut self.rejects, self.capture.attached().map(|(i, _)| i));
         // Only for interfaces not exported yet: with 1,000 interfaces, exporting all of them
@@ -509,6 +529,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_flows: cap.max_flows,
         start: unix_now() as u64,
         last_flip: Instant::now(),
+        members: CutMembers::default(),
+        vanished: Default::default(),
         metrics_file: args.operations.metrics_file.clone(),
         zero_exported: BTreeSet::new(),
         board: agent.board.clone(),

@@ -197,6 +197,124 @@ pub fn grouped_bars(
     s
 }
 
+/// One line of a [`line_chart`]: (x, y) points in x order.
+// Line charts are drawn by the soak harness (tests/src/bin/flowlog-soak includes this file).
+#[allow(dead_code)]
+pub struct Line {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Lines over a shared x axis starting at 0 (e.g. minutes of a soak), each series in its own
+/// colour; the y axis starts at 0.
+#[allow(dead_code)]
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> String {
+    let (left, right, top, bottom) = (70.0, 20.0, 60.0, 50.0);
+    let (plot_w, plot_h) = (640.0, 260.0);
+    let (width, height) = (left + plot_w + right, top + plot_h + bottom);
+    let finite = || {
+        lines
+            .iter()
+            .flat_map(|l| l.points.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+    };
+    let x_max_raw = finite().map(|p| p.0).fold(0.0f64, f64::max);
+    let y_max_raw = finite().map(|p| p.1).fold(0.0f64, f64::max);
+    let (x_step, y_step) = (tick_step(x_max_raw), tick_step(y_max_raw));
+    let x_max = (x_max_raw / x_step).ceil().max(1.0) * x_step;
+    let y_max = (y_max_raw / y_step).ceil().max(1.0) * y_step;
+    let x = |v: f64| left + v / x_max * plot_w;
+    let y = |v: f64| top + plot_h - v / y_max * plot_h;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left:.0}" y="22" font-size="14" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    let mut t = 0.0;
+    while t <= y_max + y_step / 2.0 {
+        let yy = y(t);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/>"##,
+            left + plot_w
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            yy + 4.0,
+            tick_label(t, y_step)
+        );
+        t += y_step;
+    }
+    let mut t = 0.0;
+    while t <= x_max + x_step / 2.0 {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x(t),
+            top + plot_h + 16.0,
+            tick_label(t, x_step)
+        );
+        t += x_step;
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+        left + plot_w / 2.0,
+        top + plot_h + 36.0,
+        escape(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(16,{:.0}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        top + plot_h / 2.0,
+        escape(y_label)
+    );
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
+        top + plot_h,
+        left + plot_w,
+        top + plot_h
+    );
+    let mut lx = left;
+    for (i, line) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<String> = line
+            .points
+            .iter()
+            .filter(|(px, py)| px.is_finite() && py.is_finite())
+            .map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.1}" y="34" width="10" height="10" fill="{color}"/>"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="43">{}</text>"#,
+            lx + 14.0,
+            escape(&line.name)
+        );
+        lx += 24.0 + 6.5 * line.name.len() as f64;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +353,27 @@ mod tests {
         );
         assert!(svg.contains("a &lt;b&gt;") && svg.contains("x&amp;y"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn line_chart_draws_one_polyline_per_line() {
+        let svg = line_chart(
+            "rss",
+            "minutes",
+            "MiB",
+            &[
+                Line {
+                    name: "a".into(),
+                    points: vec![(0.0, 1.0), (1.0, 2.0), (2.0, f64::NAN)],
+                },
+                Line {
+                    name: "b<".into(),
+                    points: vec![(0.0, 3.0)],
+                },
+            ],
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains(r#"points="70.0,233.3 710.0,146.7""#), "{svg}");
+        assert!(svg.contains("b&lt;"));
     }
 }

@@ -85,6 +85,9 @@ pub struct AgentOptions {
     /// window closes, so a test can read them while the agent runs.
     pub file_rollover_seconds: u64,
     pub extra_args: Vec<String>,
+    /// `--iface <the side's interface>`; off: the agent's default selection (every interface
+    /// that is up).
+    pub name_interface: bool,
 }
 
 impl AgentOptions {
@@ -93,7 +96,14 @@ impl AgentOptions {
             aggregation_interval: seconds,
             file_rollover_seconds: 1,
             extra_args: Vec::new(),
+            name_interface: true,
         }
+    }
+
+    /// No `--iface`: the agent watches every interface that is up.
+    pub fn every_interface_up(mut self) -> Self {
+        self.name_interface = false;
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -126,7 +136,13 @@ impl Agent {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &side.netns])
             .arg(&bin)
-            .args(["run", "--iface", &side.iface])
+            .arg("run")
+            .args(
+                Some(["--iface", side.iface.as_str()])
+                    .filter(|_| opts.name_interface)
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--aggregation-interval")
             .arg(opts.aggregation_interval.to_string())
             .arg("--file-rollover-seconds")

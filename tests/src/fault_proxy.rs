@@ -254,6 +254,12 @@ impl FaultProxy {
         lock(&self.state).exchanges.clone()
     }
 
+    /// Every request seen since the last call (or the start), which the proxy then forgets: a
+    /// long run (the soak) keeps its memory flat this way.
+    pub fn take_exchanges(&self) -> Vec<Exchange> {
+        std::mem::take(&mut lock(&self.state).exchanges)
+    }
+
     /// The requests `matcher` matches so far.
     pub fn matching(&self, matcher: &Matcher) -> Vec<Exchange> {
         self.exchanges()

@@ -15,5 +15,6 @@ pub mod podman;
 pub mod proxied;
 pub mod publish;
 pub mod records;
+pub mod tcx_links;
 pub mod traffic;
 pub mod wire;

@@ -14,6 +14,7 @@ mod image;
 mod podman;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -110,6 +111,20 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// Soak the release agent: flow churn, interface churn and a flapping S3 destination
+    ///
+    /// Builds target/release/flowlog, then runs the flowlog-soak harness (tests crate) for
+    /// MINUTES: >= 20k new flows/s, steady traffic, a veth pair created and deleted every 4 s,
+    /// S3 faults through the fault proxy in front of moto. Writes SOAK.md (RSS and fd slopes,
+    /// window lateness, records in against delivered) and SVG plots; fails on unexplained loss.
+    Soak {
+        /// How long the load runs (the quick form is 5).
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        minutes: u64,
+        /// Directory for the report (default: docs/bench/ in the workspace).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Build flowlog_<version>_<arch>.deb with cargo-deb; print its path
     ///
     /// Holds /usr/bin/flowlog, the systemd unit (enabled on install) and its system user, the
@@ -188,6 +203,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Run { args } => run::run(args),
         Cmd::Test { extra } => test::run(extra),
         Cmd::Bench { quick, out } => bench::run(quick, out.as_deref()),
+        Cmd::Soak { minutes, out } => soak::run(minutes, out.as_deref()),
         Cmd::Fuzz { frames, seed } => fuzz::run(frames, seed),
         Cmd::Clippy => clippy::run(),
         Cmd::Deb { binary, out, fast } => deb::run(binary, out, fast),

@@ -296,12 +296,14 @@ impl Capture {
     }
 
     /// Detaches from every interface whose ifindex is not in `wanted`: it vanished (it is not in
-    /// `present`, the host's interfaces now), or no flow log covers it any more.
+    /// `present`, the host's interfaces now), or no flow log covers it any more. Returns the
+    /// names of those that vanished.
     pub fn keep_only(
         &mut self,
         wanted: &std::collections::BTreeSet<u32>,
         present: &BTreeMap<u32, Interface>,
-    ) {
+    ) -> Vec<String> {
+        let mut vanished = Vec::new();
         let gone: Vec<u32> = self
             .attached
             .keys()
@@ -318,10 +320,12 @@ impl Capture {
             if present.get(&ifindex).is_none_or(|i| i.name != a.name) {
                 // Containers come and go: not a warning.
                 info!(iface = %a.name, ifindex, "interface went away; detached");
+                vanished.push(a.name);
             } else {
                 info!(iface = %a.name, ifindex, "no flow log covers the interface any more; detached");
             }
         }
+        vanished
     }
 }
 

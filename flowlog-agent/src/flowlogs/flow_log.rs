@@ -148,6 +148,12 @@ impl FlowLog {
                     interface_id,
                     primary_ipv4,
                     primary_ipv6,
+                    // The guest's addresses are read from its side, not followed over time.
+                    earlier_primaries: if guest_view {
+                        Vec::new()
+                    } else {
+                        i.earlier_primaries.clone()
+                    },
                     guest_view,
                     guest: owner.and_then(GuestFields::of).map(Arc::new),
                 };

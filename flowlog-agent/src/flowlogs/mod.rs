@@ -12,6 +12,7 @@ pub mod control;
 pub mod control_limits;
 pub mod file;
 pub mod flow_log;
+pub mod members;
 pub mod pipeline;
 pub mod registry;
 pub mod snapshot;

@@ -187,8 +187,9 @@ impl Pipeline {
     /// records go to the spool. `watched`: the interfaces of the cut that this flow log covers.
     pub fn on_cut(&mut self, cut: &DrainedWindow, watched: &BTreeMap<u32, Interface>) {
         let members: BTreeSet<u32> = watched.keys().copied().collect();
-        self.window_interfaces
-            .extend(watched.iter().map(|(k, i)| (*k, i.clone())));
+        for iface in watched.values() {
+            super::members::update_view(&mut self.window_interfaces, iface.clone());
+        }
         if let Some(window) = self.window.push(part_of(cut, &members)) {
             let interfaces = std::mem::take(&mut self.window_interfaces);
             self.close_window(&window, &interfaces);
@@ -207,8 +208,17 @@ impl Pipeline {
         for batch in batches {
             self.spool_batch(&batch);
         }
+        // How long after its boundary the window's records were spooled (written down durably).
+        let lateness = crate::capture::clock::unix_now() - window.window.end as f64;
+        metrics::gauge_set(
+            "flowlog_window_lateness_seconds",
+            "How long after its boundary the last closed window's records were spooled.",
+            &[("flow_log_id", self.spec.id.as_str())],
+            lateness,
+        );
         tracing::debug!(flow_log_id = %self.spec.id, start = window.window.start, end = window.window.end,
-                        records_in_finished_batches = records, "flow log window closed");
+                        records_in_finished_batches = records, lateness_seconds = lateness,
+                        "flow log window closed");
     }
 
     /// Writes a finished batch to the spool, deleting the write-ahead log it replaces. A batch
@@ -254,7 +264,9 @@ impl Pipeline {
     pub async fn finish(mut self, watched: &BTreeMap<u32, Interface>) -> Outcome {
         if let Some(window) = self.window.flush() {
             let mut interfaces = std::mem::take(&mut self.window_interfaces);
-            interfaces.extend(watched.iter().map(|(k, i)| (*k, i.clone())));
+            for iface in watched.values() {
+                super::members::update_view(&mut interfaces, iface.clone());
+            }
             self.close_window(&window, &interfaces);
         }
         for batch in self.flow_log.close_all() {

@@ -50,6 +50,9 @@ pub struct Interface {
     pub owner_pending: bool,
     /// The kernel's `ARPHRD_*` link type (`/sys/class/net/<name>/type`), when known.
     pub link_type: Option<u16>,
+    /// Primary addresses the interface had earlier in the open window (its address changed):
+    /// flows counted while one of them was the primary keep it in their records.
+    pub earlier_primaries: Vec<IpAddr>,
 }
 
 /// `ARPHRD_*` link types whose frames start with the IP header: `ARPHRD_RAWIP` (519),

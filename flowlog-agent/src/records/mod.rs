@@ -162,6 +162,9 @@ pub struct WatchedInterface {
     /// The interface's primary IPv6 address: its oldest non-link-local one, else its
     /// link-local one.
     pub primary_ipv6: Option<Ipv6Addr>,
+    /// Addresses that were the primary earlier in the window (the address changed mid-window):
+    /// a flow with one of them was counted while it was the primary, and keeps it.
+    pub earlier_primaries: Vec<IpAddr>,
     /// Records are written from the guest's side (design.md "Perspective"): the host side of
     /// a container's veth or a VM's tap, where what the host receives is what the guest sent.
     /// Direction is flipped and the local side is the guest's (`primary_*` are the guest's
@@ -184,8 +187,11 @@ impl WatchedInterface {
     /// What `srcaddr`/`dstaddr` show for the interface's own side, as AWS does for an ENI: its
     /// primary address of the packet's family, whatever the header says (a secondary address,
     /// a NAT'ed or forwarded address). An interface without an address of that family keeps
-    /// the header address.
+    /// the header address, and so does a flow sent from an earlier primary.
     pub fn local_address(&self, header: IpAddr) -> IpAddr {
+        if self.earlier_primaries.contains(&header) {
+            return header;
+        }
         match header {
             IpAddr::V4(_) => self.primary_ipv4.map_or(header, IpAddr::V4),
             IpAddr::V6(_) => self.primary_ipv6.map_or(header, IpAddr::V6),

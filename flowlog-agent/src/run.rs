@@ -25,6 +25,7 @@ use crate::{
     capture::clock::{first_object_at, unix_now, until},
     capture::collect::{Collector, DrainedWindow, Window},
     capture::object,
+    capture::peek::Peeker,
     capture::pins::{DEFAULT_PIN_DIR, Layout, Pins, Unpinned},
     capture::reject::drops,
     capture::window_metrics::{export_zero_counters, report_window},
@@ -398,7 +399,7 @@ impl Cutter {
 
 /// What `flowlog top` reads (none when the maps cannot be reopened: `top` then says so).
 fn snapshot_source(collector: &Collector, start: u64) -> Option<Arc<SnapshotSource>> {
-    match collector.peeker() {
+    match Peeker::of(collector) {
         Ok(p) => Some(Arc::new(SnapshotSource::new(p, start))),
         Err(e) => {
             warn!(error = %format!("{e:#}"), "flowlog top will have nothing to show");

@@ -18,9 +18,7 @@ use flowlog_common::{
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::capture::{
-    clock::MonotonicClock, map_batch, peek::Peeker, reject::reasons::DropReasons,
-};
+use crate::capture::{clock::MonotonicClock, map_batch, reject::reasons::DropReasons};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -155,6 +153,14 @@ impl DrainedWindow {
             None => format!("DROP_REASON_{code}"),
         }
     }
+}
+
+/// Borrowed handles on a [`Collector`]'s maps ([`Collector::map_handles`]).
+pub struct MapHandles<'a> {
+    pub window: &'a MapData,
+    pub flows: [&'a MapData; 2],
+    pub rejects: [&'a MapData; 2],
+    pub drop_reasons: Option<Arc<DropReasons>>,
 }
 
 /// The window maps, taken out of the loaded object.
@@ -301,15 +307,16 @@ impl Collector {
         self.drop_reasons = Some(reasons);
     }
 
-    /// Read-only handles on the open window's maps, for `flowlog top` ([`Peeker`]).
-    pub fn peeker(&self) -> anyhow::Result<Peeker> {
+    /// The maps of both slots and the drop-reason names, for readers that must not drain
+    /// (`flowlog top`'s [`Peeker`](super::peek::Peeker)).
+    pub fn map_handles(&self) -> MapHandles<'_> {
         use aya::maps::IterableMap as _;
-        Peeker::new(
-            self.window.map(),
-            [self.flows[0].map(), self.flows[1].map()],
-            [self.rejects[0].map(), self.rejects[1].map()],
-            self.drop_reasons.clone(),
-        )
+        MapHandles {
+            window: self.window.map(),
+            flows: [self.flows[0].map(), self.flows[1].map()],
+            rejects: [self.rejects[0].map(), self.rejects[1].map()],
+            drop_reasons: self.drop_reasons.clone(),
+        }
     }
 
     /// Ends `window`: new packets go to the other slot from now on, and everything the old

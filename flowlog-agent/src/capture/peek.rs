@@ -15,7 +15,7 @@ use flowlog_common::{
 };
 
 use crate::capture::{
-    collect::{FlowTotals, RejectTotals},
+    collect::{Collector, FlowTotals, RejectTotals},
     map_batch,
     reject::reasons::DropReasons,
 };
@@ -83,6 +83,12 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 
 impl Peeker {
     /// Handles on the same maps as the collector's (`window`, `flows`, `rejects` slots).
+    /// Read-only handles on `collector`'s maps (duplicated descriptors).
+    pub fn of(collector: &Collector) -> anyhow::Result<Self> {
+        let m = collector.map_handles();
+        Peeker::new(m.window, m.flows, m.rejects, m.drop_reasons)
+    }
+
     pub fn new(
         window: &MapData,
         flows: [&MapData; 2],

@@ -504,8 +504,14 @@ fn attach_section(s: &mut String, a: Option<&AttachLatency>) {
     );
     let _ = writeln!(
         s,
-        "The agent watches `flbat*` (a glob, in its own namespace); {} veths are created one          after another with `ip link add ... up`, and from the moment that returns a crafted          UDP frame with a new source port leaves through the new interface every {} ms          (AF_PACKET, through its TC egress hook). The first source port in the interface's          records gives the first frame counted; its send time is the latency. The interface          is deleted after {} ms of frames, before its window is cut: its records are still          written (the inventory keeps it until the cut). The agent learns of the interface          from an rtnetlink event, not a poll.
-",
+        "The agent watches `flbat*` (a glob, in its own namespace); {} veths are created one \
+         after another with `ip link add ... up`, and from the moment that returns a crafted \
+         UDP frame with a new source port leaves through the new interface every {} ms \
+         (AF_PACKET, through its TC egress hook). The first source port in the interface's \
+         records gives the first frame counted; its send time is the latency. The interface \
+         is deleted after {} ms of frames, before its window is cut: its records are still \
+         written (the inventory keeps it until the cut). The agent learns of the interface \
+         from an rtnetlink event, not a poll.\n",
         a.interfaces,
         f(a.spacing_ms, 2),
         f(a.send_for_ms, 0)

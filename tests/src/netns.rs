@@ -324,3 +324,23 @@ pub fn nft(netns: &str, script: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// (packets, bytes) of every nftables rule counter in `netns`, by the rule's comment.
+pub fn nft_counters(netns: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let out = run(in_netns(netns, "nft").args(["-j", "list", "ruleset"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j is JSON");
+    let mut counters = std::collections::BTreeMap::new();
+    for item in json["nftables"].as_array().expect("nftables array") {
+        let rule = &item["rule"];
+        let Some(comment) = rule["comment"].as_str() else {
+            continue;
+        };
+        for expr in rule["expr"].as_array().into_iter().flatten() {
+            if let Some(c) = expr.get("counter") {
+                let n = |k: &str| c[k].as_u64().expect("counter value");
+                counters.insert(comment.to_string(), (n("packets"), n("bytes")));
+            }
+        }
+    }
+    counters
+}

@@ -5,7 +5,10 @@
 use std::{
     fs::File,
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{
+        IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream,
+        UdpSocket,
+    },
     os::fd::AsRawFd as _,
     sync::mpsc,
     time::Duration,
@@ -217,4 +220,52 @@ pub fn ping(from_ns: &str, to: IpAddr, count: u32, size: u32) {
         text.contains(&format!("{count} packets transmitted, {count} received")),
         "ping {to} lost replies:\n{text}"
     );
+}
+
+/// One SYN from `from_ns` to `to`, which a rule drops: a non-blocking connect, left until the
+/// rule `comment` has counted it, then closed (before the first retransmission, 1 s later).
+pub fn one_dropped_syn(from_ns: &str, to: SocketAddrV4, rule_ns: &str, comment: &str) {
+    in_ns(from_ns, || {
+        let sock = nonblocking_connect(to);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while crate::netns::nft_counters(rule_ns)
+            .get(comment)
+            .map_or(0, |c| c.0)
+            == 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rule {comment} never saw the SYN"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(sock);
+    });
+}
+
+/// A TCP socket with a connect to `to` under way (EINPROGRESS).
+fn nonblocking_connect(to: SocketAddrV4) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket syscalls on a descriptor owned by the returned OwnedFd, with a
+    // sockaddr_in of the size passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = to.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*to.ip()).to_be();
+        let rc = libc::connect(
+            owned.as_raw_fd(),
+            (&sin as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        let err = std::io::Error::last_os_error();
+        assert!(
+            rc == -1 && err.raw_os_error() == Some(libc::EINPROGRESS),
+            "connect: {err}"
+        );
+        owned
+    }
 }

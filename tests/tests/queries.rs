@@ -10,16 +10,15 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, SocketAddrV4},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, flowlog_bin, unix_now},
-    netns::{Namespaces, Setup, in_netns, nft, run},
-    traffic::{UdpPlan, in_ns, ping, udp_send},
+    netns::{Namespaces, Setup, nft, nft_counters},
+    traffic::{UdpPlan, one_dropped_syn, ping, udp_send},
 };
 
 const IFACE_ID: &str = "eni-0a1b2c3d4e5f60718";
@@ -103,70 +102,6 @@ fn duckdb(view: &str, root: &Path) -> BTreeMap<String, serde_json::Value> {
             (name, v)
         })
         .collect()
-}
-
-/// (packets, bytes) of every nftables rule counter in `netns`, by the rule's comment.
-fn nft_counters(netns: &str) -> BTreeMap<String, (u64, u64)> {
-    let out = run(in_netns(netns, "nft").args(["-j", "list", "ruleset"]));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j is JSON");
-    let mut counters = BTreeMap::new();
-    for item in json["nftables"].as_array().expect("nftables array") {
-        let rule = &item["rule"];
-        let Some(comment) = rule["comment"].as_str() else {
-            continue;
-        };
-        for expr in rule["expr"].as_array().into_iter().flatten() {
-            if let Some(c) = expr.get("counter") {
-                let n = |k: &str| c[k].as_u64().expect("counter value");
-                counters.insert(comment.to_string(), (n("packets"), n("bytes")));
-            }
-        }
-    }
-    counters
-}
-
-/// One SYN from `from_ns` to `to`, which a rule drops: a non-blocking connect, left until the
-/// rule `comment` has counted it, then closed (before the first retransmission, 1 s later).
-fn one_syn(from_ns: &str, to: SocketAddrV4, rule_ns: &str, comment: &str) {
-    in_ns(from_ns, || {
-        let sock = socket2_like_nonblocking_connect(to);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while nft_counters(rule_ns).get(comment).map_or(0, |c| c.0) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "rule {comment} never saw the SYN"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        drop(sock);
-    });
-}
-
-/// A TCP socket with a connect to `to` under way (EINPROGRESS).
-fn socket2_like_nonblocking_connect(to: SocketAddrV4) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: plain socket syscalls on a descriptor owned by the returned OwnedFd, with a
-    // sockaddr_in of the size passed.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_port = to.port().to_be();
-        sin.sin_addr.s_addr = u32::from(*to.ip()).to_be();
-        let rc = libc::connect(
-            owned.as_raw_fd(),
-            (&sin as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        let err = std::io::Error::last_os_error();
-        assert!(
-            rc == -1 && err.raw_os_error() == Some(libc::EINPROGRESS),
-            "connect: {err}"
-        );
-        owned
-    }
 }
 
 /// `flowlog <args>` with the agent's control socket; stdout, after checking it succeeded.
@@ -273,8 +208,8 @@ fn duckdb_queries_over_text_and_parquet_answer_what_was_sent() {
             gap: Duration::ZERO,
         },
     );
-    one_syn(&a.netns, SocketAddrV4::new(b.v4, 22), &b.netns, "ssh");
-    one_syn(&a.netns, SocketAddrV4::new(b.v4, 3389), &b.netns, "rdp");
+    one_dropped_syn(&a.netns, SocketAddrV4::new(b.v4, 22), &b.netns, "ssh");
+    one_dropped_syn(&a.netns, SocketAddrV4::new(b.v4, 3389), &b.netns, "rdp");
     let sent_to = unix_now();
 
     // The Parquet flow log's DDL, through the control socket, while the agent runs.

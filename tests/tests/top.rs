@@ -9,16 +9,15 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, SocketAddrV4},
-    os::fd::AsRawFd as _,
     process::Command,
     time::{Duration, Instant},
 };
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, flowlog_bin, unix_now},
-    netns::{Namespaces, Setup, in_netns, nft, run},
+    netns::{Namespaces, Setup, nft, nft_counters, run},
     records::{self, Tuple},
-    traffic::{UdpPlan, in_ns, ping, udp_send},
+    traffic::{UdpPlan, one_dropped_syn, ping, udp_send},
 };
 
 const INTERVAL: u64 = 600;
@@ -136,65 +135,6 @@ fn flow_rows(screen: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// (packets, bytes) of every nftables rule counter in `netns`, by the rule's comment.
-fn nft_counters(netns: &str) -> BTreeMap<String, (u64, u64)> {
-    let out = run(in_netns(netns, "nft").args(["-j", "list", "ruleset"]));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j is JSON");
-    let mut counters = BTreeMap::new();
-    for item in json["nftables"].as_array().expect("nftables array") {
-        let rule = &item["rule"];
-        let Some(comment) = rule["comment"].as_str() else {
-            continue;
-        };
-        for expr in rule["expr"].as_array().into_iter().flatten() {
-            if let Some(c) = expr.get("counter") {
-                let n = |k: &str| c[k].as_u64().expect("counter value");
-                counters.insert(comment.to_string(), (n("packets"), n("bytes")));
-            }
-        }
-    }
-    counters
-}
-
-/// One SYN to `to` that a rule drops: a non-blocking connect, closed once the rule `comment`
-/// in `rule_ns` counted it (before the first retransmission, 1 s later).
-fn one_syn(from_ns: &str, to: SocketAddrV4, rule_ns: &str, comment: &str) {
-    in_ns(from_ns, || {
-        // SAFETY: plain socket syscalls on a descriptor the OwnedFd owns, with a sockaddr_in of
-        // the size passed.
-        let sock = unsafe {
-            use std::os::fd::FromRawFd as _;
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-            let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = to.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*to.ip()).to_be();
-            let rc = libc::connect(
-                owned.as_raw_fd(),
-                (&sin as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            let err = std::io::Error::last_os_error();
-            assert!(
-                rc == -1 && err.raw_os_error() == Some(libc::EINPROGRESS),
-                "connect: {err}"
-            );
-            owned
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while nft_counters(rule_ns).get(comment).map_or(0, |c| c.0) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "rule {comment} never saw the SYN"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        drop(sock);
-    });
-}
-
 /// Waits for the next window if less than `needed` is left of this one.
 fn settle_in_window(needed: Duration) {
     let now = unix_now();
@@ -249,7 +189,7 @@ fn top_shows_the_open_window_sorts_filters_and_drains_nothing() {
             gap: Duration::ZERO,
         },
     );
-    one_syn(&a.netns, SocketAddrV4::new(b.v4, 22), &b.netns, "ssh");
+    one_dropped_syn(&a.netns, SocketAddrV4::new(b.v4, 22), &b.netns, "ssh");
     let (ssh_p, ssh_b) = nft_counters(&b.netns)["ssh"];
 
     let (av, bv, iface) = (a.v4.to_string(), b.v4.to_string(), b.iface.clone());

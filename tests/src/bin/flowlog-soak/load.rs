@@ -115,9 +115,17 @@ pub fn churn(
 }
 
 /// Receives on `at` in `netns` until `stop`, counting datagrams in `received`.
-pub fn receive(netns: &str, at: SocketAddr, stop: &AtomicBool, received: &AtomicU64) {
+/// `bound` is incremented once the socket is bound.
+pub fn receive(
+    netns: &str,
+    at: SocketAddr,
+    stop: &AtomicBool,
+    received: &AtomicU64,
+    bound: &AtomicU64,
+) {
     enter(netns);
     let sock = UdpSocket::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}"));
+    bound.fetch_add(1, Ordering::SeqCst);
     let size: libc::c_int = 8 << 20;
     // SAFETY: setsockopt on a valid socket with a c_int value.
     unsafe {

@@ -158,15 +158,28 @@ fn soak(args: &Args, bin: &Path) -> Soak {
     let run_for = Duration::from_secs(args.minutes * 60);
     let steady_to = SocketAddr::new(IpAddr::V4(b.v4), load::STEADY_PORT);
     let started = Instant::now();
+    let receivers_bound = AtomicU64::new(0);
     let run_secs = std::thread::scope(|s| {
         for port in load::CHURN_PORTS {
             let at = SocketAddr::new(IpAddr::V4(a.v4), port);
-            let (stop, received) = (&stop_traffic, &churn_received);
-            s.spawn(move || load::receive(&a.netns, at, stop, received));
+            let (stop, received, bound) = (&stop_traffic, &churn_received, &receivers_bound);
+            s.spawn(move || load::receive(&a.netns, at, stop, received, bound));
         }
-        s.spawn(|| load::receive(&b.netns, steady_to, &stop_traffic, &steady_received));
+        s.spawn(|| {
+            load::receive(
+                &b.netns,
+                steady_to,
+                &stop_traffic,
+                &steady_received,
+                &receivers_bound,
+            )
+        });
         // Receivers first: a datagram to a closed port would be answered with ICMP.
-        std::thread::sleep(Duration::from_millis(300));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receivers_bound.load(Ordering::SeqCst) < load::CHURN_PORTS.len() as u64 + 1 {
+            assert!(Instant::now() < deadline, "the receivers did not bind");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         s.spawn(|| load::steady(&a.netns, steady_to, &stop_traffic, &steady_sent));
         s.spawn(|| {
             load::churn(

@@ -2,6 +2,7 @@
 //! SIGTERM (which flushes the partial window), killed on drop if a test panics first.
 
 use std::{
+    ffi::OsStr,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -152,9 +153,13 @@ impl Agent {
             // Keep the spool with the test, not under /var/lib/flowlog.
             .arg("--spool-dir")
             .arg(dir.path().join("spool"))
-            // Its own pinned state: tests run agents side by side.
-            .arg("--pin-dir")
-            .arg(pins.path())
+            // Its own pinned state: tests run agents side by side (unless it pins nothing).
+            .args(
+                Some([OsStr::new("--pin-dir"), pins.path().as_os_str()])
+                    .filter(|_| !opts.extra_args.iter().any(|a| a == "--no-pin"))
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&opts.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -188,7 +188,9 @@ fn named(extra: &[&str]) -> AgentOptions {
 
 /// Starts an agent in A's namespace, a capture on B's end, and waits for a fresh window.
 fn start(ns: &Namespaces, opts: AgentOptions) -> (Agent, Tcpdump) {
-    let agent = Agent::start(&ns.a, opts);
+    // Unpinned: the links are checked through the agent's own descriptors (fdinfo), and a
+    // pinned link is held by bpffs, not by a descriptor. tests/tests/restart.rs covers pinning.
+    let agent = Agent::start(&ns.a, opts.arg("--no-pin"));
     wait_for_links(&agent, ifindex(&ns.a.netns, &ns.a.iface));
     let tcpdump = Tcpdump::start(&ns.b, agent.work_dir());
     wait_for_window_start(INTERVAL, Duration::from_millis(200));

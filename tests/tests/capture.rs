@@ -125,7 +125,24 @@ fn records_match_sent_traffic_and_capture_exactly() {
         .iter()
         .filter(|r| r.log_status == "NODATA")
         .collect();
-    for r in &nodata {
+    // The agent's first window starts when the agent does: when the traffic only began after
+    // its first boundary, that partial window is NODATA too, from the earliest start of all
+    // records to the first boundary.
+    let first_start = records.iter().map(|r| r.start).min().expect("records");
+    for r in nodata
+        .iter()
+        .filter(|r| r.start == first_start && r.start % interval != 0)
+    {
+        assert!(
+            r.end % interval == 0 && r.end - r.start < interval,
+            "the first window's NODATA ends on the first boundary: {}",
+            r.line
+        );
+    }
+    for r in nodata
+        .iter()
+        .filter(|r| !(r.start == first_start && r.start % interval != 0))
+    {
         assert_eq!(
             r.start % interval,
             0,

@@ -17,7 +17,7 @@ use std::{
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, require_root},
-    netns::{Side, in_netns, nft, run},
+    netns::{Side, in_netns, nft, nft_counters, run},
     records::{self, Record, dump},
     traffic::in_ns,
     wire::{Tcpdump, WirePacket},
@@ -135,28 +135,7 @@ impl Drop for Pair {
 }
 
 // ---------------------------------------------------------------------------------------------
-// nftables: rules with named counters, read back as the ground truth.
-
-/// (packets, bytes) of every rule counter in `netns`, by the rule's comment.
-fn nft_counters(netns: &str) -> BTreeMap<String, (u64, u64)> {
-    let out = run(in_netns(netns, "nft").args(["-j", "list", "ruleset"]));
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("nft -j output is JSON");
-    let mut counters = BTreeMap::new();
-    for item in json["nftables"].as_array().expect("nftables array") {
-        let rule = &item["rule"];
-        let Some(comment) = rule["comment"].as_str() else {
-            continue;
-        };
-        for expr in rule["expr"].as_array().into_iter().flatten() {
-            if let Some(c) = expr.get("counter") {
-                let n = |k: &str| c[k].as_u64().expect("counter value");
-                counters.insert(comment.to_string(), (n("packets"), n("bytes")));
-            }
-        }
-    }
-    counters
-}
+// nftables: rules with named counters, read back as the ground truth (`netns::nft_counters`).
 
 // ---------------------------------------------------------------------------------------------
 // Agent and records.

@@ -23,7 +23,7 @@ use crate::{
     capture::attach::{AttachMode, Capture, spawn_ebpf_logger},
     capture::attach_limits,
     capture::clock::{first_object_at, unix_now, until},
-    capture::collect::{Collector, DrainedWindow, Window},
+    capture::collect::{Collector, DrainedWindow, IdleSlot, Window},
     capture::object,
     capture::peek::Peeker,
     capture::pins::{DEFAULT_PIN_DIR, Layout, Pins, Unpinned},
@@ -319,8 +319,6 @@ impl Cutter {
             self.max_flows,
             cut.ifaces.values().map(|c| c.overflow_packets).sum(),
         );
-        let cut_members = self.members.for_cut(watched);
-        self.members.cut_done(watched);
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
             "Time to flip, drain and clear the last window's maps.",
@@ -329,8 +327,21 @@ impl Cutter {
         );
         self.start = end;
         lifecycle::window_cut();
-        report_window(&cut, &attached, self.max_flows);
-        drops::report_window(self.rejects.as_mut(), &cut, &attached);
+        self.hand_out(&cut, &attached, pipelines, watched)?;
+        Ok(cut)
+    }
+
+    /// Gives a cut window to every flow log, and once their records are on disk, lets the
+    /// collector clear its slot.
+    fn hand_out(
+        &mut self,
+        cut: &DrainedWindow,
+        attached: &BTreeMap<u32, String>,
+        pipelines: &mut BTreeMap<String, Pipeline>,
+        watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+    ) -> anyhow::Result<()> {
+        report_window(cut, attached, self.max_flows);
+        drops::report_window(self.rejects.as_mut(), cut, attached);
         let reported = std::mem::take(&mut self.vanished.0);
         for name in std::mem::replace(&mut self.vanished.1, reported) {
             // Unless an interface of the same name is attached again.
@@ -338,12 +349,41 @@ impl Cutter {
                 metrics::forget_label("interface", &name);
             }
         }
+        let cut_members = self.members.for_cut(watched);
+        self.members.cut_done(watched);
         let empty = BTreeMap::new();
         for (id, p) in pipelines.iter_mut() {
-            p.on_cut(&cut, cut_members.get(id).unwrap_or(&empty));
+            p.on_cut(cut, cut_members.get(id).unwrap_or(&empty));
         }
+        // Spooled or in a write-ahead log by now (a flow log whose window spans several cuts
+        // holds this one in memory until its window closes).
+        tokio::task::block_in_place(|| self.collector.recorded())?;
         metrics::flush_to(self.metrics_file.as_deref());
-        Ok(cut)
+        Ok(())
+    }
+
+    /// The window an earlier agent was cutting when it stopped (pinned maps), its records
+    /// not yet on disk: handed to the flow logs now, before this agent's first cut.
+    fn hand_out_carried(
+        &mut self,
+        pipelines: &mut BTreeMap<String, Pipeline>,
+        watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
+    ) -> anyhow::Result<()> {
+        let Some(carried) = self.collector.take_carried() else {
+            return Ok(());
+        };
+        let attached: BTreeMap<u32, String> = self
+            .capture
+            .attached()
+            .map(|(i, n)| (i, n.to_string()))
+            .collect();
+        info!(
+            start = carried.window.start,
+            end = carried.window.end,
+            flows = carried.flows.len(),
+            "the last agent stopped while cutting this window: its counts go out as that window now"
+        );
+        self.hand_out(&carried, &attached, pipelines, watched)
     }
 
     /// Attaches to every interface some flow log covers, and detaches from the rest. `host`:
@@ -512,11 +552,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     })?;
     let _logger = spawn_ebpf_logger(capture.ebpf_mut());
     let mut collector = if adopted {
-        let c = Collector::adopt(capture.ebpf_mut())?;
+        let (c, idle) = Collector::adopt(capture.ebpf_mut())?;
         info!(
             slot = c.active_slot(),
             "adopted the pinned maps: counts since the last agent's last cut go into the first window"
         );
+        match idle {
+            IdleSlot::Empty => {}
+            IdleSlot::Recorded { flows } => info!(
+                flows,
+                "the last agent's last cut had reached disk before it stopped: its slot cleared, not repeated"
+            ),
+            IdleSlot::Carried { flows } => info!(
+                flows,
+                "the last agent stopped before its last cut reached disk: that window goes out once the flow logs run"
+            ),
+        }
         c
     } else {
         Collector::new(capture.ebpf_mut())?
@@ -554,6 +605,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     cutter.sync_attachments(&host, &watched, agent.selects_guests());
     refresh_snapshots(snapshots.as_deref(), &cutter, &host);
     cutter.capture.finish_adoption();
+    cutter.hand_out_carried(&mut agent.pipelines, &watched)?;
     let _metrics_server = match args.operations.metrics_addr {
         Some(addr) => Some(metrics::serve(addr).await?),
         None => None,

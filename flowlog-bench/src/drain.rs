@@ -1,6 +1,6 @@
-//! Drain: the agent's end-of-window work on windows of 10k, 100k and 1M flows: flip the slot
-//! and drain and clear the idle flow map ([`Collector::cut`]), then turn the flows into
-//! records, format them and gzip them ([`FlowLog::on_window`] + `close_all`, as `flowlog run`
+//! Drain: the agent's end-of-window work on windows of 10k, 100k and 1M flows: flip the slot,
+//! read the idle flow map ([`Collector::cut`]) and clear it ([`Collector::recorded`]), then turn
+//! the flows into records, format them and gzip them ([`FlowLog::on_window`] + `close_all`, as `flowlog run`
 //! does with its default file destination).
 //!
 //! Each size runs in a fresh child process (this binary, hidden `drain-child` subcommand) so
@@ -50,7 +50,7 @@ pub fn sizes(quick: bool) -> Vec<u32> {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DrainResult {
     pub flows: u32,
-    /// `Collector::cut`: flip, grace period, drain and clear.
+    /// `Collector::cut` and `Collector::recorded`: flip, grace period, read, clear.
     pub cut_s: f64,
     /// The grace period inside `cut_s` (a sleep; no work).
     pub grace_s: f64,
@@ -279,6 +279,9 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let mut collector = Collector::new(capture.ebpf_mut())?;
     let t0 = Instant::now();
     let drained = collector.cut(window)?;
+    // The slot is cleared once its records are on disk; timed with the cut, as the agent
+    // clears it on its cut path.
+    collector.recorded()?;
     let cut_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut batches = flow_log.on_window(&drained, &interfaces);

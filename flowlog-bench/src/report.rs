@@ -1097,8 +1097,8 @@ fn drain_section(s: &mut String, d: &[DrainResult]) {
     let _ = writeln!(
         s,
         "Each size in a fresh process: load the programs, fill FLOWS_A with N flows from userspace (not \
-         timed), then `Collector::cut` (flip the active slot, the {} s grace period, drain and clear the \
-         idle map) and `FlowLog::on_window` + `close_all` (records, default v2 format, gzip objects), as \
+         timed), then `Collector::cut` (flip the active slot, the {} s grace period, read the idle map) and \
+         `Collector::recorded` (clear it) and `FlowLog::on_window` + `close_all` (records, default v2 format, gzip objects), as \
          `flowlog run` does at a window boundary. Peak RSS is the process's VmHWM: before the drain \
          (loaded and filled) and at the end.\n",
         d.first().map_or(f64::NAN, |x| x.grace_s)

@@ -9,6 +9,20 @@ pub const FLOW_MAPS: [&str; 2] = ["FLOWS_A", "FLOWS_B"];
 pub const IFACE_MAPS: [&str; 2] = ["IFACE_A", "IFACE_B"];
 /// `Array<u32>` with one element: index (0 or 1) of the map pair the programs write to now.
 pub const WINDOW_MAP: &str = "WINDOW";
+/// `Array<u64>` with [`CUTS_LEN`] elements, written by the agent only (the programs never read
+/// it): which window the idle slot holds and whether its records are on disk, so an agent that
+/// adopts pinned maps after a crash neither loses nor repeats the window being cut.
+pub const CUTS_MAP: &str = "CUTS";
+pub const CUTS_LEN: u32 = 4;
+/// Index in [`CUTS_MAP`]: start (Unix s) of the window the idle slot holds, set before a flip.
+pub const CUT_IDLE_START: u32 = 0;
+/// Index in [`CUTS_MAP`]: end (Unix s) of that window, set before a flip.
+pub const CUT_IDLE_END: u32 = 1;
+/// Index in [`CUTS_MAP`]: number of that cut (1, 2, ... over the life of the pinned maps).
+pub const CUT_IDLE_SEQ: u32 = 2;
+/// Index in [`CUTS_MAP`]: number of the last cut whose records reached disk (spool or
+/// write-ahead log), set once they did and before its slot is cleared.
+pub const CUT_RECORDED_SEQ: u32 = 3;
 /// `PerCpuArray<IfaceCounters>`, one element per map pair: packets the programs could not
 /// attribute to any interface because the per-interface map was full too (should stay zero).
 pub const LOST_MAP: &str = "LOST";

@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use flowlog_common::{
-    DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, IfaceKey,
-    MAX_IFACES,
+    CUTS_LEN, DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters,
+    IfaceKey, MAX_IFACES,
     parse::{Outcome, Parsed, parse_ethernet, parse_l3},
 };
 use flowlog_ebpf::SkbBytes;
@@ -47,6 +47,11 @@ static IFACE_B: PerCpuHashMap<IfaceKey, IfaceCounters> =
 /// window boundary.
 #[map]
 static WINDOW: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Written by the agent only, never read here: which window the idle slot holds and whether
+/// its records are durable (see `flowlog_common::CUTS_MAP`). Pinned with the other maps.
+#[map]
+static CUTS: Array<u64> = Array::with_max_entries(CUTS_LEN, 0);
 
 /// Last resort, per slot: packets not attributable to any interface because the per-interface
 /// map itself was full. The agent reports it as SKIPDATA on every interface and as a metric.

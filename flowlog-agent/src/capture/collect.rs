@@ -1,9 +1,16 @@
 //! Where a window is cut: flip the slot the datapath writes to, wait until no program can
-//! still be writing to the old slot, then drain and clear it.
+//! still be writing to the old slot, then read it; once the window's records are on disk,
+//! [`Collector::recorded`] clears it.
 //!
 //! Two copies of every per-window map exist (slot A and slot B). The programs read the active
 //! slot from the `WINDOW` array on every packet, so after a flip each packet lands in exactly
 //! one window: none is counted between a read and a delete, and none twice.
+//!
+//! A crash at any point of a cut loses nothing when the maps are pinned: the idle slot keeps
+//! its counts until they are durable, and the `CUTS` array says which window it holds and
+//! whether that window was recorded. The next agent ([`Collector::adopt`]) hands an
+//! unrecorded slot to the flow logs once ([`Collector::take_carried`]) and clears a recorded
+//! one.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -14,7 +21,8 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_common::{
-    DIR_EGRESS, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
+    CUT_IDLE_END, CUT_IDLE_SEQ, CUT_IDLE_START, CUT_RECORDED_SEQ, CUTS_LEN, CUTS_MAP, DIR_EGRESS,
+    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
@@ -163,18 +171,43 @@ pub struct MapHandles<'a> {
     pub drop_reasons: Option<Arc<DropReasons>>,
 }
 
+/// A slot that was read but whose window's records are not yet known to be on disk.
+#[derive(Debug, Clone, Copy)]
+struct Unrecorded {
+    slot: usize,
+    /// The cut's number in `CUTS`.
+    seq: u64,
+}
+
+/// What [`Collector::adopt`] found in the slot the earlier agent was cutting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleSlot {
+    /// Empty: the earlier agent finished its last cut (or never cut).
+    Empty,
+    /// Its window's records had reached disk before the agent stopped: cleared, not repeated.
+    Recorded { flows: usize },
+    /// The agent stopped before its records reached disk: handed to the flow logs as that
+    /// window ([`Collector::take_carried`]).
+    Carried { flows: usize },
+}
+
 /// The window maps, taken out of the loaded object.
 pub struct Collector {
     window: Array<MapData, u32>,
+    cuts: Array<MapData, u64>,
     flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
     ifaces: [PerCpuHashMap<MapData, IfaceKey, IfaceCounters>; 2],
     lost: PerCpuArray<MapData, IfaceCounters>,
     rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
     other_drops: [PerCpuHashMap<MapData, DropReasonKey, DropCounters>; 2],
     drop_reasons: Option<Arc<DropReasons>>,
-    /// Counts an earlier agent left in the idle slot (it was killed between a flip and the end
-    /// of its drain): added to the first cut.
-    carry: Option<Drained>,
+    /// Counts an earlier agent left unrecorded in the idle slot (it stopped between a flip and
+    /// its records reaching disk), and the window they belong to.
+    carried: Option<(Window, Drained)>,
+    /// The slot read by the last cut (or holding the carried counts), until [`Self::recorded`].
+    unrecorded: Option<Unrecorded>,
+    /// Number of the last cut (kept in `CUTS` across agents).
+    seq: u64,
     active: u32,
     grace: Duration,
     /// Possible CPUs: the number of values of each per-CPU map entry.
@@ -229,6 +262,14 @@ fn earliest(a: u64, b: u64) -> u64 {
 }
 
 impl Drained {
+    fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+            && self.ifaces.is_empty()
+            && self.lost == IfaceCounters::default()
+            && self.rejects.is_empty()
+            && self.other_drops.is_empty()
+    }
+
     /// Adds an earlier slot's counts, as per-CPU values are summed.
     fn absorb(&mut self, other: Drained) {
         merge_into(&mut self.flows, other.flows, |a, b| {
@@ -263,19 +304,58 @@ impl Collector {
         c.window
             .set(0, 0, 0)
             .context("cannot reset the WINDOW map")?;
+        for i in 0..CUTS_LEN {
+            c.cuts.set(i, 0, 0).context("cannot reset the CUTS map")?;
+        }
         Ok(c)
     }
 
     /// Takes maps an earlier agent pinned, its programs still counting into them: carries on
-    /// with the slot they write to now, and drains the other one at once (an agent killed
-    /// between a flip and the end of its drain left counts there) into the first cut. Nothing
+    /// with the slot they write to now (its counts go into this agent's first window). The
+    /// other slot holds what the earlier agent was cutting when it stopped, if anything:
+    /// cleared if its records had reached disk, else kept for [`Self::take_carried`]. Nothing
     /// writes to that slot until this agent's first flip.
-    pub fn adopt(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    pub fn adopt(ebpf: &mut Ebpf) -> anyhow::Result<(Self, IdleSlot)> {
         let mut c = Self::take_maps(ebpf)?;
         c.active = c.window.get(&0, 0).context("cannot read the WINDOW map")? & 1;
-        let carry = c.drain_slot(c.active as usize ^ 1)?;
-        c.carry = Some(carry);
-        Ok(c)
+        let cut = |i| c.cuts.get(&i, 0).context("cannot read the CUTS map");
+        let (start, end, seq, recorded) = (
+            cut(CUT_IDLE_START)?,
+            cut(CUT_IDLE_END)?,
+            cut(CUT_IDLE_SEQ)?,
+            cut(CUT_RECORDED_SEQ)?,
+        );
+        c.seq = seq;
+        let idle = c.active as usize ^ 1;
+        let held = c.read_slot(idle)?;
+        let flows = held.flows.len();
+        let found = if held.is_empty() {
+            IdleSlot::Empty
+        } else if seq != 0 && recorded >= seq {
+            c.clear_slot(idle)?;
+            IdleSlot::Recorded { flows }
+        } else {
+            c.carried = Some((Window { start, end }, held));
+            c.unrecorded = Some(Unrecorded { slot: idle, seq });
+            IdleSlot::Carried { flows }
+        };
+        Ok((c, found))
+    }
+
+    /// The window an earlier agent was cutting when it stopped, its records not yet on disk
+    /// ([`IdleSlot::Carried`]), once: hand it to the flow logs, then call [`Self::recorded`].
+    pub fn take_carried(&mut self) -> Option<DrainedWindow> {
+        let (window, d) = self.carried.take()?;
+        Some(DrainedWindow {
+            window,
+            flows: d.flows,
+            ifaces: d.ifaces.into_iter().collect(),
+            lost: d.lost,
+            clock: MonotonicClock::sample(),
+            rejects: d.rejects,
+            other_drops: d.other_drops,
+            drop_reasons: self.drop_reasons.clone(),
+        })
     }
 
     /// The slot the programs write to now (0 or 1).
@@ -287,13 +367,16 @@ impl Collector {
         let window: Array<MapData, u32> = take(ebpf, WINDOW_MAP)?;
         Ok(Collector {
             window,
+            cuts: take(ebpf, CUTS_MAP)?,
             flows: [take(ebpf, FLOW_MAPS[0])?, take(ebpf, FLOW_MAPS[1])?],
             ifaces: [take(ebpf, IFACE_MAPS[0])?, take(ebpf, IFACE_MAPS[1])?],
             lost: take(ebpf, LOST_MAP)?,
             rejects: [take(ebpf, REJECT_MAPS[0])?, take(ebpf, REJECT_MAPS[1])?],
             other_drops: [take(ebpf, DROP_MAPS[0])?, take(ebpf, DROP_MAPS[1])?],
             drop_reasons: None,
-            carry: None,
+            carried: None,
+            unrecorded: None,
+            seq: 0,
             active: 0,
             grace: DEFAULT_GRACE,
             cpus: nr_cpus()
@@ -320,17 +403,38 @@ impl Collector {
     }
 
     /// Ends `window`: new packets go to the other slot from now on, and everything the old
-    /// slot counted is returned (the old slot is left empty for the window after next).
+    /// slot counted is returned. The old slot keeps its counts until [`Self::recorded`] (call
+    /// it once the window's records are on disk); the next cut calls it if the caller did not.
     pub fn cut(&mut self, window: Window) -> anyhow::Result<DrainedWindow> {
+        let carried = self.carried.take();
+        // The slot about to become active must be empty.
+        self.recorded()?;
         let idle = self.active as usize;
+        self.seq += 1;
+        // Which window the slot about to go idle holds, written before the flip: an agent that
+        // adopts the maps after a crash reads it.
+        for (i, v) in [
+            (CUT_IDLE_START, window.start),
+            (CUT_IDLE_END, window.end),
+            (CUT_IDLE_SEQ, self.seq),
+        ] {
+            self.cuts
+                .set(i, v, 0)
+                .context("cannot write the CUTS map")?;
+        }
         self.active ^= 1;
         self.window
             .set(0, self.active, 0)
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
         let clock = MonotonicClock::sample();
-        let mut d = self.drain_slot(idle)?;
-        if let Some(carry) = self.carry.take() {
+        let mut d = self.read_slot(idle)?;
+        self.unrecorded = Some(Unrecorded {
+            slot: idle,
+            seq: self.seq,
+        });
+        if let Some((_, carry)) = carried {
+            // Only when the caller did not take it: counted here rather than lost.
             d.absorb(carry);
         }
         Ok(DrainedWindow {
@@ -345,23 +449,41 @@ impl Collector {
         })
     }
 
-    /// Drains and clears slot `idle` (no program may be writing to it).
-    fn drain_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
+    /// The last cut's records (or the carried window's) are on disk: marks it recorded in
+    /// `CUTS`, then clears its slot. A crash between the two leaves a slot the next agent
+    /// clears; a crash before the mark, one it hands out again.
+    pub fn recorded(&mut self) -> anyhow::Result<()> {
+        let Some(u) = self.unrecorded.take() else {
+            return Ok(());
+        };
+        self.cuts
+            .set(CUT_RECORDED_SEQ, u.seq, 0)
+            .context("cannot write the CUTS map")?;
+        self.clear_slot(u.slot)
+    }
+
+    /// Reads slot `idle` (no program may be writing to it), leaving it as it is.
+    fn read_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
         let cpus = self.cpus;
-        let flows = drain(&mut self.flows[idle], cpus, |v| FlowTotals::sum(v))
-            .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
-        let ifaces = drain(&mut self.ifaces[idle], cpus, |v| sum_counters(v))
-            .with_context(|| format!("cannot drain {}", IFACE_MAPS[idle]))?;
-        let lost = self.drain_lost(idle as u32)?;
-        let rejects = drain(&mut self.rejects[idle], cpus, |v| RejectTotals::sum(v))
-            .with_context(|| format!("cannot drain {}", REJECT_MAPS[idle]))?;
-        let other_drops = drain(&mut self.other_drops[idle], cpus, |v| {
+        let flows = read_all(&self.flows[idle], cpus, |v| FlowTotals::sum(v))
+            .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
+        let ifaces = read_all(&self.ifaces[idle], cpus, |v| sum_counters(v))
+            .with_context(|| format!("cannot read {}", IFACE_MAPS[idle]))?;
+        let lost = sum_counters(
+            self.lost
+                .get(&(idle as u32), 0)
+                .context("cannot read the LOST map")?
+                .iter(),
+        );
+        let rejects = read_all(&self.rejects[idle], cpus, |v| RejectTotals::sum(v))
+            .with_context(|| format!("cannot read {}", REJECT_MAPS[idle]))?;
+        let other_drops = read_all(&self.other_drops[idle], cpus, |v| {
             v.iter().fold(DropCounters::default(), |a, c| DropCounters {
                 packets: a.packets + c.packets,
                 bytes: a.bytes + c.bytes,
             })
         })
-        .with_context(|| format!("cannot drain {}", DROP_MAPS[idle]))?;
+        .with_context(|| format!("cannot read {}", DROP_MAPS[idle]))?;
         Ok(Drained {
             flows,
             ifaces,
@@ -371,45 +493,72 @@ impl Collector {
         })
     }
 
-    fn drain_lost(&mut self, slot: u32) -> anyhow::Result<IfaceCounters> {
+    /// Empties slot `idle` (no program may be writing to it).
+    fn clear_slot(&mut self, idle: usize) -> anyhow::Result<()> {
+        let cpus = self.cpus;
+        clear_all(&mut self.flows[idle], cpus)
+            .with_context(|| format!("cannot clear {}", FLOW_MAPS[idle]))?;
+        clear_all(&mut self.ifaces[idle], cpus)
+            .with_context(|| format!("cannot clear {}", IFACE_MAPS[idle]))?;
+        self.clear_lost(idle as u32)?;
+        clear_all(&mut self.rejects[idle], cpus)
+            .with_context(|| format!("cannot clear {}", REJECT_MAPS[idle]))?;
+        clear_all(&mut self.other_drops[idle], cpus)
+            .with_context(|| format!("cannot clear {}", DROP_MAPS[idle]))
+    }
+
+    fn clear_lost(&mut self, slot: u32) -> anyhow::Result<()> {
         let values = self
             .lost
             .get(&slot, 0)
             .context("cannot read the LOST map")?;
-        let lost = sum_counters(values.iter());
-        if lost != IfaceCounters::default() {
+        if sum_counters(values.iter()) != IfaceCounters::default() {
             let zeros = PerCpuValues::try_from(vec![IfaceCounters::default(); self.cpus])?;
             self.lost
                 .set(slot, zeros, 0)
                 .context("cannot reset the LOST map")?;
         }
-        Ok(lost)
+        Ok(())
     }
 }
 
-/// Reads every entry of an idle per-CPU map, sums each over CPUs, and deletes them all: in
-/// batches of thousands per syscall where the kernel supports it (>= 5.6), else through aya's
-/// iterator. Keys are gathered before any delete there: deleting while iterating restarts the
-/// kernel's walk.
-fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
-    map: &mut PerCpuHashMap<MapData, K, V>,
+/// Reads every entry of an idle per-CPU map and sums each over CPUs: in batches of thousands
+/// per syscall where the kernel supports it (>= 5.6), else through aya's iterator.
+fn read_all<K: aya::Pod + Copy, V: aya::Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
     cpus: usize,
     sum: impl Fn(&[V]) -> T,
 ) -> anyhow::Result<Vec<(K, T)>> {
     let mut out = Vec::new();
-    match map_batch::lookup_and_delete_all(map, cpus, |k, v| out.push((k, sum(v)))) {
+    match map_batch::lookup_all(map, cpus, |k, v| out.push((k, sum(v)))) {
         Ok(_) => return Ok(out),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
-        Err(e) => return Err(e).context("BPF_MAP_LOOKUP_AND_DELETE_BATCH failed"),
+        Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH failed"),
     }
     for entry in map.iter() {
         let (key, values) = entry?;
         out.push((key, sum(&values)));
     }
-    for (key, _) in &out {
+    Ok(out)
+}
+
+/// Deletes every entry of an idle per-CPU map, in batches where the kernel supports it.
+/// Keys are gathered before any delete in the fallback: deleting while iterating restarts the
+/// kernel's walk.
+fn clear_all<K: aya::Pod + Copy, V: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    cpus: usize,
+) -> anyhow::Result<()> {
+    match map_batch::lookup_and_delete_all(map, cpus, |_, _| {}) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => return Err(e).context("BPF_MAP_LOOKUP_AND_DELETE_BATCH failed"),
+    }
+    let keys: Vec<K> = map.keys().collect::<Result<_, _>>()?;
+    for key in &keys {
         map.remove(key)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

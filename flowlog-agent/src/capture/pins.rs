@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, bail};
 use aya::{EbpfLoader, maps::MapData, programs::TcAttachType};
 use flowlog_common::{
-    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
+    CUTS_MAP, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 use tracing::{info, warn};
@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::metrics;
 
 /// Bumped whenever the meaning of a pinned map changes without its sizes changing.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The default `--pin-dir`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flowlog";
@@ -38,13 +38,14 @@ const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// The maps whose contents outlive an agent: everything a window's counts are in, and the
 /// slot index. (The drop program's watched set and config are rebuilt by every agent.)
-pub fn pinned_maps() -> [&'static str; 10] {
+pub fn pinned_maps() -> [&'static str; 11] {
     [
         FLOW_MAPS[0],
         FLOW_MAPS[1],
         IFACE_MAPS[0],
         IFACE_MAPS[1],
         WINDOW_MAP,
+        CUTS_MAP,
         LOST_MAP,
         REJECT_MAPS[0],
         REJECT_MAPS[1],

@@ -3,7 +3,7 @@
 //! every record of every run together equals tcpdump on the watched veth exactly, across
 //! SIGTERM restarts and a SIGKILL; an "upgrade" to a binary whose map layout differs (the
 //! test-only `--pin-layout-salt`) starts fresh, says so, and counts what it discarded. Root
-//! only; namespaces prefixed `flrs`, addresses 10.213.190-192.0/24.
+//! only; namespaces prefixed `flrs`, addresses 10.213.190-193.0/24.
 
 use std::{
     collections::BTreeMap,
@@ -353,6 +353,60 @@ fn a_sigkill_in_the_middle_of_a_cut_loses_and_doubles_nothing() {
             where_they_differ(dir.path(), &got, &wire, &packets, b)
         );
     }
+}
+
+/// Every pinned link under `pins` (`netns-*/<layout>/links/*`), by file name.
+fn pinned_links(pins: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for ns in fs::read_dir(pins).expect("pin dir").flatten() {
+        for layout in fs::read_dir(ns.path()).expect("netns dir").flatten() {
+            if let Ok(links) = fs::read_dir(layout.path().join("links")) {
+                out.extend(
+                    links
+                        .flatten()
+                        .map(|l| l.file_name().to_string_lossy().to_string()),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An interface deleted under a running agent: its two pinned links go with it (no pin is
+/// left to a dead ifindex), and the agent runs on.
+#[test]
+fn a_deleted_interface_leaves_no_pinned_link() {
+    let (ns, dir, pins) = setup(193);
+    let b = &ns.b;
+    let args = args(dir.path(), pins.path(), &[]);
+    let mut agent = AgentProcess::start(b, &args);
+    // /sys shows the test's namespace only through `ip netns exec`: read it there.
+    let out = flowlog_tests::netns::run(
+        flowlog_tests::netns::in_netns(&b.netns, "cat")
+            .arg(format!("/sys/class/net/{}/ifindex", b.iface)),
+    );
+    let ifindex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        pinned_links(pins.path()),
+        vec![format!("{ifindex}-egress"), format!("{ifindex}-ingress")]
+    );
+    flowlog_tests::netns::run(
+        flowlog_tests::netns::in_netns(&b.netns, "ip").args(["link", "del", &b.iface]),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pinned_links(pins.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pinned links left after the interface was deleted: {:?}\n{}",
+            pinned_links(pins.path()),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = agent.stop();
+    assert!(status.success(), "exit {status}; log:\n{}", agent.log());
+    assert!(pinned_links(pins.path()).is_empty());
 }
 
 /// An upgrade to a binary whose map layout differs: the new agent cannot read the pinned

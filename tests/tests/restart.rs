@@ -225,18 +225,30 @@ fn restarts_with_sigterm_and_sigkill_lose_and_double_nothing() {
     assert_eq!(adopted_links, 3, "{log}");
     let packets = tcpdump.stop();
 
-    let wire = on_the_wire(&packets, b);
+    assert_records_equal_the_wire(dir.path(), &packets, b, sent, &log);
+}
+
+/// tcpdump on `local` saw all `sent` datagrams, and the records of every run in `dir` equal
+/// the wire per tuple, packets and bytes.
+fn assert_records_equal_the_wire(
+    dir: &Path,
+    packets: &[wire::WirePacket],
+    local: &Side,
+    sent: u64,
+    log: &str,
+) {
+    let wire = on_the_wire(packets, local);
     let to_port: u64 = wire
         .iter()
         .filter(|(t, _)| t.dst_port == PORT)
         .map(|(_, v)| v.0)
         .sum();
     assert_eq!(to_port, sent, "tcpdump saw every datagram sent");
-    let got = recorded(dir.path());
+    let got = recorded(dir);
     if got != wire {
         panic!(
             "records differ from the wire\n{}\nlog:\n{log}",
-            where_they_differ(dir.path(), &got, &wire, &packets, b)
+            where_they_differ(dir, &got, &wire, packets, local)
         );
     }
 }
@@ -339,20 +351,7 @@ fn a_sigkill_in_the_middle_of_a_cut_loses_and_doubles_nothing() {
         "no kill landed inside a cut, so this run proves nothing: {log}"
     );
     let packets = tcpdump.stop();
-    let wire = on_the_wire(&packets, b);
-    let to_port: u64 = wire
-        .iter()
-        .filter(|(t, _)| t.dst_port == PORT)
-        .map(|(_, v)| v.0)
-        .sum();
-    assert_eq!(to_port, sent, "tcpdump saw every datagram sent");
-    let got = recorded(dir.path());
-    if got != wire {
-        panic!(
-            "records differ from the wire\n{}\nlog:\n{log}",
-            where_they_differ(dir.path(), &got, &wire, &packets, b)
-        );
-    }
+    assert_records_equal_the_wire(dir.path(), &packets, b, sent, &log);
 }
 
 /// Every pinned link under `pins` (`netns-*/<layout>/links/*`), by file name.

@@ -32,6 +32,7 @@ use crate::{
     cli::{CaptureArgs, RunArgs, flag_flow_log},
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
+        cut_sink::CutSink,
         file,
         members::CutMembers,
         pipeline::{HostSettings, Outcome, Pipeline},
@@ -310,26 +311,37 @@ impl Cutter {
             .map(|(i, n)| (i, n.to_string()))
             .collect();
         let drain_started = Instant::now();
-        let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
+        let cut_members = self.members.for_cut(watched);
+        let empty = BTreeMap::new();
+        // Each pipeline turns the flows into records as they are drained.
+        let mut sink = CutSink::new(pipelines.iter_mut(), &cut_members, &empty);
+        let cut = match tokio::task::block_in_place(|| self.collector.cut_into(window, &mut sink)) {
+            Ok(cut) => cut,
+            Err(e) => {
+                // The flows drained before the failure still reach the spool.
+                sink.finish();
+                return Err(e);
+            }
+        };
+        let tally = std::mem::take(&mut sink.tally);
         self.last_flip = drain_started;
         self.board.cut_drained(
             unix_now() as u64,
             drain_started.elapsed().as_secs_f64(),
-            cut.flows.len() as u64,
+            tally.flows,
             self.max_flows,
             cut.ifaces.values().map(|c| c.overflow_packets).sum(),
         );
-        let cut_members = self.members.for_cut(watched);
         self.members.cut_done(watched);
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
-            "Time to flip, drain and clear the last window's maps.",
+            "Time to flip, drain and clear the last window's maps, and to turn its flows into records (they overlap).",
             &[],
             drain_started.elapsed().as_secs_f64(),
         );
         self.start = end;
         lifecycle::window_cut();
-        report_window(&cut, &attached, self.max_flows);
+        report_window(&cut, &tally, &attached, self.max_flows);
         drops::report_window(self.rejects.as_mut(), &cut, &attached);
         let reported = std::mem::take(&mut self.vanished.0);
         for name in std::mem::replace(&mut self.vanished.1, reported) {
@@ -338,10 +350,9 @@ impl Cutter {
                 metrics::forget_label("interface", &name);
             }
         }
-        let empty = BTreeMap::new();
-        for (id, p) in pipelines.iter_mut() {
-            p.on_cut(&cut, cut_members.get(id).unwrap_or(&empty));
-        }
+        // After the window's metrics, as before the drain streamed: what reads a window's
+        // records finds its counters already there.
+        sink.finish();
         metrics::flush_to(self.metrics_file.as_deref());
         Ok(cut)
     }

@@ -18,7 +18,12 @@ use flowlog_common::{
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::capture::{clock::MonotonicClock, map_batch, reject::reasons::DropReasons};
+use crate::capture::{
+    clock::MonotonicClock,
+    flow_sink::{self, CollectFlows, FlowSink},
+    map_batch,
+    reject::reasons::DropReasons,
+};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -322,6 +327,21 @@ impl Collector {
     /// Ends `window`: new packets go to the other slot from now on, and everything the old
     /// slot counted is returned (the old slot is left empty for the window after next).
     pub fn cut(&mut self, window: Window) -> anyhow::Result<DrainedWindow> {
+        let mut all = CollectFlows::default();
+        let mut d = self.cut_into(window, &mut all)?;
+        d.flows = all.0;
+        Ok(d)
+    }
+
+    /// As [`Collector::cut`], but the flows go to `sink` in batches as they are drained (see
+    /// [`flow_sink`]) instead of into the returned window, whose `flows` is empty. The other
+    /// maps (small) are drained first and given to `sink.begin`. On an error, the flows drained
+    /// before it have been handed over.
+    pub fn cut_into(
+        &mut self,
+        window: Window,
+        sink: &mut dyn FlowSink,
+    ) -> anyhow::Result<DrainedWindow> {
         let idle = self.active as usize;
         self.active ^= 1;
         self.window
@@ -329,27 +349,53 @@ impl Collector {
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
         let clock = MonotonicClock::sample();
-        let mut d = self.drain_slot(idle)?;
-        if let Some(carry) = self.carry.take() {
-            d.absorb(carry);
-        }
-        Ok(DrainedWindow {
+        let mut d = self.drain_rest(idle)?;
+        // The first cut after adopting an earlier agent's maps merges its slot by key: at once.
+        let carried = match self.carry.take() {
+            Some(carry) => {
+                d.flows = drain(&mut self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
+                    .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
+                d.absorb(carry);
+                Some(std::mem::take(&mut d.flows))
+            }
+            None => None,
+        };
+        let header = DrainedWindow {
             window,
-            flows: d.flows,
+            flows: Vec::new(),
             ifaces: d.ifaces.into_iter().collect(),
             lost: d.lost,
             clock,
             rejects: d.rejects,
             other_drops: d.other_drops,
             drop_reasons: self.drop_reasons.clone(),
-        })
+        };
+        sink.begin(&header);
+        match carried {
+            Some(flows) => {
+                flow_sink::hand_over(&flows, sink);
+            }
+            None => {
+                flow_sink::drain_into(&mut self.flows[idle], self.cpus, sink)
+                    .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
+            }
+        }
+        Ok(header)
     }
 
     /// Drains and clears slot `idle` (no program may be writing to it).
     fn drain_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
-        let cpus = self.cpus;
-        let flows = drain(&mut self.flows[idle], cpus, |v| FlowTotals::sum(v))
+        let flows = drain(&mut self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
+        Ok(Drained {
+            flows,
+            ..self.drain_rest(idle)?
+        })
+    }
+
+    /// Drains and clears every map of slot `idle` but the flows.
+    fn drain_rest(&mut self, idle: usize) -> anyhow::Result<Drained> {
+        let cpus = self.cpus;
         let ifaces = drain(&mut self.ifaces[idle], cpus, |v| sum_counters(v))
             .with_context(|| format!("cannot drain {}", IFACE_MAPS[idle]))?;
         let lost = self.drain_lost(idle as u32)?;
@@ -363,7 +409,7 @@ impl Collector {
         })
         .with_context(|| format!("cannot drain {}", DROP_MAPS[idle]))?;
         Ok(Drained {
-            flows,
+            flows: Vec::new(),
             ifaces,
             lost,
             rejects,
@@ -391,7 +437,7 @@ impl Collector {
 /// batches of thousands per syscall where the kernel supports it (>= 5.6), else through aya's
 /// iterator. Keys are gathered before any delete there: deleting while iterating restarts the
 /// kernel's walk.
-fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
+pub(super) fn drain<K: aya::Pod + Copy, V: aya::Pod, T>(
     map: &mut PerCpuHashMap<MapData, K, V>,
     cpus: usize,
     sum: impl Fn(&[V]) -> T,

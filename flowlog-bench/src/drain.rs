@@ -100,6 +100,10 @@ pub struct DrainResult {
     /// finished. Absent in older results (their `total_s` collected every flow first).
     #[serde(default)]
     pub stream_s: Option<f64>,
+    /// Of `stream_s`, the time the agent's thread spent turning batches into records, text and
+    /// gzip (the rest it waited for the drain thread, or flipped and finished objects).
+    #[serde(default)]
+    pub stream_busy_s: Option<f64>,
     /// Peak RSS at the end of the streamed drain (before the collected one runs).
     #[serde(default)]
     pub stream_hwm_kib: Option<u64>,
@@ -147,8 +151,9 @@ pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
         let r: DrainResult = serde_json::from_str(line.trim())
             .with_context(|| format!("drain child printed no result: {line}"))?;
         eprintln!(
-            "  {n:>8} flows streamed: flip to objects finished {:.3} s, peak RSS {} MiB (budget {} MiB over {} MiB before)",
+            "  {n:>8} flows streamed: flip to objects finished {:.3} s (records, text, gzip busy {:.3} s), peak RSS {} MiB (budget {} MiB over {} MiB before)",
             r.stream_s.unwrap_or(f64::NAN),
+            r.stream_busy_s.unwrap_or(f64::NAN),
             r.stream_hwm_kib.unwrap_or(0) / 1024,
             r.budget_kib.unwrap_or(0) / 1024,
             r.hwm_before_kib / 1024,
@@ -297,6 +302,7 @@ struct Streamed<'a> {
     open: Option<OpenWindow>,
     tally: FlowTally,
     flows: usize,
+    busy: std::time::Duration,
 }
 
 impl FlowSink for Streamed<'_> {
@@ -305,6 +311,7 @@ impl FlowSink for Streamed<'_> {
     }
 
     fn flows(&mut self, flows: &[(FlowKey, FlowTotals)]) {
+        let t = Instant::now();
         self.flows += flows.len();
         self.tally.add(flows);
         let members = self.interfaces;
@@ -316,6 +323,7 @@ impl FlowSink for Streamed<'_> {
                     .filter(|(k, _)| members.contains_key(&k.ifindex)),
             );
         }
+        self.busy += t.elapsed();
     }
 }
 
@@ -389,13 +397,16 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         open: None,
         tally: FlowTally::default(),
         flows: 0,
+        busy: std::time::Duration::ZERO,
     };
     collector.cut_into(window, &mut sink)?;
-    let (streamed, open) = (sink.flows, sink.open.take());
+    let (streamed, open, busy) = (sink.flows, sink.open.take(), sink.busy);
     let open = open.context("the drain never began the window")?;
+    let t_close = Instant::now();
     let mut batches = flow_log.close_window(open);
     batches.extend(flow_log.close_all());
     let stream_s = t.elapsed().as_secs_f64();
+    let stream_busy_s = (busy + t_close.elapsed()).as_secs_f64();
     let stream_hwm_kib = vm_hwm_kib();
     let streamed_records: usize = batches.iter().map(Batch::records).sum();
     if streamed != n as usize || streamed_records != n as usize {
@@ -463,6 +474,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         wal_bytes: Some(wal_bytes),
         flow_logs_s,
         stream_s: Some(stream_s),
+        stream_busy_s: Some(stream_busy_s),
         stream_hwm_kib: Some(stream_hwm_kib),
         budget_kib: Some(budget_kib(n)),
         records_s: Some(records_s),

@@ -1314,6 +1314,7 @@ mod tests {
                 wal_bytes: Some(100 * 1024 * 1024),
                 flow_logs_s: vec![(1, 0.5), (8, 4.0)],
                 stream_s: None,
+                stream_busy_s: None,
                 stream_hwm_kib: None,
                 budget_kib: None,
                 records_s: None,

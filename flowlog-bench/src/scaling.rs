@@ -144,14 +144,15 @@ pub fn drain_streamed(s: &mut String, d: &[DrainResult]) {
     let _ = writeln!(s, "![drain scaling](drain-scaling.svg)\n");
     let _ = writeln!(
         s,
-        "| flows | streamed: flip to objects finished, s | peak RSS before / streamed, MiB | budget, MiB | within | collected first: total, s | peak RSS, MiB | of it: flip + drain + clear, s | records unsorted, s | records sorted, s | gzip alone, s |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| flows | streamed: flip to objects finished, s | of which records, text, gzip busy, s | peak RSS before / streamed, MiB | budget, MiB | within | collected first: total, s | peak RSS, MiB | of it: flip + drain + clear, s | records unsorted, s | records sorted, s | gzip alone, s |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for x in d.iter().filter(|x| x.stream_s.is_some()) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             label(x.flows),
             f(x.stream_s.unwrap_or(f64::NAN), 3),
+            f(x.stream_busy_s.unwrap_or(f64::NAN), 3),
             f(mib(x.hwm_before_kib), 1),
             f(mib(x.stream_hwm_kib.unwrap_or(0)), 1),
             f(mib(x.budget_kib.unwrap_or(0)), 1),

@@ -79,8 +79,9 @@ pub struct CutShare {
 }
 
 enum Taken {
-    /// The cut is a whole window of the flow log: its records are being written.
-    Records(OpenWindow),
+    /// The cut is a whole window of the flow log: its records are being written. Boxed: one
+    /// per flow log per cut, and much larger than the other variant.
+    Records(Box<OpenWindow>),
     /// Part of a longer window: kept, to merge with the window's other cuts.
     Kept(DrainedWindow),
 }
@@ -215,7 +216,11 @@ impl Pipeline {
         let part = part_of(cut, &members);
         let taken = if self.window.whole_window(cut.window.end) {
             let interfaces = std::mem::take(&mut self.window_interfaces);
-            Taken::Records(self.flow_log.open_window(&part, &interfaces, true))
+            Taken::Records(Box::new(self.flow_log.open_window(
+                &part,
+                &interfaces,
+                true,
+            )))
         } else {
             Taken::Kept(part)
         };
@@ -238,7 +243,7 @@ impl Pipeline {
         match share.taken {
             Taken::Records(w) => {
                 let window = w.window();
-                let batches = self.flow_log.close_window(w);
+                let batches = self.flow_log.close_window(*w);
                 self.spool_window(window, batches);
             }
             Taken::Kept(part) => {

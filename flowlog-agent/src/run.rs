@@ -24,14 +24,16 @@ use crate::{
     capture::attach_limits,
     capture::clock::{first_object_at, unix_now, until},
     capture::collect::{Collector, DrainedWindow, IdleSlot, Window},
+    capture::flow_sink::{self, FlowSink as _},
     capture::object,
     capture::peek::Peeker,
     capture::pins::{DEFAULT_PIN_DIR, Layout, Pins, Unpinned},
     capture::reject::drops,
-    capture::window_metrics::{export_zero_counters, report_window},
+    capture::window_metrics::{FlowTally, export_zero_counters, report_window},
     cli::{CaptureArgs, RunArgs, flag_flow_log},
     flowlogs::{
         control::{ClaimedSocket, ControlSocket, RegistryService, SocketInUse},
+        cut_sink::CutSink,
         file,
         members::CutMembers,
         pipeline::{HostSettings, Outcome, Pipeline},
@@ -310,37 +312,50 @@ impl Cutter {
             .map(|(i, n)| (i, n.to_string()))
             .collect();
         let drain_started = Instant::now();
-        let cut = tokio::task::block_in_place(|| self.collector.cut(window))?;
+        let cut_members = self.members.for_cut(watched);
+        let empty = BTreeMap::new();
+        // Each pipeline turns the flows into records as they are drained.
+        let mut sink = CutSink::new(pipelines.iter_mut(), &cut_members, &empty);
+        let cut = match tokio::task::block_in_place(|| self.collector.cut_into(window, &mut sink)) {
+            Ok(cut) => cut,
+            Err(e) => {
+                // The flows drained before the failure still reach the spool.
+                sink.finish();
+                return Err(e);
+            }
+        };
+        let tally = std::mem::take(&mut sink.tally);
         self.last_flip = drain_started;
         self.board.cut_drained(
             unix_now() as u64,
             drain_started.elapsed().as_secs_f64(),
-            cut.flows.len() as u64,
+            tally.flows,
             self.max_flows,
             cut.ifaces.values().map(|c| c.overflow_packets).sum(),
         );
+        self.members.cut_done(watched);
         metrics::gauge_set(
             "flowlog_last_drain_seconds",
-            "Time to flip, drain and clear the last window's maps.",
+            "Time to flip, drain and clear the last window's maps, and to turn its flows into records (they overlap).",
             &[],
             drain_started.elapsed().as_secs_f64(),
         );
         self.start = end;
         lifecycle::window_cut();
-        self.hand_out(&cut, &attached, pipelines, watched)?;
+        self.report(&cut, &tally, &attached);
+        // After the window's metrics, as before the drain streamed: what reads a window's
+        // records finds its counters already there.
+        sink.finish();
+        // Spooled or in a write-ahead log by now (a flow log whose window spans several cuts
+        // holds this one in memory until its window closes): the slot can go.
+        tokio::task::block_in_place(|| self.collector.recorded())?;
+        metrics::flush_to(self.metrics_file.as_deref());
         Ok(cut)
     }
 
-    /// Gives a cut window to every flow log, and once their records are on disk, lets the
-    /// collector clear its slot.
-    fn hand_out(
-        &mut self,
-        cut: &DrainedWindow,
-        attached: &BTreeMap<u32, String>,
-        pipelines: &mut BTreeMap<String, Pipeline>,
-        watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
-    ) -> anyhow::Result<()> {
-        report_window(cut, attached, self.max_flows);
+    /// The window's metrics and log lines, and the metric series of vanished interfaces.
+    fn report(&mut self, cut: &DrainedWindow, tally: &FlowTally, attached: &BTreeMap<u32, String>) {
+        report_window(cut, tally, attached, self.max_flows);
         drops::report_window(self.rejects.as_mut(), cut, attached);
         let reported = std::mem::take(&mut self.vanished.0);
         for name in std::mem::replace(&mut self.vanished.1, reported) {
@@ -349,17 +364,6 @@ impl Cutter {
                 metrics::forget_label("interface", &name);
             }
         }
-        let cut_members = self.members.for_cut(watched);
-        self.members.cut_done(watched);
-        let empty = BTreeMap::new();
-        for (id, p) in pipelines.iter_mut() {
-            p.on_cut(cut, cut_members.get(id).unwrap_or(&empty));
-        }
-        // Spooled or in a write-ahead log by now (a flow log whose window spans several cuts
-        // holds this one in memory until its window closes).
-        tokio::task::block_in_place(|| self.collector.recorded())?;
-        metrics::flush_to(self.metrics_file.as_deref());
-        Ok(())
     }
 
     /// The window an earlier agent was cutting when it stopped (pinned maps), its records
@@ -369,21 +373,32 @@ impl Cutter {
         pipelines: &mut BTreeMap<String, Pipeline>,
         watched: &BTreeMap<String, BTreeMap<u32, Interface>>,
     ) -> anyhow::Result<()> {
-        let Some(carried) = self.collector.take_carried() else {
+        let Some(mut carried) = self.collector.take_carried() else {
             return Ok(());
         };
+        let flows = std::mem::take(&mut carried.flows);
+        info!(
+            start = carried.window.start,
+            end = carried.window.end,
+            flows = flows.len(),
+            "the last agent stopped while cutting this window: its counts go out as that window now"
+        );
         let attached: BTreeMap<u32, String> = self
             .capture
             .attached()
             .map(|(i, n)| (i, n.to_string()))
             .collect();
-        info!(
-            start = carried.window.start,
-            end = carried.window.end,
-            flows = carried.flows.len(),
-            "the last agent stopped while cutting this window: its counts go out as that window now"
-        );
-        self.hand_out(&carried, &attached, pipelines, watched)
+        let cut_members = self.members.for_cut(watched);
+        let empty = BTreeMap::new();
+        let mut sink = CutSink::new(pipelines.iter_mut(), &cut_members, &empty);
+        sink.begin(&carried);
+        flow_sink::hand_over(&flows, &mut sink);
+        let tally = std::mem::take(&mut sink.tally);
+        self.report(&carried, &tally, &attached);
+        sink.finish();
+        tokio::task::block_in_place(|| self.collector.recorded())?;
+        metrics::flush_to(self.metrics_file.as_deref());
+        Ok(())
     }
 
     /// Attaches to every interface some flow log covers, and detaches from the rest. `host`:

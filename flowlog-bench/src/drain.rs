@@ -1,11 +1,16 @@
-//! Drain: the agent's end-of-window work on windows of 10k, 100k and 1M flows: flip the slot,
-//! read the idle flow map ([`Collector::cut`]) and clear it ([`Collector::recorded`]), then turn
-//! the flows into records, format them and gzip them ([`FlowLog::on_window`] + `close_all`, as `flowlog run`
-//! does with its default file destination).
+//! Drain: the agent's end-of-window work on windows of 10k, 100k, 1M and 4M flows.
+//!
+//! Streamed, as `flowlog run` does it: flip the slot, then read the idle flow map on a second
+//! thread while each batch becomes records, text and gzip ([`Collector::cut_into`] +
+//! [`FlowLog::add_flows`]), until every object is finished, then clear the slot
+//! ([`Collector::recorded`]); its peak RSS is checked against
+//! [`budget_kib`]. Then, to show where the time goes, the same window collected first
+//! ([`Collector::cut`]) and each step alone: records (unsorted and sorted), format + gzip,
+//! gzip alone, the write-ahead log, and the records of 1..8 flow logs sharing the cut.
 //!
 //! Each size runs in a fresh child process (this binary, hidden `drain-child` subcommand) so
-//! its peak RSS (VmHWM) is its own. The flows are written into FLOWS_A from userspace first,
-//! one `BPF_MAP_UPDATE_ELEM` each (not timed).
+//! its peak RSS (VmHWM) is its own. The flows are written into both slots' flow maps from
+//! userspace first, one `BPF_MAP_UPDATE_ELEM` each (not timed).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -20,13 +25,17 @@ use aya::{
 use clap::Parser as _;
 use flowlog_agent::{
     capture::attach::Capture,
-    capture::collect::{Collector, Window},
+    capture::collect::{Collector, DrainedWindow, FlowTotals, Window},
+    capture::flow_sink::{FLOW_BATCH, FlowSink},
+    capture::window_metrics::FlowTally,
     cli::flag_flow_log,
     cli::{Cli, Command as AgentCommand},
+    flowlogs::flow_log::{FlowLog, OpenWindow},
     inventory::discover::Interface,
     inventory::metadata::Metadata,
     metrics,
     publish::Batch,
+    records::{self, WatchedInterface, stream::RecordStream},
 };
 use flowlog_common::{
     DIR_EGRESS, DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6, FLOW_MAPS, FiveTuple, FlowKey, FlowStats,
@@ -43,7 +52,7 @@ pub fn sizes(quick: bool) -> Vec<u32> {
     if quick {
         vec![10_000, 100_000]
     } else {
-        vec![10_000, 100_000, 1_000_000]
+        vec![10_000, 100_000, 1_000_000, 4_000_000]
     }
 }
 
@@ -87,7 +96,44 @@ pub struct DrainResult {
     /// program whatever their number. Absent in older results.
     #[serde(default)]
     pub flow_logs_s: Vec<(u32, f64)>,
+    /// The agent's path: flip, then the flows become records, text and gzip as they are
+    /// drained ([`Collector::cut_into`], a second thread draining), until every object is
+    /// finished. Absent in older results (their `total_s` collected every flow first).
+    #[serde(default)]
+    pub stream_s: Option<f64>,
+    /// Of `stream_s`, the time the agent's thread spent turning batches into records, text and
+    /// gzip (the rest it waited for the drain thread, or flipped and finished objects).
+    #[serde(default)]
+    pub stream_busy_s: Option<f64>,
+    /// Peak RSS at the end of the streamed drain (before the collected one runs).
+    #[serde(default)]
+    pub stream_hwm_kib: Option<u64>,
+    /// The memory budget of the streamed drain above `hwm_before_kib`: [`budget_kib`].
+    #[serde(default)]
+    pub budget_kib: Option<u64>,
+    /// Inside `format_s` (every flow collected first): building the records unsorted, and
+    /// `records::build` (the same, sorted).
+    #[serde(default)]
+    pub records_s: Option<f64>,
+    #[serde(default)]
+    pub build_sorted_s: Option<f64>,
+    /// Records, format and gzip of the collected window fed in drain batches to k flow logs
+    /// at once, as `flowlog run` hands each batch to every flow log: (k, seconds), the drain
+    /// itself (shared) not included.
+    #[serde(default)]
+    pub streamed_flow_logs_s: Vec<(u32, f64)>,
 }
+
+/// The streamed drain's memory budget over the RSS before it, in KiB: a fixed part (batches in
+/// flight: (IN_FLIGHT + 2) x FLOW_BATCH flows of 88 bytes, about 2 MiB; one batch's records;
+/// an object's 128 KiB text chunk; allocator slack) and, per flow, the finished objects'
+/// gzip bytes, which stay in memory until spooled (about 5.6 bytes per record of the default
+/// format, up to twice that while the compressed buffer grows by doubling).
+pub fn budget_kib(flows: u32) -> u64 {
+    BUDGET_FIXED_KIB + u64::from(flows) * BUDGET_BYTES_PER_FLOW / 1024
+}
+pub const BUDGET_FIXED_KIB: u64 = 16 * 1024;
+pub const BUDGET_BYTES_PER_FLOW: u64 = 16;
 
 pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
     let exe = std::env::current_exe().context("locating the benchmark binary")?;
@@ -106,7 +152,15 @@ pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
         let r: DrainResult = serde_json::from_str(line.trim())
             .with_context(|| format!("drain child printed no result: {line}"))?;
         eprintln!(
-            "  {n:>8} flows: cut {:.3} s, records+format+gzip {:.3} s, total {:.3} s, peak RSS {} MiB; \
+            "  {n:>8} flows streamed: flip to objects finished {:.3} s (records, text, gzip busy {:.3} s), peak RSS {} MiB (budget {} MiB over {} MiB before)",
+            r.stream_s.unwrap_or(f64::NAN),
+            r.stream_busy_s.unwrap_or(f64::NAN),
+            r.stream_hwm_kib.unwrap_or(0) / 1024,
+            r.budget_kib.unwrap_or(0) / 1024,
+            r.hwm_before_kib / 1024,
+        );
+        eprintln!(
+            "  {n:>8} flows collected first: cut {:.3} s, records+format+gzip {:.3} s, total {:.3} s, peak RSS {} MiB; \
              write-ahead log {:.3} s (fsync {:.3} s, {:.1} MiB); flow logs sharing the window (count, s): {:?}",
             r.cut_s,
             r.format_s,
@@ -116,6 +170,12 @@ pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
             r.wal_sync_s.unwrap_or(f64::NAN),
             r.wal_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
             r.flow_logs_s,
+        );
+        eprintln!(
+            "  {n:>8} flows: records unsorted {:.3} s, sorted {:.3} s; streamed batches to k flow logs (k, s): {:?}",
+            r.records_s.unwrap_or(f64::NAN),
+            r.build_sorted_s.unwrap_or(f64::NAN),
+            r.streamed_flow_logs_s,
         );
         out.push(r);
     }
@@ -209,7 +269,80 @@ fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
     ))
 }
 
+/// Writes `n` flows into the flow map `name` from userspace.
+fn fill(capture: &mut Capture, name: &str, n: u32, cpus: usize, now: u64) -> anyhow::Result<()> {
+    let map = capture
+        .ebpf_mut()
+        .map_mut(name)
+        .with_context(|| format!("{name} missing"))?;
+    let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+    for i in 0..n {
+        let mut v = vec![FlowStats::default(); cpus];
+        let packets = 1 + u64::from(i % 20);
+        v[(i as usize) % cpus] = FlowStats {
+            packets,
+            bytes: packets * 120,
+            first_seen_ns: now - 30_000_000_000,
+            last_seen_ns: now - 1_000_000_000,
+            tcp_flags: if i % 2 == 0 { 2 } else { 0 },
+            _pad: [0; 7],
+        };
+        flows
+            .insert(key(i), PerCpuValues::try_from(v)?, 0)
+            .with_context(|| format!("filling {name} (flow {i})"))?;
+    }
+    Ok(())
+}
+
+/// The agent's path for one flow log, as `flowlog run`'s cut sink and pipeline take a cut:
+/// each drained batch is tallied for the window metrics, filtered to the flow log's interfaces
+/// and becomes records, text and gzip at once ([`FlowLog::add_flows`]).
+struct Streamed<'a> {
+    flow_log: &'a mut FlowLog,
+    interfaces: &'a BTreeMap<u32, Interface>,
+    open: Option<OpenWindow>,
+    tally: FlowTally,
+    flows: usize,
+    busy: std::time::Duration,
+}
+
+impl FlowSink for Streamed<'_> {
+    fn begin(&mut self, window: &DrainedWindow) {
+        self.open = Some(self.flow_log.open_window(window, self.interfaces, true));
+    }
+
+    fn flows(&mut self, flows: &[(FlowKey, FlowTotals)]) {
+        let t = Instant::now();
+        self.flows += flows.len();
+        self.tally.add(flows);
+        let members = self.interfaces;
+        if let Some(w) = &mut self.open {
+            self.flow_log.add_flows(
+                w,
+                flows
+                    .iter()
+                    .filter(|(k, _)| members.contains_key(&k.ifindex)),
+            );
+        }
+        self.busy += t.elapsed();
+    }
+}
+
+fn object_bytes(batches: &[Batch]) -> usize {
+    batches
+        .iter()
+        .map(|b| match b {
+            Batch::Object(o) => o.body.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// The hidden `drain-child` subcommand: one size, result as one JSON line on stdout.
+///
+/// Both flow map slots are filled with the same `n` flows. The first cut (slot A) takes the
+/// agent's path, streamed, for its time and peak RSS; the second (slot B) collects every flow
+/// first and times each step alone: where the time goes.
 pub fn child(n: u32) -> anyhow::Result<()> {
     let object = crate::read_env_file(OBJECT_ENV)?;
     let mut capture = Capture::load(&object, n + 1_024).context("loading the flowlog object")?;
@@ -217,28 +350,8 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         .map_err(|(_, e)| e)
         .context("reading the possible CPUs")?;
     let now = mono_ns();
-    {
-        let map = capture
-            .ebpf_mut()
-            .map_mut(FLOW_MAPS[0])
-            .context("FLOWS_A missing")?;
-        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
-        for i in 0..n {
-            let mut v = vec![FlowStats::default(); cpus];
-            let packets = 1 + u64::from(i % 20);
-            v[(i as usize) % cpus] = FlowStats {
-                packets,
-                bytes: packets * 120,
-                first_seen_ns: now - 30_000_000_000,
-                last_seen_ns: now - 1_000_000_000,
-                tcp_flags: if i % 2 == 0 { 2 } else { 0 },
-                _pad: [0; 7],
-            };
-            flows
-                .insert(key(i), PerCpuValues::try_from(v)?, 0)
-                .with_context(|| format!("filling FLOWS_A (flow {i})"))?;
-        }
-    }
+    fill(&mut capture, FLOW_MAPS[0], n, cpus, now)?;
+    fill(&mut capture, FLOW_MAPS[1], n, cpus, now)?;
     // The options `flowlog run` gets by default, parsed by the agent's own CLI.
     let args = match Cli::try_parse_from([
         "flowlog",
@@ -254,7 +367,6 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         Ok(_) => bail!("`flowlog run` did not parse as the run command"),
         Err(e) => bail!("parsing `flowlog run` options: {e}"),
     };
-    let mut flow_log = flag_flow_log::flow_log(&args.records, &args.output, Metadata::default())?;
     let interfaces: BTreeMap<u32, Interface> = [(
         IFINDEX,
         Interface {
@@ -275,12 +387,44 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         end: unix - unix % 60,
     };
     let hwm_before_kib = vm_hwm_kib();
-
     let mut collector = Collector::new(capture.ebpf_mut())?;
+
+    // The agent's path: records as the flows are drained.
+    let mut flow_log = flag_flow_log::flow_log(&args.records, &args.output, Metadata::default())?;
+    let t = Instant::now();
+    let mut sink = Streamed {
+        flow_log: &mut flow_log,
+        interfaces: &interfaces,
+        open: None,
+        tally: FlowTally::default(),
+        flows: 0,
+        busy: std::time::Duration::ZERO,
+    };
+    collector.cut_into(window, &mut sink)?;
+    let (streamed, open, busy) = (sink.flows, sink.open.take(), sink.busy);
+    let open = open.context("the drain never began the window")?;
+    let t_close = Instant::now();
+    let mut batches = flow_log.close_window(open);
+    batches.extend(flow_log.close_all());
+    // The records are in the objects: the slot is cleared, as the agent does then.
+    collector.recorded()?;
+    let stream_s = t.elapsed().as_secs_f64();
+    let stream_busy_s = (busy + t_close.elapsed()).as_secs_f64();
+    let stream_hwm_kib = vm_hwm_kib();
+    let streamed_records: usize = batches.iter().map(Batch::records).sum();
+    if streamed != n as usize || streamed_records != n as usize {
+        bail!(
+            "the streamed drain returned {streamed} flows and {streamed_records} records of the {n} in the map"
+        );
+    }
+    let streamed_gzip = object_bytes(&batches);
+    drop(batches);
+
+    // Every flow collected first, then each step alone.
+    let mut flow_log = flag_flow_log::flow_log(&args.records, &args.output, Metadata::default())?;
     let t0 = Instant::now();
     let drained = collector.cut(window)?;
-    // The slot is cleared once its records are on disk; timed with the cut, as the agent
-    // clears it on its cut path.
+    // Cleared on the cut path, as the agent does once the records are on disk.
     collector.recorded()?;
     let cut_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -301,19 +445,21 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     if records != n as usize {
         bail!("{records} records for {n} flows");
     }
-    let gzip_bytes = batches
-        .iter()
-        .map(|b| match b {
-            Batch::Object(o) => o.body.len(),
-            _ => 0,
-        })
-        .sum();
+    let gzip_bytes = object_bytes(&batches);
+    if streamed_gzip == 0 {
+        bail!("the streamed drain finished no object");
+    }
     let (text_bytes, gzip_s) = gzip_alone(&batches)?;
     drop(batches);
+    let (records_s, build_sorted_s) = records_alone(&drained)?;
     let (wal_s, wal_sync_s, wal_bytes) = with_wal(&args, &drained, &interfaces)?;
     let flow_logs_s = [1, 8]
         .into_iter()
         .map(|k| Ok((k, shared_by(k, &args, &drained, &interfaces)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let streamed_flow_logs_s = [1, 2, 4, 8]
+        .into_iter()
+        .map(|k| Ok((k, streamed_to(k, &args, &drained, &interfaces)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let result = DrainResult {
         flows: n,
@@ -332,9 +478,86 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         wal_sync_s: Some(wal_sync_s),
         wal_bytes: Some(wal_bytes),
         flow_logs_s,
+        stream_s: Some(stream_s),
+        stream_busy_s: Some(stream_busy_s),
+        stream_hwm_kib: Some(stream_hwm_kib),
+        budget_kib: Some(budget_kib(n)),
+        records_s: Some(records_s),
+        build_sorted_s: Some(build_sorted_s),
+        streamed_flow_logs_s,
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
+}
+
+/// Building the window's records alone: unsorted (as streamed), and sorted (`records::build`).
+fn records_alone(drained: &DrainedWindow) -> anyhow::Result<(f64, f64)> {
+    let watched = BTreeMap::from([(
+        IFINDEX,
+        WatchedInterface {
+            primary_ipv4: Some(Ipv4Addr::new(10, 255, 0, 1)),
+            ..WatchedInterface::named("eth0")
+        },
+    )]);
+    let t = Instant::now();
+    let mut out = Vec::with_capacity(drained.flows.len());
+    let mut stream = RecordStream::new(drained, watched.clone());
+    stream.flows(&drained.flows, &|_| false, &mut out);
+    stream.finish(&|_| false, &mut out);
+    let unsorted_s = t.elapsed().as_secs_f64();
+    if out.len() != drained.flows.len() {
+        bail!("{} records for {} flows", out.len(), drained.flows.len());
+    }
+    drop(out);
+    let t = Instant::now();
+    std::hint::black_box(records::build(drained, &watched, &|_| false));
+    Ok((unsorted_s, t.elapsed().as_secs_f64()))
+}
+
+/// The collected window handed in drain-sized batches to `k` flow logs at once (each its
+/// interfaces' part, records, text and gzip as the batch arrives), as `flowlog run` feeds its
+/// pipelines: seconds for all `k`, the drain (shared, once) not included.
+fn streamed_to(
+    k: u32,
+    args: &flowlog_agent::cli::RunArgs,
+    drained: &DrainedWindow,
+    interfaces: &BTreeMap<u32, Interface>,
+) -> anyhow::Result<f64> {
+    let mut flow_logs = (0..k)
+        .map(|i| {
+            let mut records = args.records.clone();
+            records.flow_log_id = Some(format!("fl-{i:017x}"));
+            flag_flow_log::flow_log(&records, &args.output, Metadata::default())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let members: std::collections::BTreeSet<u32> = interfaces.keys().copied().collect();
+    let t = Instant::now();
+    let mut open: Vec<OpenWindow> = flow_logs
+        .iter()
+        .map(|fl| fl.open_window(drained, interfaces, true))
+        .collect();
+    for batch in drained.flows.chunks(FLOW_BATCH) {
+        for (fl, w) in flow_logs.iter_mut().zip(open.iter_mut()) {
+            fl.add_flows(
+                w,
+                batch.iter().filter(|(k, _)| members.contains(&k.ifindex)),
+            );
+        }
+    }
+    let mut records = 0;
+    for (fl, w) in flow_logs.iter_mut().zip(open) {
+        let mut batches = fl.close_window(w);
+        batches.extend(fl.close_all());
+        records += batches.iter().map(Batch::records).sum::<usize>();
+    }
+    let s = t.elapsed().as_secs_f64();
+    if records != drained.flows.len() * k as usize {
+        bail!(
+            "{records} records from {k} flow logs of {} flows",
+            drained.flows.len()
+        );
+    }
+    Ok(s)
 }
 
 /// The window taken by `k` flow logs of the same capture, as `flowlog run` hands a cut to each:
@@ -342,7 +565,7 @@ pub fn child(n: u32) -> anyhow::Result<()> {
 fn shared_by(
     k: u32,
     args: &flowlog_agent::cli::RunArgs,
-    drained: &flowlog_agent::capture::collect::DrainedWindow,
+    drained: &DrainedWindow,
     interfaces: &BTreeMap<u32, Interface>,
 ) -> anyhow::Result<f64> {
     let mut flow_logs = (0..k)
@@ -369,7 +592,7 @@ fn shared_by(
 /// measures them for its metrics), the fsyncs' share and the bytes written.
 fn with_wal(
     args: &flowlog_agent::cli::RunArgs,
-    drained: &flowlog_agent::capture::collect::DrainedWindow,
+    drained: &DrainedWindow,
     interfaces: &BTreeMap<u32, Interface>,
 ) -> anyhow::Result<(f64, f64, u64)> {
     let dir =

@@ -6,11 +6,12 @@
 //! - [`e2e`]: iperf3 between two network namespaces, with flowlog, softflowd or pmacctd
 //!   capturing the same veth, interleaved; throughput and CPU; plus the kernel's own
 //!   `run_time_ns/run_cnt` of the programs under that traffic;
-//! - [`drain`]: flip, drain, format and gzip windows of 10k..1M flows, each in a child process
-//!   for its peak RSS;
+//! - [`drain`]: flip, drain, format and gzip windows of 10k..4M flows, streamed as the agent
+//!   does and collected first (each step alone), each in a child process for its peak RSS;
 //! - [`attach`]: how long after an interface is created its first packet is counted.
 //!
-//! [`report`] turns the results into BENCHMARKS.md and [`svg`] plots. Nothing here asserts a
+//! [`report`] turns the results into BENCHMARKS.md and [`svg`] plots ([`scaling`]: the
+//! streamed drain's targets and the scaling plots). Nothing here asserts a
 //! timing: a benchmark reports, the targets are compared in the report. What it does check
 //! exactly is that the programs counted what they were fed and that drains return every flow.
 
@@ -29,6 +30,7 @@ mod frames;
 mod machine;
 mod netns;
 mod report;
+mod scaling;
 mod stats;
 mod svg;
 

@@ -396,6 +396,7 @@ pub fn plots(r: &Results) -> Vec<(String, String)> {
             drain_1m(&r.drain).map(|_| (DRAIN_1M_MAX_S, "target for 1M: 2 s")),
         ),
     ));
+    out.extend(crate::scaling::plots(r));
     out
 }
 
@@ -612,6 +613,7 @@ fn targets(s: &mut String, r: &Results) {
             );
         }
     }
+    crate::scaling::target_rows(s, &r.drain);
     let _ = writeln!(s);
     misses(s, r);
 }
@@ -1190,6 +1192,7 @@ fn drain_section(s: &mut String, d: &[DrainResult]) {
         );
     }
     let _ = writeln!(s);
+    crate::scaling::drain_streamed(s, d);
 }
 
 #[cfg(test)]
@@ -1310,6 +1313,13 @@ mod tests {
                 wal_sync_s: Some(0.1),
                 wal_bytes: Some(100 * 1024 * 1024),
                 flow_logs_s: vec![(1, 0.5), (8, 4.0)],
+                stream_s: None,
+                stream_busy_s: None,
+                stream_hwm_kib: None,
+                budget_kib: None,
+                records_s: None,
+                build_sorted_s: None,
+                streamed_flow_logs_s: Vec::new(),
             }],
             attach: None,
             wall_seconds: 1.0,

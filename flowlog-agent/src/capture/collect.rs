@@ -26,7 +26,12 @@ use flowlog_common::{
     IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
-use crate::capture::{clock::MonotonicClock, map_batch, reject::reasons::DropReasons};
+use crate::capture::{
+    clock::MonotonicClock,
+    flow_sink::{self, CollectFlows, FlowSink},
+    map_batch,
+    reject::reasons::DropReasons,
+};
 
 /// Longer than any single program run. The datapath programs are straight-line code of a few
 /// hundred instructions that run with preemption disabled (softirq or RCU read side), so a
@@ -406,6 +411,21 @@ impl Collector {
     /// slot counted is returned. The old slot keeps its counts until [`Self::recorded`] (call
     /// it once the window's records are on disk); the next cut calls it if the caller did not.
     pub fn cut(&mut self, window: Window) -> anyhow::Result<DrainedWindow> {
+        let mut all = CollectFlows::default();
+        let mut d = self.cut_into(window, &mut all)?;
+        d.flows = all.0;
+        Ok(d)
+    }
+
+    /// As [`Collector::cut`], but the flows go to `sink` in batches as they are read (see
+    /// [`flow_sink`]) instead of into the returned window, whose `flows` is empty. The other
+    /// maps (small) are read first and given to `sink.begin`. On an error, the flows read
+    /// before it have been handed over.
+    pub fn cut_into(
+        &mut self,
+        window: Window,
+        sink: &mut dyn FlowSink,
+    ) -> anyhow::Result<DrainedWindow> {
         let carried = self.carried.take();
         // The slot about to become active must be empty.
         self.recorded()?;
@@ -428,25 +448,35 @@ impl Collector {
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
         let clock = MonotonicClock::sample();
-        let mut d = self.read_slot(idle)?;
+        let mut d = self.read_rest(idle)?;
         self.unrecorded = Some(Unrecorded {
             slot: idle,
             seq: self.seq,
         });
-        if let Some((_, carry)) = carried {
-            // Only when the caller did not take it: counted here rather than lost.
+        // Only when the caller did not take it (Self::take_carried): counted with this window
+        // rather than lost.
+        let carried_flows = carried.map(|(_, mut carry)| {
+            let flows = std::mem::take(&mut carry.flows);
             d.absorb(carry);
-        }
-        Ok(DrainedWindow {
+            flows
+        });
+        let header = DrainedWindow {
             window,
-            flows: d.flows,
+            flows: Vec::new(),
             ifaces: d.ifaces.into_iter().collect(),
             lost: d.lost,
             clock,
             rejects: d.rejects,
             other_drops: d.other_drops,
             drop_reasons: self.drop_reasons.clone(),
-        })
+        };
+        sink.begin(&header);
+        if let Some(flows) = carried_flows {
+            flow_sink::hand_over(&flows, sink);
+        }
+        flow_sink::read_into(&self.flows[idle], self.cpus, sink)
+            .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
+        Ok(header)
     }
 
     /// The last cut's records (or the carried window's) are on disk: marks it recorded in
@@ -464,9 +494,17 @@ impl Collector {
 
     /// Reads slot `idle` (no program may be writing to it), leaving it as it is.
     fn read_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
-        let cpus = self.cpus;
-        let flows = read_all(&self.flows[idle], cpus, |v| FlowTotals::sum(v))
+        let flows = read_all(&self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
+        Ok(Drained {
+            flows,
+            ..self.read_rest(idle)?
+        })
+    }
+
+    /// Reads every map of slot `idle` but the flows, leaving them as they are.
+    fn read_rest(&mut self, idle: usize) -> anyhow::Result<Drained> {
+        let cpus = self.cpus;
         let ifaces = read_all(&self.ifaces[idle], cpus, |v| sum_counters(v))
             .with_context(|| format!("cannot read {}", IFACE_MAPS[idle]))?;
         let lost = sum_counters(
@@ -485,7 +523,7 @@ impl Collector {
         })
         .with_context(|| format!("cannot read {}", DROP_MAPS[idle]))?;
         Ok(Drained {
-            flows,
+            flows: Vec::new(),
             ifaces,
             lost,
             rejects,
@@ -524,7 +562,7 @@ impl Collector {
 
 /// Reads every entry of an idle per-CPU map and sums each over CPUs: in batches of thousands
 /// per syscall where the kernel supports it (>= 5.6), else through aya's iterator.
-fn read_all<K: aya::Pod + Copy, V: aya::Pod, T>(
+pub(super) fn read_all<K: aya::Pod + Copy, V: aya::Pod, T>(
     map: &PerCpuHashMap<MapData, K, V>,
     cpus: usize,
     sum: impl Fn(&[V]) -> T,

@@ -1,5 +1,5 @@
-//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (drain) and `BPF_MAP_LOOKUP_BATCH` (`flowlog top`'s peek)
-//! for per-CPU hash maps.
+//! `BPF_MAP_LOOKUP_BATCH` (a cut's read, `flowlog top`'s peek) and
+//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (clearing a recorded slot) for per-CPU hash maps.
 //!
 //! aya 0.14 has no batch map operations; its iterator costs three syscalls per flow
 //! (get-next-key, lookup, delete), which is ~3 million syscalls for a 1M-flow window. One batch

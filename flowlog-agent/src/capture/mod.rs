@@ -5,6 +5,7 @@
 //!   counted: `flowlog-ebpf/src/main.rs`).
 //! - [`attach_limits`]: the limits many interfaces reach (open files), named in one line.
 //! - [`collect`]: where a window is cut (flip the active slot, drain and clear the other).
+//! - [`flow_sink`]: the cut's flows handed over in batches while the drain goes on.
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
 //! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
@@ -15,6 +16,7 @@ pub mod attach;
 pub mod attach_limits;
 pub mod clock;
 pub mod collect;
+pub mod flow_sink;
 pub mod map_batch;
 pub mod object;
 pub mod peek;

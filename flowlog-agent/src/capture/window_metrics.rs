@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
+use flowlog_common::FlowKey;
+
 use crate::{
-    capture::collect::Direction, capture::collect::DrainedWindow,
-    inventory::discover::interface_label, metrics,
+    capture::collect::{Direction, DrainedWindow, FlowTotals},
+    inventory::discover::interface_label,
+    metrics,
 };
 
 /// A counter's name and help text, stated once for the zero export and the window's update.
@@ -94,27 +97,46 @@ pub fn export_zero_counters<'a>(watched: impl IntoIterator<Item = &'a str>) {
     WINDOWS.add(&[], 0);
 }
 
+/// A cut's flows summed per interface and direction as they are drained, for
+/// [`report_window`].
+#[derive(Debug, Default)]
+pub struct FlowTally {
+    /// (packets, bytes) per (ifindex, direction).
+    per_iface: BTreeMap<(u32, u8), (u64, u64)>,
+    flows_per_iface: BTreeMap<u32, u64>,
+    pub flows: u64,
+}
+
+impl FlowTally {
+    pub fn add(&mut self, flows: &[(FlowKey, FlowTotals)]) {
+        for (k, t) in flows {
+            let e = self.per_iface.entry((k.ifindex, k.direction)).or_default();
+            e.0 += t.packets;
+            e.1 += t.bytes;
+            *self.flows_per_iface.entry(k.ifindex).or_default() += 1;
+        }
+        self.flows += flows.len() as u64;
+    }
+}
+
 /// One log line and the metrics per window; overflow is loud because it is data AWS would call
-/// SKIPDATA.
-pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flows: u32) {
+/// SKIPDATA. `flows`: the cut's flows, tallied as they were drained (`d.flows` is not read).
+pub fn report_window(
+    d: &DrainedWindow,
+    flows: &FlowTally,
+    watched: &BTreeMap<u32, String>,
+    max_flows: u32,
+) {
     let name = |ifindex: u32| interface_label(watched.get(&ifindex).map(String::as_str), ifindex);
     let dir = |d: u8| Direction::of_key(d).as_str();
-    let mut per_iface: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
-    let mut flows_per_iface: BTreeMap<u32, u64> = BTreeMap::new();
-    for (k, t) in &d.flows {
-        let e = per_iface.entry((k.ifindex, k.direction)).or_default();
-        e.0 += t.packets;
-        e.1 += t.bytes;
-        *flows_per_iface.entry(k.ifindex).or_default() += 1;
-    }
-    for ((ifindex, direction), (packets, bytes)) in per_iface {
+    for (&(ifindex, direction), &(packets, bytes)) in &flows.per_iface {
         let iface = name(ifindex);
         let l = [("interface", iface.as_str()), ("direction", dir(direction))];
         PACKETS.add(&l, packets);
         BYTES.add(&l, bytes);
     }
-    for (ifindex, flows) in flows_per_iface {
-        FLOWS.add(&[("interface", name(ifindex).as_str())], flows);
+    for (&ifindex, &n) in &flows.flows_per_iface {
+        FLOWS.add(&[("interface", name(ifindex).as_str())], n);
     }
     let (mut overflow_packets, mut overflow_bytes, mut non_ip, mut malformed) = (0, 0, 0, 0);
     let mut reject_overflow = 0;
@@ -141,12 +163,12 @@ pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flo
         "flowlog_flow_map_fill_ratio",
         "Flows in the last window divided by the flow map capacity.",
         &[],
-        d.flows.len() as f64 / max_flows.max(1) as f64,
+        flows.flows as f64 / max_flows.max(1) as f64,
     );
     info!(
         start = d.window.start,
         end = d.window.end,
-        flows = d.flows.len(),
+        flows = flows.flows,
         non_ip_packets = non_ip,
         malformed_packets = malformed,
         "window closed"

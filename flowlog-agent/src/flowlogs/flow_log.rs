@@ -14,19 +14,22 @@ use flowlog_common::FlowKey;
 use tracing::debug;
 
 use crate::{
-    capture::collect::DrainedWindow,
+    capture::collect::{DrainedWindow, FlowTotals, Window},
     flowlogs::spec::{FlowLogSpec, ObjectOptions},
     inventory::{discover::Interface, guest_id, metadata::Metadata},
     metrics,
     publish::{
-        Batch, DeliveryUnit, DestinationSpec, batch::Batcher, events::LogEventPacker,
+        Batch, DeliveryUnit, DestinationSpec,
+        batch::{Batcher, FinishedObject},
+        events::LogEventPacker,
         layout::ObjectLayout,
     },
     records::{
-        self, WatchedInterface,
+        FlowRecord, WatchedInterface,
         aws_internal::AwsInternal,
         format::LogFormat,
         guest::{GuestFields, Perspective, guest_primaries},
+        stream::RecordStream,
         traffic_type::TrafficType,
     },
 };
@@ -41,6 +44,24 @@ pub struct FlowLog {
     traffic_type: TrafficType,
     /// From whose side guests' interfaces are logged.
     perspective: Perspective,
+}
+
+/// A window being turned into records ([`FlowLog::open_window`]).
+pub struct OpenWindow {
+    records: RecordStream,
+    window: Window,
+    /// Records go into the objects batch by batch (else: sorted, when the window closes).
+    streaming: bool,
+    /// Records not written yet.
+    pending: Vec<FlowRecord>,
+    /// Objects that reached the size limit during the window.
+    finished: Vec<FinishedObject>,
+}
+
+impl OpenWindow {
+    pub fn window(&self) -> Window {
+        self.window
+    }
 }
 
 /// How records become delivery units, as the destination takes them.
@@ -163,47 +184,96 @@ impl FlowLog {
     }
 
     /// Turns one drained window into records and returns the batches it completed: objects
-    /// whose slot ended, or the window's log events.
+    /// whose slot ended, or the window's log events. Records are sorted.
     /// `interfaces`: those the programs were attached to during the window, by ifindex.
     pub fn on_window(
         &mut self,
         drained: &DrainedWindow,
         interfaces: &BTreeMap<u32, Interface>,
     ) -> Vec<Batch> {
-        let watched = self.watched(interfaces);
+        let mut w = self.open_window(drained, interfaces, false);
+        self.add_flows(&mut w, &drained.flows);
+        self.close_window(w)
+    }
+
+    /// Starts turning a window into records as its flows arrive ([`FlowLog::add_flows`], then
+    /// [`FlowLog::close_window`]). `window`: the window's counters but its flows. `streaming`:
+    /// each batch's records go into the open objects at once, unsorted (AWS does not order
+    /// records), so no window's records are held; otherwise (and always for CloudWatch Logs,
+    /// whose events are packed per window) they are sorted and written when the window closes.
+    pub fn open_window(
+        &self,
+        window: &DrainedWindow,
+        interfaces: &BTreeMap<u32, Interface>,
+        streaming: bool,
+    ) -> OpenWindow {
+        OpenWindow {
+            records: RecordStream::new(window, self.watched(interfaces)),
+            window: window.window,
+            streaming: streaming && matches!(self.packer, Packer::Objects(_)),
+            pending: Vec::new(),
+            finished: Vec::new(),
+        }
+    }
+
+    /// The ACCEPT records of the next flows of the open window.
+    pub fn add_flows<'f>(
+        &mut self,
+        w: &mut OpenWindow,
+        flows: impl IntoIterator<Item = &'f (FlowKey, FlowTotals)>,
+    ) {
         let internal = self.aws_internal.as_ref();
         let excluded = |k: &FlowKey| internal.is_some_and(|x| x.matches(k));
-        let mut records = records::build(drained, &watched, &excluded);
-        records.retain(|r| self.traffic_type.keeps(r));
-        let (flows, packets) = drained
-            .flows
-            .iter()
-            .filter(|(k, t)| t.packets > 0 && excluded(k))
-            .fold((0u64, 0u64), |(f, p), (_, t)| (f + 1, p + t.packets));
-        if flows > 0 {
+        w.records.flows(flows, &excluded, &mut w.pending);
+        if w.streaming {
+            self.write_pending(w);
+        }
+    }
+
+    /// Writes the pending records into the open objects (text, gzip, WAL lines).
+    fn write_pending(&mut self, w: &mut OpenWindow) {
+        w.pending.retain(|r| self.traffic_type.keeps(r));
+        if let Packer::Objects(batcher) = &mut self.packer {
+            w.finished.extend(batcher.add(&w.pending, w.window.start));
+            w.pending.clear();
+        }
+    }
+
+    /// Every flow of the window is in: its REJECT, NODATA and SKIPDATA records, then the
+    /// batches the window completed (objects whose slot ended, or the window's log events).
+    pub fn close_window(&mut self, mut w: OpenWindow) -> Vec<Batch> {
+        let internal = self.aws_internal.as_ref();
+        let excluded = |k: &FlowKey| internal.is_some_and(|x| x.matches(k));
+        let left_out = w.records.finish(&excluded, &mut w.pending);
+        if left_out.flows > 0 {
             debug!(
-                flows,
-                packets,
+                flows = left_out.flows,
+                packets = left_out.packets,
                 "left out traffic AWS does not log (--include-aws-internal-traffic keeps it)"
             );
             metrics::counter_add(
                 "flowlog_aws_internal_excluded_packets_total",
                 "Packets to or from AWS-internal services (instance metadata, time sync, Amazon DNS, DHCP) left out as AWS does.",
                 &[],
-                packets,
+                left_out.packets,
             );
         }
+        if !w.streaming {
+            // Unstable is enough: records that compare equal are equal in every field.
+            w.pending.sort_unstable();
+        }
+        self.write_pending(&mut w);
         match &mut self.packer {
             Packer::Objects(batcher) => {
-                let mut objects = batcher.add(&records, drained.window.start);
-                objects.extend(batcher.close_until(drained.window.end));
+                let mut objects = w.finished;
+                objects.extend(batcher.close_until(w.window.end));
                 // The objects still open now hold this closed window durably (their WALs);
                 // those just finished reach disk through the spool.
-                batcher.commit_window(drained.window.start);
+                batcher.commit_window(w.window.start);
                 objects.into_iter().map(Batch::Object).collect()
             }
             Packer::LogEvents(packer) => packer
-                .pack(&records)
+                .pack(&w.pending)
                 .into_iter()
                 .map(Batch::LogEvents)
                 .collect(),
@@ -255,11 +325,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        capture::{
-            clock::MonotonicClock,
-            collect::{FlowTotals, Window},
-        },
+        capture::clock::MonotonicClock,
         inventory::owners::{Container, Owner, OwnerKind, Runtime, Vm},
+        records,
     };
 
     const ID_A: &str = "3f2a9c0b1d4e5f60718293a4b5c6d7e8f90123456789abcdef0123456789abcd";

@@ -3,13 +3,15 @@
 //! The [`registry`] holds the live flow logs and the [`control`] socket serves those calls;
 //! [`store`] and [`file`](mod@file) keep definitions across restarts. Each flow log is a [`flow_log`]
 //! (its records' metadata, format and delivery units) fed by a [`pipeline`], which merges the
-//! capture's cuts into its own [`window`]s. [`status`] answers `flowlog status`.
+//! capture's cuts into its own [`window`]s; [`cut_sink`] hands a cut's flows to every pipeline as
+//! they are drained. [`status`] answers `flowlog status`.
 
 pub mod api;
 pub mod athena;
 pub mod client;
 pub mod control;
 pub mod control_limits;
+pub mod cut_sink;
 pub mod file;
 pub mod flow_log;
 pub mod members;

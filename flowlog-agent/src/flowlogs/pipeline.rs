@@ -17,9 +17,11 @@ use super::{
     spec::FlowLogSpec,
     window::{FlowLogWindow, part_of},
 };
+use flowlog_common::FlowKey;
+
 use crate::{
-    capture::collect::DrainedWindow,
-    flowlogs::flow_log::{FlowLog, RecordOptions},
+    capture::collect::{DrainedWindow, FlowTotals, Window},
+    flowlogs::flow_log::{FlowLog, OpenWindow, RecordOptions},
     inventory::discover::Interface,
     inventory::metadata::Metadata,
     metrics,
@@ -68,6 +70,20 @@ pub struct Pipeline {
     /// The interfaces this flow log covered in the cuts of its open window, as they were last
     /// seen: one deleted after an earlier cut keeps its identity until the window closes.
     window_interfaces: BTreeMap<u32, Interface>,
+}
+
+/// One flow log's part of a cut being drained ([`Pipeline::begin_cut`]).
+pub struct CutShare {
+    members: BTreeSet<u32>,
+    taken: Taken,
+}
+
+enum Taken {
+    /// The cut is a whole window of the flow log: its records are being written. Boxed: one
+    /// per flow log per cut, and much larger than the other variant.
+    Records(Box<OpenWindow>),
+    /// Part of a longer window: kept, to merge with the window's other cuts.
+    Kept(DrainedWindow),
 }
 
 /// How a stopped pipeline ended.
@@ -183,21 +199,69 @@ impl Pipeline {
             .collect()
     }
 
-    /// Takes this flow log's part of one cut; when the cut ends its window, the window's
-    /// records go to the spool. `watched`: the interfaces of the cut that this flow log covers.
-    pub fn on_cut(&mut self, cut: &DrainedWindow, watched: &BTreeMap<u32, Interface>) {
+    /// Starts taking this flow log's part of one cut, whose flows come next
+    /// ([`Pipeline::cut_flows`], then [`Pipeline::end_cut`]). `cut`: the cut's counters but its
+    /// flows. `watched`: the interfaces of the cut that this flow log covers. A cut that is a
+    /// whole window of this flow log becomes records as its flows arrive; any other is kept
+    /// and merged into the open window.
+    pub fn begin_cut(
+        &mut self,
+        cut: &DrainedWindow,
+        watched: &BTreeMap<u32, Interface>,
+    ) -> CutShare {
         let members: BTreeSet<u32> = watched.keys().copied().collect();
         for iface in watched.values() {
             super::members::update_view(&mut self.window_interfaces, iface.clone());
         }
-        if let Some(window) = self.window.push(part_of(cut, &members)) {
+        let part = part_of(cut, &members);
+        let taken = if self.window.whole_window(cut.window.end) {
             let interfaces = std::mem::take(&mut self.window_interfaces);
-            self.close_window(&window, &interfaces);
+            Taken::Records(Box::new(self.flow_log.open_window(
+                &part,
+                &interfaces,
+                true,
+            )))
+        } else {
+            Taken::Kept(part)
+        };
+        CutShare { members, taken }
+    }
+
+    /// The next flows of the cut: those on this flow log's interfaces.
+    pub fn cut_flows(&mut self, share: &mut CutShare, flows: &[(FlowKey, FlowTotals)]) {
+        let members = &share.members;
+        let mine = flows.iter().filter(|(k, _)| members.contains(&k.ifindex));
+        match &mut share.taken {
+            Taken::Records(w) => self.flow_log.add_flows(w, mine),
+            Taken::Kept(part) => part.flows.extend(mine.copied()),
+        }
+    }
+
+    /// Every flow of the cut is in: when the cut ends this flow log's window, the window's
+    /// records go to the spool.
+    pub fn end_cut(&mut self, share: CutShare) {
+        match share.taken {
+            Taken::Records(w) => {
+                let window = w.window();
+                let batches = self.flow_log.close_window(*w);
+                self.spool_window(window, batches);
+            }
+            Taken::Kept(part) => {
+                if let Some(window) = self.window.push(part) {
+                    let interfaces = std::mem::take(&mut self.window_interfaces);
+                    self.close_window(&window, &interfaces);
+                }
+            }
         }
     }
 
     fn close_window(&mut self, window: &DrainedWindow, watched: &BTreeMap<u32, Interface>) {
         let batches = self.flow_log.on_window(window, watched);
+        self.spool_window(window.window, batches);
+    }
+
+    /// Spools the batches a closed window completed.
+    fn spool_window(&mut self, window: Window, batches: Vec<Batch>) {
         let records: usize = batches.iter().map(Batch::records).sum();
         metrics::counter_add(
             "flowlog_flow_log_windows_total",
@@ -209,14 +273,14 @@ impl Pipeline {
             self.spool_batch(&batch);
         }
         // How long after its boundary the window's records were spooled (written down durably).
-        let lateness = crate::capture::clock::unix_now() - window.window.end as f64;
+        let lateness = crate::capture::clock::unix_now() - window.end as f64;
         metrics::gauge_set(
             "flowlog_window_lateness_seconds",
             "How long after its boundary the last closed window's records were spooled.",
             &[("flow_log_id", self.spec.id.as_str())],
             lateness,
         );
-        tracing::debug!(flow_log_id = %self.spec.id, start = window.window.start, end = window.window.end,
+        tracing::debug!(flow_log_id = %self.spec.id, start = window.start, end = window.end,
                         records_in_finished_batches = records, lateness_seconds = lateness,
                         "flow log window closed");
     }

@@ -150,6 +150,13 @@ impl FlowLogWindow {
         }
     }
 
+    /// Whether a cut ending at `end` is a whole window of this flow log by itself: nothing is
+    /// open from earlier cuts and the cut ends on one of its boundaries. Its flows can then
+    /// become records as they are drained, with nothing to merge.
+    pub fn whole_window(&self, end: u64) -> bool {
+        self.open.is_none() && end.is_multiple_of(self.interval)
+    }
+
     /// The open window, finished now (shutdown, or the flow log was deleted).
     pub fn flush(&mut self) -> Option<DrainedWindow> {
         self.open.take()

@@ -6,11 +6,12 @@
 pub mod aws_internal;
 pub mod format;
 pub mod guest;
+pub mod stream;
 pub mod traffic_type;
 
 use std::{
     cmp::Ordering,
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     ops::Deref,
@@ -22,9 +23,8 @@ use flowlog_common::{FAMILY_IPV4, FlowKey};
 use crate::{
     capture::{
         collect::{Direction, DrainedWindow, FlowTotals},
-        reject::verdict::{self, Action},
+        reject::verdict::Action,
     },
-    inventory::discover::interface_label,
     records::guest::GuestFields,
 };
 
@@ -250,124 +250,21 @@ fn traffic(key: &FlowKey, t: &FlowTotals, iface: Option<&WatchedInterface>) -> T
 /// Records of one window. `watched` are the interfaces the programs were attached to during
 /// the window (by ifindex); each gets NODATA if it saw no flow and SKIPDATA if any of its
 /// packets overflowed the flow map. Flows for which `excluded` is true (traffic AWS does not
-/// log) are left out as if never seen. Sorted, so output is deterministic.
+/// log) are left out as if never seen. Sorted, so output is deterministic. The agent builds a
+/// closed cut's records batch by batch instead ([`stream::RecordStream`], unsorted).
 pub fn build(
     drained: &DrainedWindow,
     watched: &BTreeMap<u32, WatchedInterface>,
     excluded: &dyn Fn(&FlowKey) -> bool,
 ) -> Vec<FlowRecord> {
-    let w = drained.window;
-    let mut ids = InterfaceIds::new(watched);
-    let mut reasons: BTreeMap<u32, Arc<str>> = BTreeMap::new();
-    let mut reason_name = |r: u32| -> Arc<str> {
-        reasons
-            .entry(r)
-            .or_insert_with(|| drained.reason_name(r).into())
-            .clone()
-    };
+    let mut records = stream::RecordStream::new(drained, watched.clone());
     // Exact: one record per verdict at most, plus one per watched interface.
     let mut out = Vec::with_capacity(drained.flows.len() + drained.rejects.len() + watched.len());
-    // ACCEPT (seen minus rejected) and REJECT (per drop reason) flows: see `verdict`.
-    let mut with_flows = BTreeSet::new();
-    for v in verdict::verdicts(&drained.flows, &drained.rejects) {
-        let (key, totals) = (&v.key, &v.totals);
-        if excluded(key) {
-            continue;
-        }
-        let (interface_id, iface) = ids.get(key.ifindex);
-        let mut traffic = traffic(key, totals, iface);
-        traffic.action = v.action;
-        traffic.reject_reason = v.reason.map(&mut reason_name);
-        // The TC programs' coarse clock advances once per tick, so a packet counted just after
-        // a window's flip can carry a stamp from just before its start: no record of a window
-        // starts before the window does.
-        let start = drained
-            .clock
-            .unix_secs(totals.first_seen_ns)
-            .max(drained.window.start);
-        let end = drained.clock.unix_secs(totals.last_seen_ns).max(start);
-        out.push(FlowRecord {
-            interface_id,
-            log_status: LogStatus::Ok,
-            start,
-            end,
-            traffic: Some(traffic),
-        });
-    }
-    with_flows.extend(ids.seen());
-    let lost_anywhere = drained.lost.overflow_packets > 0;
-    let overflowed: BTreeSet<u32> = drained
-        .ifaces
-        .iter()
-        .filter(|(_, c)| c.overflow_packets > 0)
-        .map(|(k, _)| k.ifindex)
-        .collect();
-    for &ifindex in watched.keys() {
-        let overflowed = lost_anywhere || overflowed.contains(&ifindex);
-        let had_flows = with_flows.contains(&ifindex);
-        let status = if overflowed {
-            LogStatus::SkipData
-        } else if !had_flows {
-            LogStatus::NoData
-        } else {
-            continue;
-        };
-        out.push(FlowRecord {
-            interface_id: ids.get(ifindex).0,
-            log_status: status,
-            start: w.start,
-            end: w.end,
-            traffic: None,
-        });
-    }
+    records.flows(&drained.flows, excluded, &mut out);
+    records.finish(excluded, &mut out);
     // Unstable is enough: records that compare equal are equal in every field.
     out.sort_unstable();
     out
-}
-
-/// The window's `interface-id`s by ifindex, one shared value per interface (`if<ifindex>` for
-/// one not watched), remembering which interfaces had records.
-struct InterfaceIds<'a> {
-    watched: &'a BTreeMap<u32, WatchedInterface>,
-    ids: BTreeMap<u32, (InterfaceId, Option<&'a WatchedInterface>)>,
-    /// The last interface looked up: a host watches one or a few, so it is usually the next.
-    last: Option<(u32, InterfaceId, Option<&'a WatchedInterface>)>,
-}
-
-impl<'a> InterfaceIds<'a> {
-    fn new(watched: &'a BTreeMap<u32, WatchedInterface>) -> Self {
-        InterfaceIds {
-            watched,
-            ids: BTreeMap::new(),
-            last: None,
-        }
-    }
-
-    fn get(&mut self, ifindex: u32) -> (InterfaceId, Option<&'a WatchedInterface>) {
-        if let Some((i, id, iface)) = &self.last
-            && *i == ifindex
-        {
-            return (id.clone(), *iface);
-        }
-        let watched = self.watched;
-        let (id, iface) = self
-            .ids
-            .entry(ifindex)
-            .or_insert_with(|| match watched.get(&ifindex) {
-                Some(w) => (
-                    InterfaceId::with_guest(&w.interface_id, w.guest.clone()),
-                    Some(w),
-                ),
-                None => (InterfaceId::from(interface_label(None, ifindex)), None),
-            });
-        self.last = Some((ifindex, id.clone(), *iface));
-        (id.clone(), *iface)
-    }
-
-    /// Interfaces looked up so far.
-    fn seen(&self) -> impl Iterator<Item = u32> + '_ {
-        self.ids.keys().copied()
-    }
 }
 
 #[cfg(test)]

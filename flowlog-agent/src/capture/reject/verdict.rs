@@ -61,33 +61,45 @@ pub struct Verdict {
 }
 
 /// Splits one window's TC flows and REJECT drops into ACCEPT and REJECT verdicts (see the
-/// module comment). Flows left with no packets produce nothing. The agent iterates with
-/// [`verdicts`]; the collected form is for the unit tests.
+/// module comment): ACCEPT in `flows` order, then REJECT in `rejects` order. Flows left with no
+/// packets produce nothing. The agent takes flows batch by batch ([`SeenThenDropped`],
+/// [`rejected`]); the collected form is for the unit tests.
 #[cfg(test)]
 pub fn split(
     flows: &[(FlowKey, FlowTotals)],
     rejects: &[(RejectKey, RejectTotals)],
 ) -> Vec<Verdict> {
-    verdicts(flows, rejects).collect()
+    let dropped = SeenThenDropped::of(rejects);
+    flows
+        .iter()
+        .filter_map(|(k, t)| dropped.accept(k, t))
+        .chain(rejected(rejects))
+        .collect()
 }
 
-/// The verdicts of [`split`] one at a time, without holding them all (a window can have a
-/// million): ACCEPT in `flows` order, then REJECT in `rejects` order.
-pub fn verdicts<'a>(
-    flows: &'a [(FlowKey, FlowTotals)],
-    rejects: &'a [(RejectKey, RejectTotals)],
-) -> impl Iterator<Item = Verdict> + 'a {
-    let mut seen_then_dropped: BTreeMap<FlowKey, (u64, u64)> = BTreeMap::new();
-    for (k, r) in rejects {
-        let e = seen_then_dropped.entry(k.flow).or_default();
-        e.0 += r.tc_packets;
-        e.1 += r.tc_bytes;
+/// Per flow key, the packets and bytes the TC hook counted that were then dropped for a REJECT
+/// reason: what ACCEPT leaves out. Built from the window's REJECT drops (a small map, drained
+/// before the flows), then asked once per flow as the flows arrive.
+#[derive(Debug, Default)]
+pub struct SeenThenDropped(BTreeMap<FlowKey, (u64, u64)>);
+
+impl SeenThenDropped {
+    pub fn of(rejects: &[(RejectKey, RejectTotals)]) -> Self {
+        let mut m: BTreeMap<FlowKey, (u64, u64)> = BTreeMap::new();
+        for (k, r) in rejects {
+            let e = m.entry(k.flow).or_default();
+            e.0 += r.tc_packets;
+            e.1 += r.tc_bytes;
+        }
+        SeenThenDropped(m)
     }
-    let accept = flows.iter().filter_map(move |(key, t)| {
-        let (p, b) = if seen_then_dropped.is_empty() {
+
+    /// The ACCEPT verdict of one TC flow: seen minus rejected (`None` when nothing is left).
+    pub fn accept(&self, key: &FlowKey, t: &FlowTotals) -> Option<Verdict> {
+        let (p, b) = if self.0.is_empty() {
             (0, 0)
         } else {
-            seen_then_dropped.get(key).copied().unwrap_or_default()
+            self.0.get(key).copied().unwrap_or_default()
         };
         let packets = t.packets.saturating_sub(p);
         if packets == 0 {
@@ -104,8 +116,12 @@ pub fn verdicts<'a>(
             action: Action::Accept,
             reason: None,
         })
-    });
-    let reject = rejects
+    }
+}
+
+/// The REJECT verdicts: one per (flow, reason) with packets, in `rejects` order.
+pub fn rejected(rejects: &[(RejectKey, RejectTotals)]) -> impl Iterator<Item = Verdict> + '_ {
+    rejects
         .iter()
         .filter(|(_, r)| r.packets > 0)
         .map(|(k, r)| Verdict {
@@ -119,8 +135,7 @@ pub fn verdicts<'a>(
             },
             action: Action::Reject,
             reason: Some(k.reason),
-        });
-    accept.chain(reject)
+        })
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@
 //! Repeating one frame means its flow is a hit after the first run: this is the cost of a
 //! packet of an existing flow with the flow's bucket in cache. The first packet of a flow
 //! (an insert) is measured separately with distinct frames and `repeat = 1`.
+//!
+//! The floor programs that hold flows (`update*`, `insert`) get maps of the same capacity as
+//! FLOWS_A, pre-filled to the same number of flows.
 
 use anyhow::{Context, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     util::nr_cpus,
 };
@@ -32,12 +35,38 @@ const TC_ACT_UNSPEC: u32 = u32::MAX;
 /// flows never collide with them.
 const FILL_IFINDEX: u32 = 0x7fff_fff0;
 
-/// Reference programs in the floor object, with the labels the report uses.
-pub const FLOOR_PROGRAMS: [(&str, &str); 4] = [
+/// Reference programs in the floor object measured on repeated frames (the hit path), with
+/// the labels the report uses.
+pub const FLOOR_PROGRAMS: [(&str, &str); 9] = [
     ("floor_noop", "no-op"),
     ("floor_counter", "counter"),
     ("floor_hash", "hash"),
     ("floor_parse", "parse"),
+    ("floor_window", "window"),
+    ("floor_clock", "clock"),
+    ("floor_key", "key"),
+    ("floor_update", "update"),
+    ("floor_update_shared", "update shared"),
+];
+/// Reference programs measured on the first packet of a flow (distinct frames, one run each).
+pub const FIRST_PACKET_FLOORS: [(&str, &str); 5] = [
+    ("floor_insert", "insert"),
+    ("floor_update", "update"),
+    ("floor_update_noprealloc", "update, no prealloc"),
+    ("floor_update_shared", "update shared"),
+    (
+        "floor_update_shared_noprealloc",
+        "update shared, no prealloc",
+    ),
+];
+/// The floor object's flow maps: resized to FLOWS_A's capacity and pre-filled like it; `true`
+/// for per-CPU maps.
+const FLOOR_FLOW_MAPS: [(&str, bool); 5] = [
+    ("FLOOR_UPDATE", true),
+    ("FLOOR_UPDATE_NOPREALLOC", true),
+    ("FLOOR_SHARED", false),
+    ("FLOOR_SHARED_NOPREALLOC", false),
+    ("FLOOR_INSERT", true),
 ];
 pub const FLOWLOG: &str = "flowlog";
 
@@ -87,6 +116,19 @@ pub struct NewFlow {
     pub flows: usize,
     pub flowlog_median_ns: f64,
     pub noop_median_ns: f64,
+    /// Medians of the [`FIRST_PACKET_FLOORS`] on the same frames, by label (absent in
+    /// results.json files written before they were measured).
+    #[serde(default)]
+    pub floors: Vec<(String, f64)>,
+}
+
+impl NewFlow {
+    pub fn floor(&self, label: &str) -> f64 {
+        self.floors
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(f64::NAN, |(_, ns)| *ns)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -182,6 +224,46 @@ fn fill_key(i: u32) -> FlowKey {
     FlowKey::new(FILL_IFINDEX, DIR_INGRESS, &tuple)
 }
 
+/// Inserts the pre-filled flows `range` into map `name` of `ebpf` (a per-CPU or a shared
+/// hash of [`FlowKey`] to [`FlowStats`]).
+fn prefill(
+    ebpf: &mut Ebpf,
+    name: &str,
+    per_cpu: bool,
+    range: std::ops::Range<u32>,
+    cpus: usize,
+) -> anyhow::Result<()> {
+    let stats = FlowStats {
+        packets: 1,
+        bytes: 100,
+        first_seen_ns: 1,
+        last_seen_ns: 1,
+        tcp_flags: 0,
+        _pad: [0; 7],
+    };
+    let map = ebpf
+        .map_mut(name)
+        .with_context(|| format!("map {name} missing"))?;
+    if per_cpu {
+        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+        for i in range {
+            let mut v = vec![FlowStats::default(); cpus];
+            v[0] = stats;
+            flows
+                .insert(fill_key(i), PerCpuValues::try_from(v)?, 0)
+                .with_context(|| format!("pre-filling {name} (flow {i})"))?;
+        }
+    } else {
+        let mut flows: HashMap<_, FlowKey, FlowStats> = HashMap::try_from(map)?;
+        for i in range {
+            flows
+                .insert(fill_key(i), stats, 0)
+                .with_context(|| format!("pre-filling {name} (flow {i})"))?;
+        }
+    }
+    Ok(())
+}
+
 fn classifier<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a SchedClassifier> {
     ebpf.program(name)
         .with_context(|| format!("program {name} missing from its object"))?
@@ -212,10 +294,20 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
     // Room for the fill, the frames' own flows and every new-flow frame.
     let capacity = max_fill + (cfg.new_flows * cfg.fills.len()) as u32 + 1_024;
     let mut capture = Capture::load(object, capacity).context("loading the flowlog programs")?;
-    let mut floor = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    for (map, _) in FLOOR_FLOW_MAPS {
+        loader.map_max_entries(map, capacity);
+    }
+    let mut floor = loader
         .load(floor_object)
         .context("loading the floor object")?;
-    for (name, _) in FLOOR_PROGRAMS {
+    let mut floor_names: Vec<&str> = FLOOR_PROGRAMS.iter().map(|(n, _)| *n).collect();
+    for (name, _) in FIRST_PACKET_FLOORS {
+        if !floor_names.contains(&name) {
+            floor_names.push(name);
+        }
+    }
+    for name in floor_names {
         let prog: &mut SchedClassifier = floor
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the floor object"))?
@@ -235,28 +327,11 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
 
     for &fill in &cfg.fills {
         let t = std::time::Instant::now();
-        {
-            let map = capture
-                .ebpf_mut()
-                .map_mut(FLOW_MAPS[0])
-                .context("FLOWS_A missing")?;
-            let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
-            while filled < fill {
-                let mut v = vec![FlowStats::default(); cpus];
-                v[0] = FlowStats {
-                    packets: 1,
-                    bytes: 100,
-                    first_seen_ns: 1,
-                    last_seen_ns: 1,
-                    tcp_flags: 0,
-                    _pad: [0; 7],
-                };
-                flows
-                    .insert(fill_key(filled), PerCpuValues::try_from(v)?, 0)
-                    .with_context(|| format!("pre-filling FLOWS_A (flow {filled})"))?;
-                filled += 1;
-            }
+        prefill(capture.ebpf_mut(), FLOW_MAPS[0], true, filled..fill, cpus)?;
+        for (map, per_cpu) in FLOOR_FLOW_MAPS {
+            prefill(&mut floor, map, per_cpu, filled..fill, cpus)?;
         }
+        filled = filled.max(fill);
         eprintln!(
             "  fill {fill}: pre-filled in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -287,9 +362,11 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
                 });
             }
         }
-        // The insert path: distinct flows, one run each, interleaved with the no-op.
+        // The insert path: distinct flows, one run each, interleaved with the no-op and the
+        // first-packet floors.
         let noop = classifier(&floor, "floor_noop")?;
         let (mut ins, mut base) = (Vec::new(), Vec::new());
+        let mut floor_ins: Vec<Vec<f64>> = vec![Vec::new(); FIRST_PACKET_FLOORS.len()];
         for _ in 0..cfg.new_flows {
             let n = next_new_flow;
             next_new_flow += 1;
@@ -300,6 +377,9 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
                 .build()
                 .bytes;
             base.push(time(noop, "floor_noop", &frame, 1)?);
+            for (i, (name, _)) in FIRST_PACKET_FLOORS.iter().enumerate() {
+                floor_ins[i].push(time(classifier(&floor, name)?, name, &frame, 1)?);
+            }
             ins.push(time(flowlog, PROG_TC_INGRESS, &frame, 1)?);
             fed += 1;
         }
@@ -308,6 +388,11 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
             flows: cfg.new_flows,
             flowlog_median_ns: stats::median(&ins),
             noop_median_ns: stats::median(&base),
+            floors: FIRST_PACKET_FLOORS
+                .iter()
+                .zip(&floor_ins)
+                .map(|((_, label), s)| ((*label).to_owned(), stats::median(s)))
+                .collect(),
         });
         eprintln!(
             "  fill {fill}: flowlog {:.0} ns, counter {:.0} ns, no-op {:.0} ns (median over frames); new flow {:.0} ns",

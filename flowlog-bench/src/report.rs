@@ -647,7 +647,7 @@ fn misses(s: &mut String, r: &Results) {
              (the `parse` program: flowlog's parser and packet reader, result added to a per-CPU counter); \
              the hash lookup {} ns above the no-op; and {} ns that neither reference program covers: the \
              WINDOW slot lookup, the coarse clock read, building the key from the parsed headers and \
-             updating the flow's counters (not measured separately).\n",
+             updating the flow's counters (each measured in the per-part table of 1.1).\n",
             f(med - DATAPATH_MAX_X_COUNTER, 2),
             f(med, 2),
             f(fl.flowlog - allowed, 0),
@@ -822,6 +822,21 @@ fn misses(s: &mut String, r: &Results) {
     }
 }
 
+/// Section 1.1's tables alone (`flowlog-bench datapath`).
+pub fn datapath_tables(d: &Datapath) -> String {
+    let mut s = String::new();
+    let no_e2e = EndToEnd {
+        secs: 0,
+        reps: 0,
+        runs: Vec::new(),
+        bpf: Vec::new(),
+        bpf_by_flow_logs: Vec::new(),
+        versions: Vec::new(),
+    };
+    datapath_section(&mut s, d, &no_e2e);
+    s
+}
+
 fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
     let _ = writeln!(s, "## 1. Datapath: ns per packet\n");
     let _ = writeln!(s, "### 1.1 Crafted frames (`BPF_PROG_TEST_RUN`)\n");
@@ -901,27 +916,10 @@ fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
         );
     }
     let _ = writeln!(s, "\n![reference programs](datapath-ladder.svg)\n");
-    let _ = writeln!(
-        s,
-        "First packet of a flow (insert into the flow map): distinct IPv4/UDP frames, one run each \
-         (`repeat = 1`, so each time includes one clock read of the test-run timer, shown by the \
-         no-op's single runs):\n"
-    );
-    let _ = writeln!(
-        s,
-        "| flows in map | new flows | flowlog, ns | no-op, ns | difference, ns |\n|---|---|---|---|---|"
-    );
-    for n in &d.new_flow {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} |",
-            fill_label(n.fill),
-            n.flows,
-            f(n.flowlog_median_ns, 0),
-            f(n.noop_median_ns, 0),
-            f(n.flowlog_median_ns - n.noop_median_ns, 0)
-        );
-    }
+    let fill = largest_fill(d);
+    crate::report_datapath::parts_section(s, d, fill, &fill_label(fill));
+    crate::report_datapath::targets_section(s, d, fill, &fill_label(fill));
+    crate::report_datapath::first_packet_section(s, d, &fill_label);
     let _ = writeln!(
         s,
         "\n### 1.2 Under real traffic: the kernel's run-time statistics\n"
@@ -1272,6 +1270,7 @@ mod tests {
                     flows: 10,
                     flowlog_median_ns: 700.0,
                     noop_median_ns: 70.0,
+                    floors: Vec::new(),
                 }],
                 counted_packets: 20,
                 fed_packets: 20,

@@ -24,6 +24,7 @@ use flowlog_common::{
     parse::{Outcome, Parsed, parse_ethernet, parse_l3},
 };
 use flowlog_ebpf::SkbBytes;
+use flowlog_ebpf::flow::{self, Packet};
 
 /// Flow maps of the two window slots. The agent resizes them at load time (`--max-flows`).
 /// Deliberately not LRU: a full map must never evict a flow silently. Inserts that fail land in
@@ -52,8 +53,6 @@ static WINDOW: Array<u32> = Array::with_max_entries(1, 0);
 /// map itself was full. The agent reports it as SKIPDATA on every interface and as a metric.
 #[map]
 static LOST: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(2, 0);
-
-const EEXIST: i32 = 17;
 
 /// How the frames of an interface start.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -123,33 +122,25 @@ fn count_packet(ctx: &TcContext, direction: u8, link: LinkHeader) {
     };
     let (packets, bytes) = wire_size(ctx, &parsed, gso_segs);
     let key = FlowKey::new(ifindex, direction, &parsed.tuple);
-    let flows = if slot == 0 { &FLOWS_A } else { &FLOWS_B };
-    // CLOCK_MONOTONIC_COARSE: a plain read of the last tick's time, much cheaper per packet than
-    // the fine clocks (which read the clock source), and records only need whole seconds.
-    // SAFETY: clock helper, no arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-
-    if let Some(stats) = flows.get_ptr_mut(&key) {
-        add(stats, packets, bytes, now, parsed.tcp_flags);
-        return;
-    }
-    let fresh = FlowStats {
+    let p = Packet {
         packets,
         bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
+        // CLOCK_MONOTONIC_COARSE: a plain read of the last tick's time, much cheaper per packet
+        // than the fine clocks (which read the clock source); records need whole seconds.
+        // SAFETY: clock helper, no arguments.
+        now: unsafe { bpf_ktime_get_coarse_ns() },
         tcp_flags: parsed.tcp_flags,
-        _pad: [0; 7],
     };
-    match flows.insert(&key, &fresh, BPF_NOEXIST as u64) {
-        Ok(()) => {}
-        // Another CPU created the flow between our lookup and insert: add to our CPU's slot.
-        Err(e) if e == -EEXIST => match flows.get_ptr_mut(&key) {
-            Some(stats) => add(stats, packets, bytes, now, parsed.tcp_flags),
-            None => bump_iface(ctx, slot, &iface, |c| overflow(c, packets, bytes)),
-        },
+    // One call per slot, each naming its map: a lookup whose map is chosen at run time is not
+    // inlined by the verifier (generic helper, indirect call). See `flow::count`.
+    let counted = if slot == 0 {
+        flow::count(&FLOWS_A, &key, p)
+    } else {
+        flow::count(&FLOWS_B, &key, p)
+    };
+    if counted.is_err() {
         // Map full (E2BIG) or out of memory: into the ledger, never evicting another flow.
-        Err(_) => bump_iface(ctx, slot, &iface, |c| overflow(c, packets, bytes)),
+        bump_iface(ctx, slot, &iface, |c| overflow(c, packets, bytes));
     }
 }
 
@@ -164,20 +155,6 @@ fn wire_size(ctx: &TcContext, p: &Parsed, gso_segs: u32) -> (u64, u64) {
     } else {
         (1, p.ip_len as u64)
     }
-}
-
-#[inline(always)]
-fn add(stats: *mut FlowStats, packets: u64, bytes: u64, now: u64, tcp_flags: u8) {
-    // SAFETY: a pointer into this CPU's value of a per-CPU map: no other writer.
-    let s = unsafe { &mut *stats };
-    if s.first_seen_ns == 0 {
-        // The flow was created on another CPU; this CPU's copy starts empty.
-        s.first_seen_ns = now;
-    }
-    s.packets += packets;
-    s.bytes += bytes;
-    s.last_seen_ns = now;
-    s.tcp_flags |= tcp_flags;
 }
 
 #[inline(always)]

@@ -22,8 +22,8 @@ use aya::{
 };
 use flowlog_agent::capture::attach::Capture;
 use flowlog_common::{
-    DIR_INGRESS, FAMILY_IPV4, FLOW_MAPS, FiveTuple, FlowKey, FlowStats, PROG_TC_INGRESS,
-    ipv4_mapped,
+    DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6, FLOW_MAPS, FLOW4_MAPS, FiveTuple, FlowKey, FlowKey4,
+    FlowStats, PROG_TC_INGRESS, ipv4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +37,11 @@ const FILL_IFINDEX: u32 = 0x7fff_fff0;
 
 /// Reference programs in the floor object measured on repeated frames (the hit path), with
 /// the labels the report uses.
-pub const FLOOR_PROGRAMS: [(&str, &str); 9] = [
+pub const FLOOR_PROGRAMS: [(&str, &str); 10] = [
     ("floor_noop", "no-op"),
     ("floor_counter", "counter"),
     ("floor_hash", "hash"),
+    ("floor_hash4", "hash, 20-byte key"),
     ("floor_parse", "parse"),
     ("floor_window", "window"),
     ("floor_clock", "clock"),
@@ -59,15 +60,29 @@ pub const FIRST_PACKET_FLOORS: [(&str, &str); 5] = [
         "update shared, no prealloc",
     ),
 ];
-/// The floor object's flow maps: resized to FLOWS_A's capacity and pre-filled like it; `true`
-/// for per-CPU maps.
-const FLOOR_FLOW_MAPS: [(&str, bool); 5] = [
-    ("FLOOR_UPDATE", true),
-    ("FLOOR_UPDATE_NOPREALLOC", true),
-    ("FLOOR_SHARED", false),
-    ("FLOOR_SHARED_NOPREALLOC", false),
-    ("FLOOR_INSERT", true),
+/// The floor object's flow maps: resized to FLOWS_A's capacity and pre-filled like flowlog's
+/// map of the same key.
+const FLOOR_FLOW_MAPS: [(&str, Fill); 9] = [
+    ("FLOOR_UPDATE", Fill::PerCpu6),
+    ("FLOOR_UPDATE4", Fill::PerCpu4),
+    ("FLOOR_UPDATE_NOPREALLOC", Fill::PerCpu6),
+    ("FLOOR_UPDATE4_NOPREALLOC", Fill::PerCpu4),
+    ("FLOOR_SHARED", Fill::Shared6),
+    ("FLOOR_SHARED4", Fill::Shared4),
+    ("FLOOR_SHARED_NOPREALLOC", Fill::Shared6),
+    ("FLOOR_SHARED4_NOPREALLOC", Fill::Shared4),
+    ("FLOOR_INSERT", Fill::PerCpu4),
 ];
+
+/// A flow map's kind, for pre-filling it: per-CPU or shared values, IPv4 ([`FlowKey4`]) or
+/// IPv6 ([`FlowKey`]) keys.
+#[derive(Clone, Copy)]
+enum Fill {
+    PerCpu4,
+    PerCpu6,
+    Shared4,
+    Shared6,
+}
 pub const FLOWLOG: &str = "flowlog";
 
 pub struct Config {
@@ -210,8 +225,8 @@ fn cases() -> Vec<Case> {
     out
 }
 
-/// A pre-filled flow: distinct per `i`, on an interface no test-run packet has.
-fn fill_key(i: u32) -> FlowKey {
+/// A pre-filled IPv4 flow: distinct per `i`, on an interface no test-run packet has.
+fn fill_key4(i: u32) -> FlowKey4 {
     let b = i.to_be_bytes();
     let tuple = FiveTuple {
         family: FAMILY_IPV4,
@@ -221,15 +236,53 @@ fn fill_key(i: u32) -> FlowKey {
         src_port: 1024 + (i % 50_000) as u16,
         dst_port: 53,
     };
+    FlowKey4::new(FILL_IFINDEX, DIR_INGRESS, &tuple)
+}
+
+/// A pre-filled IPv6 flow, as [`fill_key4`].
+fn fill_key6(i: u32) -> FlowKey {
+    let b = i.to_be_bytes();
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    src[12..].copy_from_slice(&b);
+    let mut dst = src;
+    dst[11] = 1;
+    let tuple = FiveTuple {
+        family: FAMILY_IPV6,
+        protocol: 17,
+        src_addr: src,
+        dst_addr: dst,
+        src_port: 1024 + (i % 50_000) as u16,
+        dst_port: 53,
+    };
     FlowKey::new(FILL_IFINDEX, DIR_INGRESS, &tuple)
 }
 
-/// Inserts the pre-filled flows `range` into map `name` of `ebpf` (a per-CPU or a shared
-/// hash of [`FlowKey`] to [`FlowStats`]).
+/// Inserts the pre-filled flows `range` into map `name` of `ebpf`, a hash map of `kind`.
+/// `insert` again while the kernel says ENOMEM, up to a second: a map without preallocation
+/// takes elements from a per-CPU cache that the kernel refills asynchronously (irq_work), so a
+/// burst of inserts can outrun it although the map has room.
+fn retry_nomem(
+    mut insert: impl FnMut() -> Result<(), aya::maps::MapError>,
+) -> Result<(), aya::maps::MapError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match insert() {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOMEM)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
+}
+
 fn prefill(
     ebpf: &mut Ebpf,
     name: &str,
-    per_cpu: bool,
+    kind: Fill,
     range: std::ops::Range<u32>,
     cpus: usize,
 ) -> anyhow::Result<()> {
@@ -244,21 +297,34 @@ fn prefill(
     let map = ebpf
         .map_mut(name)
         .with_context(|| format!("map {name} missing"))?;
-    if per_cpu {
-        let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
-        for i in range {
-            let mut v = vec![FlowStats::default(); cpus];
-            v[0] = stats;
-            flows
-                .insert(fill_key(i), PerCpuValues::try_from(v)?, 0)
-                .with_context(|| format!("pre-filling {name} (flow {i})"))?;
+    let mut first_cpu = vec![FlowStats::default(); cpus];
+    first_cpu[0] = stats;
+    let per_cpu = || PerCpuValues::try_from(first_cpu.clone());
+    let what = || format!("pre-filling {name}");
+    match kind {
+        Fill::PerCpu4 => {
+            let mut m: PerCpuHashMap<_, FlowKey4, FlowStats> = PerCpuHashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key4(i), per_cpu()?, 0)).with_context(what)?;
+            }
         }
-    } else {
-        let mut flows: HashMap<_, FlowKey, FlowStats> = HashMap::try_from(map)?;
-        for i in range {
-            flows
-                .insert(fill_key(i), stats, 0)
-                .with_context(|| format!("pre-filling {name} (flow {i})"))?;
+        Fill::PerCpu6 => {
+            let mut m: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key6(i), per_cpu()?, 0)).with_context(what)?;
+            }
+        }
+        Fill::Shared4 => {
+            let mut m: HashMap<_, FlowKey4, FlowStats> = HashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key4(i), stats, 0)).with_context(what)?;
+            }
+        }
+        Fill::Shared6 => {
+            let mut m: HashMap<_, FlowKey, FlowStats> = HashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key6(i), stats, 0)).with_context(what)?;
+            }
         }
     }
     Ok(())
@@ -327,9 +393,23 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
 
     for &fill in &cfg.fills {
         let t = std::time::Instant::now();
-        prefill(capture.ebpf_mut(), FLOW_MAPS[0], true, filled..fill, cpus)?;
-        for (map, per_cpu) in FLOOR_FLOW_MAPS {
-            prefill(&mut floor, map, per_cpu, filled..fill, cpus)?;
+        // Both of flowlog's maps of slot A: IPv4 frames are counted in FLOWS4_A, IPv6 in FLOWS_A.
+        prefill(
+            capture.ebpf_mut(),
+            FLOW4_MAPS[0],
+            Fill::PerCpu4,
+            filled..fill,
+            cpus,
+        )?;
+        prefill(
+            capture.ebpf_mut(),
+            FLOW_MAPS[0],
+            Fill::PerCpu6,
+            filled..fill,
+            cpus,
+        )?;
+        for (map, kind) in FLOOR_FLOW_MAPS {
+            prefill(&mut floor, map, kind, filled..fill, cpus)?;
         }
         filled = filled.max(fill);
         eprintln!(
@@ -421,14 +501,13 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
         );
     }
 
-    // Exact check: every packet fed to the flowlog program was counted in some flow.
-    let map = capture
-        .ebpf_mut()
-        .map(FLOW_MAPS[0])
-        .context("FLOWS_A missing")?;
-    let flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+    // Exact check: every packet fed to the flowlog program was counted in some flow of slot A
+    // (IPv4 in FLOWS4_A, IPv6 in FLOWS_A), and each map still holds its pre-filled flows.
     let mut counted = 0u64;
     let mut filled_seen = 0u32;
+    let ebpf = capture.ebpf_mut();
+    let map = ebpf.map(FLOW_MAPS[0]).context("FLOWS_A missing")?;
+    let flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
     for entry in flows.iter() {
         let (key, values) = entry?;
         if key.ifindex == FILL_IFINDEX {
@@ -437,10 +516,21 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
             counted += values.iter().map(|v| v.packets).sum::<u64>();
         }
     }
-    if counted != fed || filled_seen != filled {
+    let map = ebpf.map(FLOW4_MAPS[0]).context("FLOWS4_A missing")?;
+    let flows: PerCpuHashMap<_, FlowKey4, FlowStats> = PerCpuHashMap::try_from(map)?;
+    for entry in flows.iter() {
+        let (key, values) = entry?;
+        if key.ifindex == FILL_IFINDEX {
+            filled_seen += 1;
+        } else {
+            counted += values.iter().map(|v| v.packets).sum::<u64>();
+        }
+    }
+    if counted != fed || filled_seen != 2 * filled {
         bail!(
             "the flowlog program counted {counted} packets of the {fed} it was fed, and FLOWS_A \
-             holds {filled_seen} of the {filled} pre-filled flows: the datapath lost packets or flows"
+             and FLOWS4_A hold {filled_seen} of the 2 x {filled} pre-filled flows: the datapath \
+             lost packets or flows"
         );
     }
     Ok(Datapath {

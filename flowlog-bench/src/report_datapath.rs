@@ -282,6 +282,51 @@ pub fn first_packet_section(s: &mut String, d: &Datapath, fill_label: &dyn Fn(u3
         let _ = writeln!(s);
     }
     let _ = writeln!(s);
+    if floors {
+        map_kind_verdict(s, d, fill_label);
+    }
+}
+
+/// Which flow map kind the first packet favours at the largest fill, and why flowlog keeps
+/// per-CPU preallocated maps.
+fn map_kind_verdict(s: &mut String, d: &Datapath, fill_label: &dyn Fn(u32) -> String) {
+    let Some(n) = d.new_flow.iter().max_by_key(|n| n.fill) else {
+        return;
+    };
+    let fill = n.fill;
+    let (pcpu, pcpu_np, shared, shared_np) = (
+        n.floor("update"),
+        n.floor("update, no prealloc"),
+        n.floor("update shared"),
+        n.floor("update shared, no prealloc"),
+    );
+    let _ = writeln!(
+        s,
+        "Flow map kinds at {} flows, first packet (single runs, ns): per-CPU preallocated {}, per-CPU \
+         without preallocation {} ({}x), shared preallocated {} ({}x), shared without preallocation {} \
+         ({}x); hit path (1.1, median over frames): per-CPU {} ns, shared with atomic adds {} ns. \
+         flowlog keeps **per-CPU, preallocated** maps. A per-CPU map without preallocation allocates \
+         each new flow's per-CPU values from the kernel's BPF memory allocator, whose per-CPU caches \
+         are refilled asynchronously (irq_work): slower, and a burst of new flows can get ENOMEM while \
+         the map still has room (the pre-fill of this benchmark has to retry for that), which would \
+         turn those packets into SKIPDATA. A shared map is exact only with atomic read-modify-writes \
+         on every field: atomic adds for packets and bytes (measured here), an atomic OR for the TCP \
+         flags and min/max for first/last seen (BPF_ATOMIC fetch-or needs BPF CPU v3 and Linux >= 5.12; \
+         min/max need a compare-and-swap loop), and under traffic from several CPUs each flow's \
+         counters move between their caches, which one-CPU test runs cannot show. Per-CPU values are \
+         exact without atomics; their cost grows with the number of possible CPUs only on the first \
+         packet (the kernel zeroes the other CPUs' values) and in the drain.\n",
+        fill_label(fill),
+        f(pcpu, 0),
+        f(pcpu_np, 0),
+        f(ratio(pcpu_np, pcpu), 2),
+        f(shared, 0),
+        f(ratio(shared, pcpu), 2),
+        f(shared_np, 0),
+        f(ratio(shared_np, pcpu), 2),
+        f(d.median_over_frames(fill, "update"), 0),
+        f(d.median_over_frames(fill, "update shared"), 0),
+    );
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! flowlog's datapath: count every packet on TC ingress and egress into a per-flow, per-CPU
-//! hash map, in the map pair the agent has marked active for the current window.
+//! hash map (IPv4 flows under a compact key in FLOWS4_A/B, IPv6 flows in FLOWS_A/B), in the
+//! slot the agent has marked active for the current window.
 //!
 //! Where a packet is counted: [`count_packet`]. Interfaces with an Ethernet header get
 //! `flowlog_tc_{ingress,egress}`; those without one (tun, WireGuard, ipip, ...) get the `_l3`
@@ -19,8 +20,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use flowlog_common::{
-    DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FlowKey, FlowStats, IfaceCounters, IfaceKey,
-    MAX_IFACES,
+    DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FAMILY_IPV4, FlowKey, FlowKey4, FlowStats,
+    IfaceCounters, IfaceKey, MAX_IFACES,
     parse::{Outcome, Parsed, parse_ethernet, parse_l3},
 };
 use flowlog_ebpf::SkbBytes;
@@ -34,6 +35,16 @@ static FLOWS_A: PerCpuHashMap<FlowKey, FlowStats> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 #[map]
 static FLOWS_B: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// IPv4 flows of the two window slots, under the compact 20-byte key (IPv6 flows are in
+/// FLOWS_A/B): the kernel hashes and compares less than half the bytes per packet. Same size
+/// and rules as FLOWS_A/B.
+#[map]
+static FLOWS4_A: PerCpuHashMap<FlowKey4, FlowStats> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+#[map]
+static FLOWS4_B: PerCpuHashMap<FlowKey4, FlowStats> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
 /// Per-interface counters (overflow, non-IP, malformed) of the two window slots.
@@ -102,7 +113,9 @@ fn count_packet(ctx: &TcContext, direction: u8, link: LinkHeader) {
         Some(&s) => s & 1,
         None => 0,
     };
-    let iface = IfaceKey::new(ifindex, direction);
+    // Built only on the paths that count per interface: its `[0; 3]` padding is zeroed by a
+    // call to a byte-loop memset in the BPF object, which the hit path should not pay.
+    let iface = || IfaceKey::new(ifindex, direction);
     let bytes = SkbBytes::new(ctx);
     let outcome = match link {
         LinkHeader::Ethernet => parse_ethernet(&bytes),
@@ -112,16 +125,15 @@ fn count_packet(ctx: &TcContext, direction: u8, link: LinkHeader) {
     let parsed = match outcome {
         Outcome::Flow(p) => p,
         Outcome::NotIp => {
-            bump_iface(ctx, slot, &iface, |c| c.non_ip_packets += 1);
+            bump_iface(ctx, slot, &iface(), |c| c.non_ip_packets += 1);
             return;
         }
         Outcome::Malformed => {
-            bump_iface(ctx, slot, &iface, |c| c.malformed_packets += 1);
+            bump_iface(ctx, slot, &iface(), |c| c.malformed_packets += 1);
             return;
         }
     };
     let (packets, bytes) = wire_size(ctx, &parsed, gso_segs);
-    let key = FlowKey::new(ifindex, direction, &parsed.tuple);
     let p = Packet {
         packets,
         bytes,
@@ -133,14 +145,24 @@ fn count_packet(ctx: &TcContext, direction: u8, link: LinkHeader) {
     };
     // One call per slot, each naming its map: a lookup whose map is chosen at run time is not
     // inlined by the verifier (generic helper, indirect call). See `flow::count`.
-    let counted = if slot == 0 {
-        flow::count(&FLOWS_A, &key, p)
+    let counted = if parsed.tuple.family == FAMILY_IPV4 {
+        let key = FlowKey4::new(ifindex, direction, &parsed.tuple);
+        if slot == 0 {
+            flow::count(&FLOWS4_A, &key, p)
+        } else {
+            flow::count(&FLOWS4_B, &key, p)
+        }
     } else {
-        flow::count(&FLOWS_B, &key, p)
+        let key = FlowKey::new(ifindex, direction, &parsed.tuple);
+        if slot == 0 {
+            flow::count(&FLOWS_A, &key, p)
+        } else {
+            flow::count(&FLOWS_B, &key, p)
+        }
     };
     if counted.is_err() {
         // Map full (E2BIG) or out of memory: into the ledger, never evicting another flow.
-        bump_iface(ctx, slot, &iface, |c| overflow(c, packets, bytes));
+        bump_iface(ctx, slot, &iface(), |c| overflow(c, packets, bytes));
     }
 }
 

@@ -14,8 +14,9 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_common::{
-    DIR_EGRESS, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
-    IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
+    DIR_EGRESS, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4,
+    FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats,
+    WINDOW_MAP,
 };
 
 use crate::capture::{clock::MonotonicClock, map_batch, reject::reasons::DropReasons};
@@ -159,6 +160,7 @@ impl DrainedWindow {
 pub struct MapHandles<'a> {
     pub window: &'a MapData,
     pub flows: [&'a MapData; 2],
+    pub flows4: [&'a MapData; 2],
     pub rejects: [&'a MapData; 2],
     pub drop_reasons: Option<Arc<DropReasons>>,
 }
@@ -167,6 +169,8 @@ pub struct MapHandles<'a> {
 pub struct Collector {
     window: Array<MapData, u32>,
     flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
+    /// The IPv4 flows of each slot, under the compact key.
+    flows4: [PerCpuHashMap<MapData, FlowKey4, FlowStats>; 2],
     ifaces: [PerCpuHashMap<MapData, IfaceKey, IfaceCounters>; 2],
     lost: PerCpuArray<MapData, IfaceCounters>,
     rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
@@ -288,6 +292,7 @@ impl Collector {
         Ok(Collector {
             window,
             flows: [take(ebpf, FLOW_MAPS[0])?, take(ebpf, FLOW_MAPS[1])?],
+            flows4: [take(ebpf, FLOW4_MAPS[0])?, take(ebpf, FLOW4_MAPS[1])?],
             ifaces: [take(ebpf, IFACE_MAPS[0])?, take(ebpf, IFACE_MAPS[1])?],
             lost: take(ebpf, LOST_MAP)?,
             rejects: [take(ebpf, REJECT_MAPS[0])?, take(ebpf, REJECT_MAPS[1])?],
@@ -314,6 +319,7 @@ impl Collector {
         MapHandles {
             window: self.window.map(),
             flows: [self.flows[0].map(), self.flows[1].map()],
+            flows4: [self.flows4[0].map(), self.flows4[1].map()],
             rejects: [self.rejects[0].map(), self.rejects[1].map()],
             drop_reasons: self.drop_reasons.clone(),
         }
@@ -348,8 +354,13 @@ impl Collector {
     /// Drains and clears slot `idle` (no program may be writing to it).
     fn drain_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
         let cpus = self.cpus;
-        let flows = drain(&mut self.flows[idle], cpus, |v| FlowTotals::sum(v))
+        let mut flows = drain(&mut self.flows[idle], cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot drain {}", FLOW_MAPS[idle]))?;
+        // Both flow maps of the idle slot, in the same cut: the programs chose the slot once
+        // per packet, so no packet is in the other slot's maps.
+        let flows4 = drain(&mut self.flows4[idle], cpus, |v| FlowTotals::sum(v))
+            .with_context(|| format!("cannot drain {}", FLOW4_MAPS[idle]))?;
+        flows.extend(flows4.into_iter().map(|(k, t)| (k.to_flow_key(), t)));
         let ifaces = drain(&mut self.ifaces[idle], cpus, |v| sum_counters(v))
             .with_context(|| format!("cannot drain {}", IFACE_MAPS[idle]))?;
         let lost = self.drain_lost(idle as u32)?;

@@ -137,11 +137,19 @@ pub fn report_window(d: &DrainedWindow, watched: &BTreeMap<u32, String>, max_flo
     }
     UNATTRIBUTED_PACKETS.add(&[], d.lost.overflow_packets);
     WINDOWS.add(&[], 1);
+    // IPv4 and IPv6 flows have a map each of `max_flows` entries: the fuller one counts.
+    let ipv4 = d
+        .flows
+        .iter()
+        .filter(|(k, _)| k.family == flowlog_common::FAMILY_IPV4)
+        .count();
+    let fullest = ipv4.max(d.flows.len() - ipv4);
     metrics::gauge_set(
         "flowlog_flow_map_fill_ratio",
-        "Flows in the last window divided by the flow map capacity.",
+        "Flows in the last window divided by the flow map capacity (the fuller of the IPv4 and \
+         IPv6 flow maps).",
         &[],
-        d.flows.len() as f64 / max_flows.max(1) as f64,
+        fullest as f64 / max_flows.max(1) as f64,
     );
     info!(
         start = d.window.start,

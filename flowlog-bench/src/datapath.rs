@@ -1,7 +1,7 @@
 //! Datapath cost with `BPF_PROG_TEST_RUN`: the real TC program (`flowlog_tc_ingress`, loaded
 //! by the agent's own [`Capture::load`]) against the reference programs of the floor object,
-//! on crafted frames, with the active flow map (FLOWS_A) pre-filled to 0, 1k, 100k and 1M
-//! flows.
+//! on crafted frames, with the active flow maps (FLOWS4_A for IPv4, FLOWS_A for IPv6) each
+//! pre-filled to 0, 1k, 100k and 1M flows.
 //!
 //! The kernel runs a program `repeat` times on one frame and reports the mean time per run
 //! in whole nanoseconds, excluding time it was rescheduled. Each measurement is repeated

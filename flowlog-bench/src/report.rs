@@ -848,13 +848,13 @@ fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
          the active slot (WINDOW), reads the headers with `SkbBytes` (direct packet access to the skb's \
          linear data, `bpf_skb_load_bytes` for bytes outside it; a test-run frame is all linear data, so \
          these numbers are the direct path), stamps the packet with `bpf_ktime_get_coarse_ns` and looks up \
-         and updates the flow in the per-CPU flow map. In the same run and interleaved frame by frame, the \
+         and updates the flow in its family's per-CPU flow map (IPv4 under the compact 20-byte key). In the same run and interleaved frame by frame, the \
          reference programs of `flowlog-ebpf/src/bin/floor.rs`: **no-op** (returns), **counter** (one \
          per-CPU array lookup and an increment: the minimal per-CPU counter, the target's floor), \
          **hash** (one per-CPU hash lookup and update keyed by a 44-byte flow key built without parsing, \
          in its own 1024-entry map) and **parse** (flowlog's parser with the same `SkbBytes` reader, result \
-         added to a per-CPU counter). The active flow map (FLOWS_A) was pre-filled from userspace to each \
-         size before measuring. A repeated frame is a packet of an existing flow (a hit after the first \
+         added to a per-CPU counter). The active flow maps (FLOWS4_A for IPv4, FLOWS_A for IPv6) were each \
+         pre-filled from userspace to each size before measuring. A repeated frame is a packet of an existing flow (a hit after the first \
          run); the first packet of a flow (an insert) is measured separately below. Packets counted by \
          the program for these frames: {} of {} fed (checked exactly).\n",
         d.repeat, d.runs, d.counted_packets, d.fed_packets

@@ -1,7 +1,7 @@
 //! Datapath cost with `BPF_PROG_TEST_RUN`: the real TC program (`flowlog_tc_ingress`, loaded
 //! by the agent's own [`Capture::load`]) against the reference programs of the floor object,
-//! on crafted frames, with the active flow map (FLOWS_A) pre-filled to 0, 1k, 100k and 1M
-//! flows.
+//! on crafted frames, with the active flow maps (FLOWS4_A for IPv4, FLOWS_A for IPv6) each
+//! pre-filled to 0, 1k, 100k and 1M flows.
 //!
 //! The kernel runs a program `repeat` times on one frame and reports the mean time per run
 //! in whole nanoseconds, excluding time it was rescheduled. Each measurement is repeated
@@ -9,18 +9,21 @@
 //! Repeating one frame means its flow is a hit after the first run: this is the cost of a
 //! packet of an existing flow with the flow's bucket in cache. The first packet of a flow
 //! (an insert) is measured separately with distinct frames and `repeat = 1`.
+//!
+//! The floor programs that hold flows (`update*`, `insert`) get maps of the same capacity as
+//! FLOWS_A, pre-filled to the same number of flows.
 
 use anyhow::{Context, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{PerCpuHashMap, PerCpuValues},
+    maps::{HashMap, PerCpuHashMap, PerCpuValues},
     programs::{SchedClassifier, TestRun, TestRunOptions},
     util::nr_cpus,
 };
 use flowlog_agent::capture::attach::Capture;
 use flowlog_common::{
-    DIR_INGRESS, FAMILY_IPV4, FLOW_MAPS, FiveTuple, FlowKey, FlowStats, PROG_TC_INGRESS,
-    ipv4_mapped,
+    DIR_INGRESS, FAMILY_IPV4, FAMILY_IPV6, FLOW_MAPS, FLOW4_MAPS, FiveTuple, FlowKey, FlowKey4,
+    FlowStats, PROG_TC_INGRESS, ipv4_mapped,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,13 +35,54 @@ const TC_ACT_UNSPEC: u32 = u32::MAX;
 /// flows never collide with them.
 const FILL_IFINDEX: u32 = 0x7fff_fff0;
 
-/// Reference programs in the floor object, with the labels the report uses.
-pub const FLOOR_PROGRAMS: [(&str, &str); 4] = [
+/// Reference programs in the floor object measured on repeated frames (the hit path), with
+/// the labels the report uses.
+pub const FLOOR_PROGRAMS: [(&str, &str); 10] = [
     ("floor_noop", "no-op"),
     ("floor_counter", "counter"),
     ("floor_hash", "hash"),
+    ("floor_hash4", "hash, 20-byte key"),
     ("floor_parse", "parse"),
+    ("floor_window", "window"),
+    ("floor_clock", "clock"),
+    ("floor_key", "key"),
+    ("floor_update", "update"),
+    ("floor_update_shared", "update shared"),
 ];
+/// Reference programs measured on the first packet of a flow (distinct frames, one run each).
+pub const FIRST_PACKET_FLOORS: [(&str, &str); 5] = [
+    ("floor_insert", "insert"),
+    ("floor_update", "update"),
+    ("floor_update_noprealloc", "update, no prealloc"),
+    ("floor_update_shared", "update shared"),
+    (
+        "floor_update_shared_noprealloc",
+        "update shared, no prealloc",
+    ),
+];
+/// The floor object's flow maps: resized to FLOWS_A's capacity and pre-filled like flowlog's
+/// map of the same key.
+const FLOOR_FLOW_MAPS: [(&str, Fill); 9] = [
+    ("FLOOR_UPDATE", Fill::PerCpu6),
+    ("FLOOR_UPDATE4", Fill::PerCpu4),
+    ("FLOOR_UPDATE_NOPREALLOC", Fill::PerCpu6),
+    ("FLOOR_UPDATE4_NOPREALLOC", Fill::PerCpu4),
+    ("FLOOR_SHARED", Fill::Shared6),
+    ("FLOOR_SHARED4", Fill::Shared4),
+    ("FLOOR_SHARED_NOPREALLOC", Fill::Shared6),
+    ("FLOOR_SHARED4_NOPREALLOC", Fill::Shared4),
+    ("FLOOR_INSERT", Fill::PerCpu4),
+];
+
+/// A flow map's kind, for pre-filling it: per-CPU or shared values, IPv4 ([`FlowKey4`]) or
+/// IPv6 ([`FlowKey`]) keys.
+#[derive(Clone, Copy)]
+enum Fill {
+    PerCpu4,
+    PerCpu6,
+    Shared4,
+    Shared6,
+}
 pub const FLOWLOG: &str = "flowlog";
 
 pub struct Config {
@@ -87,6 +131,19 @@ pub struct NewFlow {
     pub flows: usize,
     pub flowlog_median_ns: f64,
     pub noop_median_ns: f64,
+    /// Medians of the [`FIRST_PACKET_FLOORS`] on the same frames, by label (absent in
+    /// results.json files written before they were measured).
+    #[serde(default)]
+    pub floors: Vec<(String, f64)>,
+}
+
+impl NewFlow {
+    pub fn floor(&self, label: &str) -> f64 {
+        self.floors
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(f64::NAN, |(_, ns)| *ns)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,8 +225,8 @@ fn cases() -> Vec<Case> {
     out
 }
 
-/// A pre-filled flow: distinct per `i`, on an interface no test-run packet has.
-fn fill_key(i: u32) -> FlowKey {
+/// A pre-filled IPv4 flow: distinct per `i`, on an interface no test-run packet has.
+fn fill_key4(i: u32) -> FlowKey4 {
     let b = i.to_be_bytes();
     let tuple = FiveTuple {
         family: FAMILY_IPV4,
@@ -179,7 +236,98 @@ fn fill_key(i: u32) -> FlowKey {
         src_port: 1024 + (i % 50_000) as u16,
         dst_port: 53,
     };
+    FlowKey4::new(FILL_IFINDEX, DIR_INGRESS, &tuple)
+}
+
+/// A pre-filled IPv6 flow, as [`fill_key4`].
+fn fill_key6(i: u32) -> FlowKey {
+    let b = i.to_be_bytes();
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    src[12..].copy_from_slice(&b);
+    let mut dst = src;
+    dst[11] = 1;
+    let tuple = FiveTuple {
+        family: FAMILY_IPV6,
+        protocol: 17,
+        src_addr: src,
+        dst_addr: dst,
+        src_port: 1024 + (i % 50_000) as u16,
+        dst_port: 53,
+    };
     FlowKey::new(FILL_IFINDEX, DIR_INGRESS, &tuple)
+}
+
+/// Inserts the pre-filled flows `range` into map `name` of `ebpf`, a hash map of `kind`.
+/// `insert` again while the kernel says ENOMEM, up to a second: a map without preallocation
+/// takes elements from a per-CPU cache that the kernel refills asynchronously (irq_work), so a
+/// burst of inserts can outrun it although the map has room.
+fn retry_nomem(
+    mut insert: impl FnMut() -> Result<(), aya::maps::MapError>,
+) -> Result<(), aya::maps::MapError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match insert() {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOMEM)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
+}
+
+fn prefill(
+    ebpf: &mut Ebpf,
+    name: &str,
+    kind: Fill,
+    range: std::ops::Range<u32>,
+    cpus: usize,
+) -> anyhow::Result<()> {
+    let stats = FlowStats {
+        packets: 1,
+        bytes: 100,
+        first_seen_ns: 1,
+        last_seen_ns: 1,
+        tcp_flags: 0,
+        _pad: [0; 7],
+    };
+    let map = ebpf
+        .map_mut(name)
+        .with_context(|| format!("map {name} missing"))?;
+    let mut first_cpu = vec![FlowStats::default(); cpus];
+    first_cpu[0] = stats;
+    let per_cpu = || PerCpuValues::try_from(first_cpu.clone());
+    let what = || format!("pre-filling {name}");
+    match kind {
+        Fill::PerCpu4 => {
+            let mut m: PerCpuHashMap<_, FlowKey4, FlowStats> = PerCpuHashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key4(i), per_cpu()?, 0)).with_context(what)?;
+            }
+        }
+        Fill::PerCpu6 => {
+            let mut m: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key6(i), per_cpu()?, 0)).with_context(what)?;
+            }
+        }
+        Fill::Shared4 => {
+            let mut m: HashMap<_, FlowKey4, FlowStats> = HashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key4(i), stats, 0)).with_context(what)?;
+            }
+        }
+        Fill::Shared6 => {
+            let mut m: HashMap<_, FlowKey, FlowStats> = HashMap::try_from(map)?;
+            for i in range {
+                retry_nomem(|| m.insert(fill_key6(i), stats, 0)).with_context(what)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn classifier<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a SchedClassifier> {
@@ -212,10 +360,20 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
     // Room for the fill, the frames' own flows and every new-flow frame.
     let capacity = max_fill + (cfg.new_flows * cfg.fills.len()) as u32 + 1_024;
     let mut capture = Capture::load(object, capacity).context("loading the flowlog programs")?;
-    let mut floor = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    for (map, _) in FLOOR_FLOW_MAPS {
+        loader.map_max_entries(map, capacity);
+    }
+    let mut floor = loader
         .load(floor_object)
         .context("loading the floor object")?;
-    for (name, _) in FLOOR_PROGRAMS {
+    let mut floor_names: Vec<&str> = FLOOR_PROGRAMS.iter().map(|(n, _)| *n).collect();
+    for (name, _) in FIRST_PACKET_FLOORS {
+        if !floor_names.contains(&name) {
+            floor_names.push(name);
+        }
+    }
+    for name in floor_names {
         let prog: &mut SchedClassifier = floor
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the floor object"))?
@@ -235,28 +393,25 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
 
     for &fill in &cfg.fills {
         let t = std::time::Instant::now();
-        {
-            let map = capture
-                .ebpf_mut()
-                .map_mut(FLOW_MAPS[0])
-                .context("FLOWS_A missing")?;
-            let mut flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
-            while filled < fill {
-                let mut v = vec![FlowStats::default(); cpus];
-                v[0] = FlowStats {
-                    packets: 1,
-                    bytes: 100,
-                    first_seen_ns: 1,
-                    last_seen_ns: 1,
-                    tcp_flags: 0,
-                    _pad: [0; 7],
-                };
-                flows
-                    .insert(fill_key(filled), PerCpuValues::try_from(v)?, 0)
-                    .with_context(|| format!("pre-filling FLOWS_A (flow {filled})"))?;
-                filled += 1;
-            }
+        // Both of flowlog's maps of slot A: IPv4 frames are counted in FLOWS4_A, IPv6 in FLOWS_A.
+        prefill(
+            capture.ebpf_mut(),
+            FLOW4_MAPS[0],
+            Fill::PerCpu4,
+            filled..fill,
+            cpus,
+        )?;
+        prefill(
+            capture.ebpf_mut(),
+            FLOW_MAPS[0],
+            Fill::PerCpu6,
+            filled..fill,
+            cpus,
+        )?;
+        for (map, kind) in FLOOR_FLOW_MAPS {
+            prefill(&mut floor, map, kind, filled..fill, cpus)?;
         }
+        filled = filled.max(fill);
         eprintln!(
             "  fill {fill}: pre-filled in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -287,9 +442,11 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
                 });
             }
         }
-        // The insert path: distinct flows, one run each, interleaved with the no-op.
+        // The insert path: distinct flows, one run each, interleaved with the no-op and the
+        // first-packet floors.
         let noop = classifier(&floor, "floor_noop")?;
         let (mut ins, mut base) = (Vec::new(), Vec::new());
+        let mut floor_ins: Vec<Vec<f64>> = vec![Vec::new(); FIRST_PACKET_FLOORS.len()];
         for _ in 0..cfg.new_flows {
             let n = next_new_flow;
             next_new_flow += 1;
@@ -300,6 +457,9 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
                 .build()
                 .bytes;
             base.push(time(noop, "floor_noop", &frame, 1)?);
+            for (i, (name, _)) in FIRST_PACKET_FLOORS.iter().enumerate() {
+                floor_ins[i].push(time(classifier(&floor, name)?, name, &frame, 1)?);
+            }
             ins.push(time(flowlog, PROG_TC_INGRESS, &frame, 1)?);
             fed += 1;
         }
@@ -308,6 +468,11 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
             flows: cfg.new_flows,
             flowlog_median_ns: stats::median(&ins),
             noop_median_ns: stats::median(&base),
+            floors: FIRST_PACKET_FLOORS
+                .iter()
+                .zip(&floor_ins)
+                .map(|((_, label), s)| ((*label).to_owned(), stats::median(s)))
+                .collect(),
         });
         eprintln!(
             "  fill {fill}: flowlog {:.0} ns, counter {:.0} ns, no-op {:.0} ns (median over frames); new flow {:.0} ns",
@@ -336,14 +501,13 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
         );
     }
 
-    // Exact check: every packet fed to the flowlog program was counted in some flow.
-    let map = capture
-        .ebpf_mut()
-        .map(FLOW_MAPS[0])
-        .context("FLOWS_A missing")?;
-    let flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+    // Exact check: every packet fed to the flowlog program was counted in some flow of slot A
+    // (IPv4 in FLOWS4_A, IPv6 in FLOWS_A), and each map still holds its pre-filled flows.
     let mut counted = 0u64;
     let mut filled_seen = 0u32;
+    let ebpf = capture.ebpf_mut();
+    let map = ebpf.map(FLOW_MAPS[0]).context("FLOWS_A missing")?;
+    let flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
     for entry in flows.iter() {
         let (key, values) = entry?;
         if key.ifindex == FILL_IFINDEX {
@@ -352,10 +516,21 @@ pub fn run(object: &[u8], floor_object: &[u8], cfg: &Config) -> anyhow::Result<D
             counted += values.iter().map(|v| v.packets).sum::<u64>();
         }
     }
-    if counted != fed || filled_seen != filled {
+    let map = ebpf.map(FLOW4_MAPS[0]).context("FLOWS4_A missing")?;
+    let flows: PerCpuHashMap<_, FlowKey4, FlowStats> = PerCpuHashMap::try_from(map)?;
+    for entry in flows.iter() {
+        let (key, values) = entry?;
+        if key.ifindex == FILL_IFINDEX {
+            filled_seen += 1;
+        } else {
+            counted += values.iter().map(|v| v.packets).sum::<u64>();
+        }
+    }
+    if counted != fed || filled_seen != 2 * filled {
         bail!(
             "the flowlog program counted {counted} packets of the {fed} it was fed, and FLOWS_A \
-             holds {filled_seen} of the {filled} pre-filled flows: the datapath lost packets or flows"
+             and FLOWS4_A hold {filled_seen} of the 2 x {filled} pre-filled flows: the datapath \
+             lost packets or flows"
         );
     }
     Ok(Datapath {

@@ -30,6 +30,7 @@ mod frames;
 mod machine;
 mod netns;
 mod report;
+mod report_datapath;
 mod scaling;
 mod stats;
 mod svg;
@@ -81,6 +82,14 @@ enum Command {
         #[arg(long)]
         flows: u32,
     },
+    /// The datapath section alone, at the given fills (for work on the programs): prints its
+    /// tables and writes datapath.json into --out (default: the current directory).
+    #[command(hide = true)]
+    Datapath {
+        /// Flows pre-filled, comma-separated (default: the quick or full run's).
+        #[arg(long, value_delimiter = ',')]
+        fills: Vec<u32>,
+    },
 }
 
 /// Everything one run measured; written as results.json and rendered as BENCHMARKS.md.
@@ -102,6 +111,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::DrainChild { flows }) => drain::child(flows),
         Some(Command::Report { results }) => rewrite_report(&results),
+        Some(Command::Datapath { fills }) => datapath_only(cli.quick, fills, cli.out),
         None => run(cli.quick, cli.out),
     };
     match result {
@@ -158,6 +168,24 @@ fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
         results.wall_seconds,
         out.join("BENCHMARKS.md").display()
     );
+    Ok(())
+}
+
+fn datapath_only(quick: bool, fills: Vec<u32>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let object = read_env_file(OBJECT_ENV)?;
+    let floor = read_env_file(FLOOR_ENV)?;
+    let mut cfg = datapath::Config::new(quick);
+    if !fills.is_empty() {
+        cfg.fills = fills;
+    }
+    let d = datapath::run(&object, &floor, &cfg)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    write(
+        &out.join("datapath.json"),
+        &serde_json::to_string_pretty(&d)?,
+    )?;
+    print!("{}", report::datapath_tables(&d));
     Ok(())
 }
 

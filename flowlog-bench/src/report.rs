@@ -649,7 +649,7 @@ fn misses(s: &mut String, r: &Results) {
              (the `parse` program: flowlog's parser and packet reader, result added to a per-CPU counter); \
              the hash lookup {} ns above the no-op; and {} ns that neither reference program covers: the \
              WINDOW slot lookup, the coarse clock read, building the key from the parsed headers and \
-             updating the flow's counters (not measured separately).\n",
+             updating the flow's counters (each measured in the per-part table of 1.1).\n",
             f(med - DATAPATH_MAX_X_COUNTER, 2),
             f(med, 2),
             f(fl.flowlog - allowed, 0),
@@ -824,6 +824,21 @@ fn misses(s: &mut String, r: &Results) {
     }
 }
 
+/// Section 1.1's tables alone (`flowlog-bench datapath`).
+pub fn datapath_tables(d: &Datapath) -> String {
+    let mut s = String::new();
+    let no_e2e = EndToEnd {
+        secs: 0,
+        reps: 0,
+        runs: Vec::new(),
+        bpf: Vec::new(),
+        bpf_by_flow_logs: Vec::new(),
+        versions: Vec::new(),
+    };
+    datapath_section(&mut s, d, &no_e2e);
+    s
+}
+
 fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
     let _ = writeln!(s, "## 1. Datapath: ns per packet\n");
     let _ = writeln!(s, "### 1.1 Crafted frames (`BPF_PROG_TEST_RUN`)\n");
@@ -835,13 +850,13 @@ fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
          the active slot (WINDOW), reads the headers with `SkbBytes` (direct packet access to the skb's \
          linear data, `bpf_skb_load_bytes` for bytes outside it; a test-run frame is all linear data, so \
          these numbers are the direct path), stamps the packet with `bpf_ktime_get_coarse_ns` and looks up \
-         and updates the flow in the per-CPU flow map. In the same run and interleaved frame by frame, the \
+         and updates the flow in its family's per-CPU flow map (IPv4 under the compact 20-byte key). In the same run and interleaved frame by frame, the \
          reference programs of `flowlog-ebpf/src/bin/floor.rs`: **no-op** (returns), **counter** (one \
          per-CPU array lookup and an increment: the minimal per-CPU counter, the target's floor), \
          **hash** (one per-CPU hash lookup and update keyed by a 44-byte flow key built without parsing, \
          in its own 1024-entry map) and **parse** (flowlog's parser with the same `SkbBytes` reader, result \
-         added to a per-CPU counter). The active flow map (FLOWS_A) was pre-filled from userspace to each \
-         size before measuring. A repeated frame is a packet of an existing flow (a hit after the first \
+         added to a per-CPU counter). The active flow maps (FLOWS4_A for IPv4, FLOWS_A for IPv6) were each \
+         pre-filled from userspace to each size before measuring. A repeated frame is a packet of an existing flow (a hit after the first \
          run); the first packet of a flow (an insert) is measured separately below. Packets counted by \
          the program for these frames: {} of {} fed (checked exactly).\n",
         d.repeat, d.runs, d.counted_packets, d.fed_packets
@@ -903,27 +918,10 @@ fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
         );
     }
     let _ = writeln!(s, "\n![reference programs](datapath-ladder.svg)\n");
-    let _ = writeln!(
-        s,
-        "First packet of a flow (insert into the flow map): distinct IPv4/UDP frames, one run each \
-         (`repeat = 1`, so each time includes one clock read of the test-run timer, shown by the \
-         no-op's single runs):\n"
-    );
-    let _ = writeln!(
-        s,
-        "| flows in map | new flows | flowlog, ns | no-op, ns | difference, ns |\n|---|---|---|---|---|"
-    );
-    for n in &d.new_flow {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} |",
-            fill_label(n.fill),
-            n.flows,
-            f(n.flowlog_median_ns, 0),
-            f(n.noop_median_ns, 0),
-            f(n.flowlog_median_ns - n.noop_median_ns, 0)
-        );
-    }
+    let fill = largest_fill(d);
+    crate::report_datapath::parts_section(s, d, fill, &fill_label(fill));
+    crate::report_datapath::targets_section(s, d, fill, &fill_label(fill));
+    crate::report_datapath::first_packet_section(s, d, &fill_label);
     let _ = writeln!(
         s,
         "\n### 1.2 Under real traffic: the kernel's run-time statistics\n"
@@ -1275,6 +1273,7 @@ mod tests {
                     flows: 10,
                     flowlog_median_ns: 700.0,
                     noop_median_ns: 70.0,
+                    floors: Vec::new(),
                 }],
                 counted_packets: 20,
                 fed_packets: 20,

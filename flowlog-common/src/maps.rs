@@ -6,6 +6,9 @@ use core::mem::size_of;
 /// Names of the maps in the eBPF object. Two copies of each per-window map exist: the programs
 /// write to the one selected by [`WINDOW_MAP`] and the agent drains the other.
 pub const FLOW_MAPS: [&str; 2] = ["FLOWS_A", "FLOWS_B"];
+/// The IPv4 flows' maps, keyed by the compact [`FlowKey4`]: IPv4 packets are counted there,
+/// IPv6 packets in [`FLOW_MAPS`]. Each has `--max-flows` entries.
+pub const FLOW4_MAPS: [&str; 2] = ["FLOWS4_A", "FLOWS4_B"];
 pub const IFACE_MAPS: [&str; 2] = ["IFACE_A", "IFACE_B"];
 /// `Array<u32>` with one element: index (0 or 1) of the map pair the programs write to now.
 pub const WINDOW_MAP: &str = "WINDOW";
@@ -87,6 +90,59 @@ impl FlowKey {
             dst_addr: tuple.dst_addr,
             src_port: tuple.src_port,
             dst_port: tuple.dst_port,
+        }
+    }
+}
+
+/// An IPv4 flow's key in the IPv4 flow maps ([`FLOW4_MAPS`]): 20 bytes against
+/// [`FlowKey`]'s 44, so the kernel hashes and compares fewer bytes per packet. The agent turns
+/// it into a [`FlowKey`] ([`FlowKey4::to_flow_key`]) when it drains. Zero-initialised padding,
+/// as for [`FlowKey`]: build it with [`FlowKey4::new`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey4 {
+    pub ifindex: u32,
+    pub src_addr: [u8; 4],
+    pub dst_addr: [u8; 4],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub direction: u8,
+    pub protocol: u8,
+    /// A scalar, not `[u8; 2]`: the BPF build zeroes small arrays with a call to a byte-loop
+    /// `memset`, once per packet here.
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<FlowKey4>() == 20);
+
+impl FlowKey4 {
+    /// The key of an IPv4 `tuple` (its addresses IPv4-mapped, as the parser gives them).
+    #[inline(always)]
+    pub const fn new(ifindex: u32, direction: u8, tuple: &FiveTuple) -> Self {
+        let (s, d) = (&tuple.src_addr, &tuple.dst_addr);
+        FlowKey4 {
+            ifindex,
+            src_addr: [s[12], s[13], s[14], s[15]],
+            dst_addr: [d[12], d[13], d[14], d[15]],
+            src_port: tuple.src_port,
+            dst_port: tuple.dst_port,
+            direction,
+            protocol: tuple.protocol,
+            _pad: 0,
+        }
+    }
+
+    /// The same flow as a [`FlowKey`] (what [`FlowKey::new`] builds for the IPv4 tuple).
+    pub const fn to_flow_key(&self) -> FlowKey {
+        FlowKey {
+            ifindex: self.ifindex,
+            direction: self.direction,
+            family: FAMILY_IPV4,
+            protocol: self.protocol,
+            _pad: 0,
+            src_addr: ipv4_mapped(self.src_addr),
+            dst_addr: ipv4_mapped(self.dst_addr),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
         }
     }
 }
@@ -193,11 +249,33 @@ pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compact_ipv4_key_converts_to_the_key_the_tuple_makes() {
+        let tuple = FiveTuple {
+            family: FAMILY_IPV4,
+            protocol: 6,
+            src_addr: ipv4_mapped([10, 0, 0, 1]),
+            dst_addr: ipv4_mapped([192, 0, 2, 7]),
+            src_port: 40_000,
+            dst_port: 443,
+        };
+        let k4 = FlowKey4::new(7, DIR_EGRESS, &tuple);
+        assert_eq!(k4.src_addr, [10, 0, 0, 1]);
+        assert_eq!(k4.dst_addr, [192, 0, 2, 7]);
+        assert_eq!(k4.to_flow_key(), FlowKey::new(7, DIR_EGRESS, &tuple));
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding; every bit
     // pattern is valid.
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowKey4 {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::IfaceKey {}
     unsafe impl aya::Pod for super::IfaceCounters {}

@@ -39,3 +39,5 @@ impl PacketBytes for SkbBytes<'_> {
         self.ctx.load::<[u8; N]>(offset).ok()
     }
 }
+
+pub mod flow;

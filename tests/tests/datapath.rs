@@ -576,11 +576,16 @@ fn a_cut_splits_packets_between_windows_without_loss_or_double_count() {
 fn cuts_during_concurrent_traffic_lose_and_double_count_nothing() {
     let mut dp = Datapath::load(1024);
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    // Both threads send the same flow (per-CPU values of one key) plus one flow each.
+    let (a6, b6) = (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+    );
+    // Both threads send the same flow (per-CPU values of one key) plus one flow each, one IPv4
+    // and one IPv6: both families' maps are flipped and drained under traffic.
     let shared = ipv4(a, b).udp(7000, 7001).payload(64).build();
     let own = [
         ipv4(a, b).udp(7100, 7101).build(),
-        ipv4(a, b).udp(7200, 7201).build(),
+        ipv6(a6, b6).udp(7200, 7201).build(),
     ];
     let stop = AtomicBool::new(false);
     let sent = [AtomicU64::new(0), AtomicU64::new(0)];
@@ -711,6 +716,53 @@ fn flows_beyond_max_flows_go_to_the_overflow_counters() {
         );
         assert_nothing_lost(&w);
     }
+}
+
+#[test]
+fn max_flows_sizes_the_ipv4_and_the_ipv6_flow_map_each() {
+    const MAX_FLOWS: u16 = 8;
+    let mut dp = Datapath::load(u32::from(MAX_FLOWS));
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let (a6, b6) = (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+    );
+    // MAX_FLOWS + 2 flows of each family: each map holds MAX_FLOWS of its own family.
+    let v4: Vec<Frame> = (0..MAX_FLOWS + 2)
+        .map(|i| ipv4(a, b).udp(20_000 + i, 53).payload(10).build())
+        .collect();
+    let v6: Vec<Frame> = (0..MAX_FLOWS + 2)
+        .map(|i| ipv6(a6, b6).udp(30_000 + i, 53).payload(10).build())
+        .collect();
+    let since = stamp_clock_ns();
+    for f in v4.iter().chain(&v6) {
+        dp.ingress(&f.bytes, 2);
+    }
+    let w = dp.cut();
+    let n = MAX_FLOWS as usize;
+    let want: Counts = v4[..n]
+        .iter()
+        .chain(&v6[..n])
+        .map(|f| (key_of(f, DIR_INGRESS), (2, 2 * f.ip_len as u64, 0)))
+        .collect();
+    assert_eq!(
+        counts(&w, since),
+        want,
+        "{MAX_FLOWS} IPv4 and {MAX_FLOWS} IPv6 flows"
+    );
+    let overflow: Vec<&Frame> = v4[n..].iter().chain(&v6[n..]).collect();
+    assert_eq!(
+        w.ifaces,
+        iface(
+            DIR_INGRESS,
+            IfaceCounters {
+                overflow_packets: 2 * overflow.len() as u64,
+                overflow_bytes: overflow.iter().map(|f| 2 * f.ip_len as u64).sum(),
+                ..Default::default()
+            }
+        )
+    );
+    assert_nothing_lost(&w);
 }
 
 /// `struct __sk_buff` (uapi/linux/bpf.h) as `BPF_PROG_TEST_RUN`'s `ctx_in`, with only

@@ -19,8 +19,8 @@ use aya::{
 };
 use flowlog_agent::{capture::attach::Capture, capture::object};
 use flowlog_common::{
-    DIR_EGRESS, DIR_INGRESS, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey,
-    PROG_TC_EGRESS, PROG_TC_INGRESS,
+    DIR_EGRESS, DIR_INGRESS, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4, FlowStats, IFACE_MAPS,
+    IfaceCounters, IfaceKey, PROG_TC_EGRESS, PROG_TC_INGRESS,
     parse::{Outcome, parse_ethernet},
 };
 use flowlog_tests::{
@@ -94,6 +94,8 @@ enum Counted {
 
 struct Maps {
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    /// IPv4 flows, under the compact key.
+    flows4: PerCpuHashMap<MapData, FlowKey4, FlowStats>,
     ifaces: PerCpuHashMap<MapData, IfaceKey, IfaceCounters>,
 }
 
@@ -116,6 +118,22 @@ impl Maps {
             }
             self.flows.remove(k).expect("remove flow");
             flows.push((*k, packets, bytes, flags));
+        }
+        let keys4: Vec<FlowKey4> = self
+            .flows4
+            .keys()
+            .collect::<Result<_, _>>()
+            .expect("IPv4 flow keys");
+        for k in &keys4 {
+            let v = self.flows4.get(k, 0).expect("IPv4 flow value");
+            let (mut packets, mut bytes, mut flags) = (0u64, 0u64, 0u8);
+            for s in v.iter() {
+                packets += s.packets;
+                bytes += s.bytes;
+                flags |= s.tcp_flags;
+            }
+            self.flows4.remove(k).expect("remove IPv4 flow");
+            flows.push((k.to_flow_key(), packets, bytes, flags));
         }
         let ikeys: Vec<IfaceKey> = self
             .ifaces
@@ -208,6 +226,8 @@ fn random_and_mutated_frames_count_as_etherparse_reads_them() {
     let mut maps = Maps {
         flows: PerCpuHashMap::try_from(ebpf.take_map(FLOW_MAPS[0]).expect("FLOWS_A"))
             .expect("flow map"),
+        flows4: PerCpuHashMap::try_from(ebpf.take_map(FLOW4_MAPS[0]).expect("FLOWS4_A"))
+            .expect("IPv4 flow map"),
         ifaces: PerCpuHashMap::try_from(ebpf.take_map(IFACE_MAPS[0]).expect("IFACE_A"))
             .expect("iface map"),
     };

@@ -22,7 +22,7 @@ use aya::{
     util::KernelVersion,
 };
 use flowlog_common::{
-    FLOW_MAPS, PROG_TC_EGRESS, PROG_TC_EGRESS_L3, PROG_TC_INGRESS, PROG_TC_INGRESS_L3,
+    FLOW_MAPS, FLOW4_MAPS, PROG_TC_EGRESS, PROG_TC_EGRESS_L3, PROG_TC_INGRESS, PROG_TC_INGRESS_L3,
 };
 use tracing::{debug, info, warn};
 
@@ -110,7 +110,8 @@ impl Capture {
         if let Some(p) = &pins {
             p.configure(&mut loader);
         }
-        for name in FLOW_MAPS {
+        // `--max-flows` sizes each flow map: the IPv4 and the IPv6 maps of both slots.
+        for name in FLOW_MAPS.into_iter().chain(FLOW4_MAPS) {
             loader.map_max_entries(name, max_flows);
         }
         configure(&mut loader);

@@ -22,8 +22,8 @@ use aya::{
 };
 use flowlog_common::{
     CUT_IDLE_END, CUT_IDLE_SEQ, CUT_IDLE_START, CUT_RECORDED_SEQ, CUTS_LEN, CUTS_MAP, DIR_EGRESS,
-    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
-    IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
+    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4, FlowStats,
+    IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
 use crate::capture::{
@@ -172,6 +172,7 @@ impl DrainedWindow {
 pub struct MapHandles<'a> {
     pub window: &'a MapData,
     pub flows: [&'a MapData; 2],
+    pub flows4: [&'a MapData; 2],
     pub rejects: [&'a MapData; 2],
     pub drop_reasons: Option<Arc<DropReasons>>,
 }
@@ -201,6 +202,8 @@ pub struct Collector {
     window: Array<MapData, u32>,
     cuts: Array<MapData, u64>,
     flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
+    /// The IPv4 flows of each slot, under the compact key.
+    flows4: [PerCpuHashMap<MapData, FlowKey4, FlowStats>; 2],
     ifaces: [PerCpuHashMap<MapData, IfaceKey, IfaceCounters>; 2],
     lost: PerCpuArray<MapData, IfaceCounters>,
     rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
@@ -374,6 +377,7 @@ impl Collector {
             window,
             cuts: take(ebpf, CUTS_MAP)?,
             flows: [take(ebpf, FLOW_MAPS[0])?, take(ebpf, FLOW_MAPS[1])?],
+            flows4: [take(ebpf, FLOW4_MAPS[0])?, take(ebpf, FLOW4_MAPS[1])?],
             ifaces: [take(ebpf, IFACE_MAPS[0])?, take(ebpf, IFACE_MAPS[1])?],
             lost: take(ebpf, LOST_MAP)?,
             rejects: [take(ebpf, REJECT_MAPS[0])?, take(ebpf, REJECT_MAPS[1])?],
@@ -402,6 +406,7 @@ impl Collector {
         MapHandles {
             window: self.window.map(),
             flows: [self.flows[0].map(), self.flows[1].map()],
+            flows4: [self.flows4[0].map(), self.flows4[1].map()],
             rejects: [self.rejects[0].map(), self.rejects[1].map()],
             drop_reasons: self.drop_reasons.clone(),
         }
@@ -474,8 +479,16 @@ impl Collector {
         if let Some(flows) = carried_flows {
             flow_sink::hand_over(&flows, sink);
         }
-        flow_sink::read_into(&self.flows[idle], self.cpus, sink)
+        // Both flow maps of the idle slot (IPv6 and the compact IPv4 keys).
+        flow_sink::read_into(&self.flows[idle], self.cpus, |k| k, sink)
             .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
+        flow_sink::read_into(
+            &self.flows4[idle],
+            self.cpus,
+            |k: FlowKey4| k.to_flow_key(),
+            sink,
+        )
+        .with_context(|| format!("cannot read {}", FLOW4_MAPS[idle]))?;
         Ok(header)
     }
 
@@ -494,8 +507,13 @@ impl Collector {
 
     /// Reads slot `idle` (no program may be writing to it), leaving it as it is.
     fn read_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
-        let flows = read_all(&self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
+        let mut flows = read_all(&self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
+        // Both flow maps of the idle slot: the programs chose the slot once per packet, so no
+        // packet is in the other slot's maps.
+        let flows4 = read_all(&self.flows4[idle], self.cpus, |v| FlowTotals::sum(v))
+            .with_context(|| format!("cannot read {}", FLOW4_MAPS[idle]))?;
+        flows.extend(flows4.into_iter().map(|(k, t)| (k.to_flow_key(), t)));
         Ok(Drained {
             flows,
             ..self.read_rest(idle)?
@@ -536,6 +554,8 @@ impl Collector {
         let cpus = self.cpus;
         clear_all(&mut self.flows[idle], cpus)
             .with_context(|| format!("cannot clear {}", FLOW_MAPS[idle]))?;
+        clear_all(&mut self.flows4[idle], cpus)
+            .with_context(|| format!("cannot clear {}", FLOW4_MAPS[idle]))?;
         clear_all(&mut self.ifaces[idle], cpus)
             .with_context(|| format!("cannot clear {}", IFACE_MAPS[idle]))?;
         self.clear_lost(idle as u32)?;

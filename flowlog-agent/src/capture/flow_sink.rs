@@ -55,9 +55,10 @@ pub fn hand_over(ready: &[(FlowKey, FlowTotals)], sink: &mut dyn FlowSink) -> us
 /// Reads and sums over CPUs every entry of an idle flow map on a second thread, handing the
 /// flows to `sink` on this one as they come; the map is left as it is (the collector clears it
 /// once the window's records are on disk). Returns how many there were.
-pub fn read_into(
-    map: &PerCpuHashMap<MapData, FlowKey, FlowStats>,
+pub fn read_into<K: aya::Pod + Copy + Send + Sync>(
+    map: &PerCpuHashMap<MapData, K, FlowStats>,
     cpus: usize,
+    to_key: impl Fn(K) -> FlowKey + Send + Copy,
     sink: &mut dyn FlowSink,
 ) -> anyhow::Result<usize> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<(FlowKey, FlowTotals)>>(IN_FLIGHT);
@@ -70,7 +71,7 @@ pub fn read_into(
                 let fresh = || Vec::with_capacity(FLOW_BATCH);
                 let mut batch = fresh();
                 let read = map_batch::lookup_all(map, cpus, |k, v| {
-                    batch.push((k, FlowTotals::sum(v)));
+                    batch.push((to_key(k), FlowTotals::sum(v)));
                     if batch.len() == FLOW_BATCH {
                         let next = empty_rx.try_recv().unwrap_or_else(|_| fresh());
                         // A closed channel means the consumer panicked: the scope re-raises it.
@@ -87,7 +88,8 @@ pub fn read_into(
                         let all = super::collect::read_all(map, cpus, |v| FlowTotals::sum(v))?;
                         let n = all.len();
                         for chunk in all.chunks(FLOW_BATCH) {
-                            let _ = full_tx.send(chunk.to_vec());
+                            let _ =
+                                full_tx.send(chunk.iter().map(|(k, t)| (to_key(*k), *t)).collect());
                         }
                         Ok(n)
                     }

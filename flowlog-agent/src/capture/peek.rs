@@ -11,7 +11,8 @@ use std::{os::fd::AsFd as _, sync::Arc};
 use anyhow::Context;
 use aya::maps::{Array, IterableMap, Map, MapData, PerCpuHashMap};
 use flowlog_common::{
-    FLOW_MAPS, FlowKey, FlowStats, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
+    FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4, FlowStats, REJECT_MAPS, RejectKey, RejectStats,
+    WINDOW_MAP,
 };
 
 use crate::capture::{
@@ -27,7 +28,8 @@ pub struct Peek {
     /// included; see [`RejectTotals::tc_packets`]).
     pub flows: Vec<(FlowKey, FlowTotals)>,
     pub rejects: Vec<(RejectKey, RejectTotals)>,
-    /// Capacity of the flow map and of the REJECT map (entries).
+    /// Capacity of each flow map (IPv4 and IPv6 have one each) and of the REJECT map
+    /// (entries).
     pub max_flows: u32,
     pub max_rejects: u32,
 }
@@ -36,6 +38,7 @@ pub struct Peek {
 pub struct Peeker {
     window: Array<MapData, u32>,
     flows: [PerCpuHashMap<MapData, FlowKey, FlowStats>; 2],
+    flows4: [PerCpuHashMap<MapData, FlowKey4, FlowStats>; 2],
     rejects: [PerCpuHashMap<MapData, RejectKey, RejectStats>; 2],
     drop_reasons: Option<Arc<DropReasons>>,
     /// Possible CPUs: the number of values of each per-CPU entry.
@@ -86,12 +89,13 @@ impl Peeker {
     /// Read-only handles on `collector`'s maps (duplicated descriptors).
     pub fn of(collector: &Collector) -> anyhow::Result<Self> {
         let m = collector.map_handles();
-        Peeker::new(m.window, m.flows, m.rejects, m.drop_reasons)
+        Peeker::new(m.window, m.flows, m.flows4, m.rejects, m.drop_reasons)
     }
 
     pub fn new(
         window: &MapData,
         flows: [&MapData; 2],
+        flows4: [&MapData; 2],
         rejects: [&MapData; 2],
         drop_reasons: Option<Arc<DropReasons>>,
     ) -> anyhow::Result<Self> {
@@ -100,6 +104,10 @@ impl Peeker {
             flows: [
                 typed(flows[0], FLOW_MAPS[0])?,
                 typed(flows[1], FLOW_MAPS[1])?,
+            ],
+            flows4: [
+                typed(flows4[0], FLOW4_MAPS[0])?,
+                typed(flows4[1], FLOW4_MAPS[1])?,
             ],
             rejects: [
                 typed(rejects[0], REJECT_MAPS[0])?,
@@ -127,11 +135,15 @@ impl Peeker {
             .get(&0, 0)
             .context("cannot read the WINDOW map")? as usize
             & 1;
+        let mut flows = read_all(&self.flows[active], self.cpus, |v| FlowTotals::sum(v))
+            .with_context(|| format!("cannot read {}", FLOW_MAPS[active]))?;
+        let flows4 = read_all(&self.flows4[active], self.cpus, |v| FlowTotals::sum(v))
+            .with_context(|| format!("cannot read {}", FLOW4_MAPS[active]))?;
+        flows.extend(flows4.into_iter().map(|(k, t)| (k.to_flow_key(), t)));
         Ok(Peek {
             max_flows: self.flows[active].map().info()?.max_entries(),
             max_rejects: self.rejects[active].map().info()?.max_entries(),
-            flows: read_all(&self.flows[active], self.cpus, |v| FlowTotals::sum(v))
-                .with_context(|| format!("cannot read {}", FLOW_MAPS[active]))?,
+            flows,
             rejects: read_all(&self.rejects[active], self.cpus, |v| RejectTotals::sum(v))
                 .with_context(|| format!("cannot read {}", REJECT_MAPS[active]))?,
         })

@@ -18,8 +18,9 @@ use std::{
 use anyhow::{Context, bail};
 use aya::{EbpfLoader, maps::MapData, programs::TcAttachType};
 use flowlog_common::{
-    CUTS_MAP, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FlowKey, FlowStats, IFACE_MAPS,
-    IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
+    CUTS_MAP, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4,
+    FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats,
+    WINDOW_MAP,
 };
 use tracing::{info, warn};
 
@@ -38,10 +39,12 @@ const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// The maps whose contents outlive an agent: everything a window's counts are in, and the
 /// slot index. (The drop program's watched set and config are rebuilt by every agent.)
-pub fn pinned_maps() -> [&'static str; 11] {
+pub fn pinned_maps() -> [&'static str; 13] {
     [
         FLOW_MAPS[0],
         FLOW_MAPS[1],
+        FLOW4_MAPS[0],
+        FLOW4_MAPS[1],
         IFACE_MAPS[0],
         IFACE_MAPS[1],
         WINDOW_MAP,
@@ -68,11 +71,12 @@ impl Layout {
     /// 16 hex digits: FNV-1a over every size, name and count the pinned maps depend on.
     pub fn id(&self) -> String {
         let text = format!(
-            "v{LAYOUT_VERSION} salt={} FlowKey={} FlowStats={} IfaceKey={} IfaceCounters={} \
+            "v{LAYOUT_VERSION} salt={} FlowKey={} FlowKey4={} FlowStats={} IfaceKey={} IfaceCounters={} \
              RejectKey={} RejectStats={} DropReasonKey={} DropCounters={} maps={} \
              max_flows={} max_reject_flows={:?}",
             self.salt,
             size_of::<FlowKey>(),
+            size_of::<FlowKey4>(),
             size_of::<FlowStats>(),
             size_of::<IfaceKey>(),
             size_of::<IfaceCounters>(),
@@ -242,6 +246,7 @@ impl Pins {
             remove_files(&path.join("links"));
             let flows: u64 = FLOW_MAPS
                 .iter()
+                .chain(&FLOW4_MAPS)
                 .map(|m| count_entries(&path.join("maps").join(m)))
                 .sum();
             metrics::counter_add(

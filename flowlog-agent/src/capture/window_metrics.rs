@@ -105,6 +105,8 @@ pub struct FlowTally {
     per_iface: BTreeMap<(u32, u8), (u64, u64)>,
     flows_per_iface: BTreeMap<u32, u64>,
     pub flows: u64,
+    /// Of `flows`, the IPv4 ones (their own map, of the same capacity).
+    pub ipv4: u64,
 }
 
 impl FlowTally {
@@ -114,6 +116,7 @@ impl FlowTally {
             e.0 += t.packets;
             e.1 += t.bytes;
             *self.flows_per_iface.entry(k.ifindex).or_default() += 1;
+            self.ipv4 += u64::from(k.family == flowlog_common::FAMILY_IPV4);
         }
         self.flows += flows.len() as u64;
     }
@@ -159,11 +162,14 @@ pub fn report_window(
     }
     UNATTRIBUTED_PACKETS.add(&[], d.lost.overflow_packets);
     WINDOWS.add(&[], 1);
+    // IPv4 and IPv6 flows have a map each of `max_flows` entries: the fuller one counts.
+    let fullest = flows.ipv4.max(flows.flows - flows.ipv4);
     metrics::gauge_set(
         "flowlog_flow_map_fill_ratio",
-        "Flows in the last window divided by the flow map capacity.",
+        "Flows in the last window divided by the flow map capacity (the fuller of the IPv4 and \
+         IPv6 flow maps).",
         &[],
-        flows.flows as f64 / max_flows.max(1) as f64,
+        fullest as f64 / max_flows.max(1) as f64,
     );
     info!(
         start = d.window.start,

@@ -25,7 +25,8 @@ pub struct CaptureArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub aggregation_interval: u64,
 
-    /// Capacity of the in-kernel flow map (flows per window). Packets of flows that do not fit
+    /// Capacity of each in-kernel flow map (flows per window). IPv4 and IPv6 flows have a map
+    /// each, so a window holds up to N flows of each family. Packets of flows that do not fit
     /// are counted per interface and reported as SKIPDATA, never dropped silently.
     /// [range: 1..=16777216]
     #[arg(long, value_name = "N", default_value_t = flowlog_common::DEFAULT_MAX_FLOWS,

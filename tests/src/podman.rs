@@ -137,6 +137,7 @@ impl Network {
     /// `10.214.<x>.0/24`: give each test its own x.
     pub fn new(x: u8) -> Self {
         crate::agent::require_root();
+        remove_networks_of_dead_runs();
         let name = unique_name("flitnet");
         let subnet = Ipv4Addr::new(10, 214, x, 0);
         let net = Network { name, subnet };
@@ -149,6 +150,29 @@ impl Network {
         ]);
         net
     }
+}
+
+/// Networks an earlier test process left behind when it was killed (their drop never ran)
+/// hold their subnets: removed once per process, those whose process is gone.
+fn remove_networks_of_dead_runs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(out) = podman()
+            .args(["network", "ls", "--format", "{{.Name}}"])
+            .output()
+        else {
+            return;
+        };
+        for name in String::from_utf8_lossy(&out.stdout).lines() {
+            let pid = name
+                .strip_prefix("flitnet-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = podman().args(["network", "rm", "-f", name]).output();
+            }
+        }
+    });
 }
 
 impl Drop for Network {

@@ -46,12 +46,20 @@ pub struct FlowLog {
     perspective: Perspective,
 }
 
+/// A streamed window of at most this many records is still written sorted, when it closes:
+/// objects of small windows are deterministic (two agents watching the same traffic write the
+/// same bytes), for at most this many records (~160 bytes each) held.
+pub const SORTED_UP_TO: usize = 4096;
+
 /// A window being turned into records ([`FlowLog::open_window`]).
 pub struct OpenWindow {
     records: RecordStream,
     window: Window,
-    /// Records go into the objects batch by batch (else: sorted, when the window closes).
+    /// Records go into the objects batch by batch once more than [`SORTED_UP_TO`] are pending
+    /// (else: sorted, when the window closes).
     streaming: bool,
+    /// Records are being written as they come: the window is too large to sort.
+    unsorted: bool,
     /// Records not written yet.
     pending: Vec<FlowRecord>,
     /// Objects that reached the size limit during the window.
@@ -198,9 +206,10 @@ impl FlowLog {
 
     /// Starts turning a window into records as its flows arrive ([`FlowLog::add_flows`], then
     /// [`FlowLog::close_window`]). `window`: the window's counters but its flows. `streaming`:
-    /// each batch's records go into the open objects at once, unsorted (AWS does not order
-    /// records), so no window's records are held; otherwise (and always for CloudWatch Logs,
-    /// whose events are packed per window) they are sorted and written when the window closes.
+    /// once more than [`SORTED_UP_TO`] records are pending, each batch's records go into the
+    /// open objects at once, unsorted (AWS does not order records), so no window's records are
+    /// held; otherwise (and always for CloudWatch Logs, whose events are packed per window)
+    /// they are sorted and written when the window closes.
     pub fn open_window(
         &self,
         window: &DrainedWindow,
@@ -211,6 +220,7 @@ impl FlowLog {
             records: RecordStream::new(window, self.watched(interfaces)),
             window: window.window,
             streaming: streaming && matches!(self.packer, Packer::Objects(_)),
+            unsorted: false,
             pending: Vec::new(),
             finished: Vec::new(),
         }
@@ -225,7 +235,8 @@ impl FlowLog {
         let internal = self.aws_internal.as_ref();
         let excluded = |k: &FlowKey| internal.is_some_and(|x| x.matches(k));
         w.records.flows(flows, &excluded, &mut w.pending);
-        if w.streaming {
+        if w.streaming && (w.unsorted || w.pending.len() > SORTED_UP_TO) {
+            w.unsorted = true;
             self.write_pending(w);
         }
     }
@@ -258,7 +269,7 @@ impl FlowLog {
                 left_out.packets,
             );
         }
-        if !w.streaming {
+        if !w.unsorted {
             // Unstable is enough: records that compare equal are equal in every field.
             w.pending.sort_unstable();
         }

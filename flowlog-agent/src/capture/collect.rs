@@ -21,11 +21,12 @@ use aya::{
     util::nr_cpus,
 };
 use flowlog_common::{
-    CUT_IDLE_END, CUT_IDLE_SEQ, CUT_IDLE_START, CUT_RECORDED_SEQ, CUTS_LEN, CUTS_MAP, DIR_EGRESS,
-    DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4, FlowStats,
-    IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
+    CUT_IDLE_END, CUT_IDLE_SEQ, CUT_IDLE_START, CUT_RECORDED_SEQ, CUTS_LEN, CUTS_MAP, DROP_MAPS,
+    DropCounters, DropReasonKey, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4, FlowStats, IFACE_MAPS,
+    IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 
+pub use crate::capture::drained::{Direction, DrainedWindow, FlowTotals, RejectTotals, Window};
 use crate::capture::{
     clock::MonotonicClock,
     flow_sink::{self, CollectFlows, FlowSink},
@@ -38,73 +39,6 @@ use crate::capture::{
 /// program that read the old slot index finishes within microseconds of the flip.
 pub const DEFAULT_GRACE: Duration = Duration::from_millis(20);
 
-/// One window's bounds in Unix seconds: `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub start: u64,
-    pub end: u64,
-}
-
-/// One flow's counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FlowTotals {
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub tcp_flags: u8,
-}
-
-impl FlowTotals {
-    /// Sums per-CPU values: counts add up, times take the earliest first and latest last seen
-    /// among the CPUs that saw the flow.
-    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a FlowStats>) -> Self {
-        let mut t = FlowTotals::default();
-        for s in per_cpu.into_iter().filter(|s| s.packets > 0) {
-            t.packets += s.packets;
-            t.bytes += s.bytes;
-            t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
-            }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
-        }
-        t
-    }
-}
-
-/// One (flow, reason)'s drop counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RejectTotals {
-    pub packets: u64,
-    pub bytes: u64,
-    /// Of `packets`/`bytes`, those the TC hook had counted as seen before the drop.
-    pub tc_packets: u64,
-    pub tc_bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub tcp_flags: u8,
-}
-
-impl RejectTotals {
-    /// Sums per-CPU values as [`FlowTotals::sum`] does.
-    pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a RejectStats>) -> Self {
-        let mut t = RejectTotals::default();
-        for s in per_cpu.into_iter().filter(|s| s.packets > 0) {
-            t.packets += s.packets;
-            t.bytes += s.bytes;
-            t.tc_packets += s.tc_packets;
-            t.tc_bytes += s.tc_bytes;
-            t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
-            }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
-        }
-        t
-    }
-}
-
 fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> IfaceCounters {
     per_cpu
         .into_iter()
@@ -112,60 +46,6 @@ fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a IfaceCounters>) -> Ifa
             a.add(c);
             a
         })
-}
-
-/// Which way a counted packet went through its interface's TC hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    /// The direction stored in a flow key (`DIR_INGRESS`/`DIR_EGRESS`).
-    pub fn of_key(direction: u8) -> Self {
-        if direction == DIR_EGRESS {
-            Direction::Egress
-        } else {
-            Direction::Ingress
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        }
-    }
-}
-
-/// Everything the datapath counted in one window.
-#[derive(Debug, Clone)]
-pub struct DrainedWindow {
-    pub window: Window,
-    pub flows: Vec<(FlowKey, FlowTotals)>,
-    pub ifaces: BTreeMap<IfaceKey, IfaceCounters>,
-    /// Packets the datapath could not attribute to an interface (interface map full).
-    pub lost: IfaceCounters,
-    /// Converts the flows' monotonic stamps to Unix time.
-    pub clock: MonotonicClock,
-    /// Drops for a REJECT reason, per flow and reason (empty when REJECT is unavailable).
-    pub rejects: Vec<(RejectKey, RejectTotals)>,
-    /// Other drops on watched interfaces, per (interface, direction, reason): metrics only.
-    pub other_drops: Vec<(DropReasonKey, DropCounters)>,
-    /// Names of the kernel's drop reasons (None when REJECT is unavailable).
-    pub drop_reasons: Option<Arc<DropReasons>>,
-}
-
-impl DrainedWindow {
-    /// Name of a kernel drop reason: decoded from kernel BTF when known, else
-    /// `DROP_REASON_<code>`.
-    pub fn reason_name(&self, code: u32) -> String {
-        match &self.drop_reasons {
-            Some(names) => names.name(code),
-            None => format!("DROP_REASON_{code}"),
-        }
-    }
 }
 
 /// Borrowed handles on a [`Collector`]'s maps ([`Collector::map_handles`]).
@@ -507,11 +387,11 @@ impl Collector {
 
     /// Reads slot `idle` (no program may be writing to it), leaving it as it is.
     fn read_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
-        let mut flows = read_all(&self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
+        let mut flows = map_batch::read_all(&self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
         // Both flow maps of the idle slot: the programs chose the slot once per packet, so no
         // packet is in the other slot's maps.
-        let flows4 = read_all(&self.flows4[idle], self.cpus, |v| FlowTotals::sum(v))
+        let flows4 = map_batch::read_all(&self.flows4[idle], self.cpus, |v| FlowTotals::sum(v))
             .with_context(|| format!("cannot read {}", FLOW4_MAPS[idle]))?;
         flows.extend(flows4.into_iter().map(|(k, t)| (k.to_flow_key(), t)));
         Ok(Drained {
@@ -523,7 +403,7 @@ impl Collector {
     /// Reads every map of slot `idle` but the flows, leaving them as they are.
     fn read_rest(&mut self, idle: usize) -> anyhow::Result<Drained> {
         let cpus = self.cpus;
-        let ifaces = read_all(&self.ifaces[idle], cpus, |v| sum_counters(v))
+        let ifaces = map_batch::read_all(&self.ifaces[idle], cpus, |v| sum_counters(v))
             .with_context(|| format!("cannot read {}", IFACE_MAPS[idle]))?;
         let lost = sum_counters(
             self.lost
@@ -531,9 +411,9 @@ impl Collector {
                 .context("cannot read the LOST map")?
                 .iter(),
         );
-        let rejects = read_all(&self.rejects[idle], cpus, |v| RejectTotals::sum(v))
+        let rejects = map_batch::read_all(&self.rejects[idle], cpus, |v| RejectTotals::sum(v))
             .with_context(|| format!("cannot read {}", REJECT_MAPS[idle]))?;
-        let other_drops = read_all(&self.other_drops[idle], cpus, |v| {
+        let other_drops = map_batch::read_all(&self.other_drops[idle], cpus, |v| {
             v.iter().fold(DropCounters::default(), |a, c| DropCounters {
                 packets: a.packets + c.packets,
                 bytes: a.bytes + c.bytes,
@@ -578,26 +458,6 @@ impl Collector {
         }
         Ok(())
     }
-}
-
-/// Reads every entry of an idle per-CPU map and sums each over CPUs: in batches of thousands
-/// per syscall where the kernel supports it (>= 5.6), else through aya's iterator.
-pub(super) fn read_all<K: aya::Pod + Copy, V: aya::Pod, T>(
-    map: &PerCpuHashMap<MapData, K, V>,
-    cpus: usize,
-    sum: impl Fn(&[V]) -> T,
-) -> anyhow::Result<Vec<(K, T)>> {
-    let mut out = Vec::new();
-    match map_batch::lookup_all(map, cpus, |k, v| out.push((k, sum(v)))) {
-        Ok(_) => return Ok(out),
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
-        Err(e) => return Err(e).context("BPF_MAP_LOOKUP_BATCH failed"),
-    }
-    for entry in map.iter() {
-        let (key, values) = entry?;
-        out.push((key, sum(&values)));
-    }
-    Ok(out)
 }
 
 /// Deletes every entry of an idle per-CPU map, in batches where the kernel supports it.

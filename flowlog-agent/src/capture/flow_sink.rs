@@ -12,7 +12,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use flowlog_common::{FlowKey, FlowStats};
 
 use crate::capture::{
-    collect::{DrainedWindow, FlowTotals},
+    drained::{DrainedWindow, FlowTotals},
     map_batch,
 };
 
@@ -85,7 +85,7 @@ pub fn read_into<K: aya::Pod + Copy + Send + Sync>(
                     }
                     // Refused: aya's iterator, all at once.
                     Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                        let all = super::collect::read_all(map, cpus, |v| FlowTotals::sum(v))?;
+                        let all = map_batch::read_all(map, cpus, |v| FlowTotals::sum(v))?;
                         let n = all.len();
                         for chunk in all.chunks(FLOW_BATCH) {
                             let _ =

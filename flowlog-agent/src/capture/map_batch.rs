@@ -122,3 +122,23 @@ fn batch_all<K: Pod, V: Pod>(
         in_token = out_token;
     }
 }
+
+/// Reads every entry of an idle per-CPU map and sums each over CPUs: in batches of thousands
+/// per syscall where the kernel supports it (>= 5.6), else through aya's iterator.
+pub fn read_all<K: aya::Pod + Copy, V: aya::Pod, T>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    cpus: usize,
+    sum: impl Fn(&[V]) -> T,
+) -> anyhow::Result<Vec<(K, T)>> {
+    let mut out = Vec::new();
+    match lookup_all(map, cpus, |k, v| out.push((k, sum(v)))) {
+        Ok(_) => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => return Err(anyhow::Error::from(e).context("BPF_MAP_LOOKUP_BATCH failed")),
+    }
+    for entry in map.iter() {
+        let (key, values) = entry?;
+        out.push((key, sum(&values)));
+    }
+    Ok(out)
+}

@@ -4,7 +4,9 @@
 //! - [`attach`]: load it and attach the TC programs, once per interface (where a packet is
 //!   counted: `flowlog-ebpf/src/main.rs`).
 //! - [`attach_limits`]: the limits many interfaces reach (open files), named in one line.
-//! - [`collect`]: where a window is cut (flip the active slot, drain and clear the other).
+//! - [`collect`]: where a window is cut (flip the active slot, read the other, clear it once
+//!   its records are on disk).
+//! - [`drained`]: what a cut returns (one window's counts).
 //! - [`flow_sink`]: the cut's flows handed over in batches while the drain goes on.
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
@@ -16,6 +18,7 @@ pub mod attach;
 pub mod attach_limits;
 pub mod clock;
 pub mod collect;
+pub mod drained;
 pub mod flow_sink;
 pub mod map_batch;
 pub mod object;

@@ -819,6 +819,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // FLOWLOG_BENCH_KEEP=1 keeps the agents' logs and outputs for a look afterwards.
+        if std::env::var_os("FLOWLOG_BENCH_KEEP").is_some() {
+            eprintln!("flowlog-bench: kept {}", self.0.display());
+            return;
+        }
         let _ = fs::remove_dir_all(&self.0);
     }
 }

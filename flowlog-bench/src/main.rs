@@ -90,6 +90,13 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         fills: Vec<u32>,
     },
+    /// Internal: only the attach-latency measurement, printed as JSON (for iterating on it).
+    #[command(hide = true)]
+    Attach {
+        /// veths created one after another (default: the quick or full run's).
+        #[arg(long)]
+        interfaces: Option<usize>,
+    },
 }
 
 /// Everything one run measured; written as results.json and rendered as BENCHMARKS.md.
@@ -112,6 +119,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::DrainChild { flows }) => drain::child(flows),
         Some(Command::Report { results }) => rewrite_report(&results),
         Some(Command::Datapath { fills }) => datapath_only(cli.quick, fills, cli.out),
+        Some(Command::Attach { interfaces }) => attach_only(cli.quick, interfaces),
         None => run(cli.quick, cli.out),
     };
     match result {
@@ -121,6 +129,16 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn attach_only(quick: bool, interfaces: Option<usize>) -> anyhow::Result<()> {
+    let mut cfg = attach::Config::new(quick);
+    if let Some(n) = interfaces {
+        cfg.interfaces = n;
+    }
+    let result = attach::run(&agent_binary()?, &cfg)?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
 }
 
 fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {

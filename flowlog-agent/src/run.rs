@@ -306,11 +306,7 @@ impl Cutter {
             start: self.start,
             end,
         };
-        let attached: BTreeMap<u32, String> = self
-            .capture
-            .attached()
-            .map(|(i, n)| (i, n.to_string()))
-            .collect();
+        let attached = self.attached_names();
         let drain_started = Instant::now();
         let cut_members = self.members.for_cut(watched);
         let empty = BTreeMap::new();
@@ -342,7 +338,28 @@ impl Cutter {
         );
         self.start = end;
         lifecycle::window_cut();
-        self.report(&cut, &tally, &attached);
+        self.finish_cut(sink, &cut, &tally, &attached)?;
+        Ok(cut)
+    }
+
+    /// Attached interfaces' names, by ifindex.
+    fn attached_names(&self) -> BTreeMap<u32, String> {
+        self.capture
+            .attached()
+            .map(|(i, n)| (i, n.to_string()))
+            .collect()
+    }
+
+    /// Ends a cut whose flows are all in `sink`: the window's metrics, then every pipeline's
+    /// part of it, then (its records on disk) the collector may clear its slot.
+    fn finish_cut(
+        &mut self,
+        sink: CutSink<'_>,
+        cut: &DrainedWindow,
+        tally: &FlowTally,
+        attached: &BTreeMap<u32, String>,
+    ) -> anyhow::Result<()> {
+        self.report(cut, tally, attached);
         // After the window's metrics, as before the drain streamed: what reads a window's
         // records finds its counters already there.
         sink.finish();
@@ -350,7 +367,7 @@ impl Cutter {
         // holds this one in memory until its window closes): the slot can go.
         tokio::task::block_in_place(|| self.collector.recorded())?;
         metrics::flush_to(self.metrics_file.as_deref());
-        Ok(cut)
+        Ok(())
     }
 
     /// The window's metrics and log lines, and the metric series of vanished interfaces.
@@ -383,22 +400,14 @@ impl Cutter {
             flows = flows.len(),
             "the last agent stopped while cutting this window: its counts go out as that window now"
         );
-        let attached: BTreeMap<u32, String> = self
-            .capture
-            .attached()
-            .map(|(i, n)| (i, n.to_string()))
-            .collect();
+        let attached = self.attached_names();
         let cut_members = self.members.for_cut(watched);
         let empty = BTreeMap::new();
         let mut sink = CutSink::new(pipelines.iter_mut(), &cut_members, &empty);
         sink.begin(&carried);
         flow_sink::hand_over(&flows, &mut sink);
         let tally = std::mem::take(&mut sink.tally);
-        self.report(&carried, &tally, &attached);
-        sink.finish();
-        tokio::task::block_in_place(|| self.collector.recorded())?;
-        metrics::flush_to(self.metrics_file.as_deref());
-        Ok(())
+        self.finish_cut(sink, &carried, &tally, &attached)
     }
 
     /// Attaches to every interface some flow log covers, and detaches from the rest. `host`:

@@ -359,7 +359,14 @@ impl Collector {
         if let Some(flows) = carried_flows {
             flow_sink::hand_over(&flows, sink);
         }
-        // Both flow maps of the idle slot (IPv6 and the compact IPv4 keys).
+        self.read_flows_into(idle, sink)?;
+        Ok(header)
+    }
+
+    /// Hands both flow maps of slot `idle` (IPv6 and the compact IPv4 keys) to `sink`, leaving
+    /// them as they are. The programs chose the slot once per packet, so no packet is in the
+    /// other slot's maps.
+    fn read_flows_into(&self, idle: usize, sink: &mut dyn FlowSink) -> anyhow::Result<()> {
         flow_sink::read_into(&self.flows[idle], self.cpus, |k| k, sink)
             .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
         flow_sink::read_into(
@@ -369,7 +376,7 @@ impl Collector {
             sink,
         )
         .with_context(|| format!("cannot read {}", FLOW4_MAPS[idle]))?;
-        Ok(header)
+        Ok(())
     }
 
     /// The last cut's records (or the carried window's) are on disk: marks it recorded in
@@ -387,15 +394,10 @@ impl Collector {
 
     /// Reads slot `idle` (no program may be writing to it), leaving it as it is.
     fn read_slot(&mut self, idle: usize) -> anyhow::Result<Drained> {
-        let mut flows = map_batch::read_all(&self.flows[idle], self.cpus, |v| FlowTotals::sum(v))
-            .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
-        // Both flow maps of the idle slot: the programs chose the slot once per packet, so no
-        // packet is in the other slot's maps.
-        let flows4 = map_batch::read_all(&self.flows4[idle], self.cpus, |v| FlowTotals::sum(v))
-            .with_context(|| format!("cannot read {}", FLOW4_MAPS[idle]))?;
-        flows.extend(flows4.into_iter().map(|(k, t)| (k.to_flow_key(), t)));
+        let mut all = CollectFlows::default();
+        self.read_flows_into(idle, &mut all)?;
         Ok(Drained {
-            flows,
+            flows: all.0,
             ..self.read_rest(idle)?
         })
     }

@@ -16,6 +16,21 @@ pub struct Packet {
     pub tcp_flags: u8,
 }
 
+impl Packet {
+    /// The value of a flow whose first packet this is.
+    #[inline(always)]
+    pub fn first_stats(&self) -> FlowStats {
+        FlowStats {
+            packets: self.packets,
+            bytes: self.bytes,
+            first_seen_ns: self.now,
+            last_seen_ns: self.now,
+            tcp_flags: self.tcp_flags,
+            _pad: [0; 7],
+        }
+    }
+}
+
 /// The map had no room for a new flow (E2BIG, out of memory): the caller puts the packet in
 /// the overflow ledger, never evicting another flow.
 pub struct NoRoom;
@@ -33,15 +48,7 @@ pub fn count<K>(flows: &PerCpuHashMap<K, FlowStats>, key: &K, p: Packet) -> Resu
         add(stats, p);
         return Ok(());
     }
-    let fresh = FlowStats {
-        packets: p.packets,
-        bytes: p.bytes,
-        first_seen_ns: p.now,
-        last_seen_ns: p.now,
-        tcp_flags: p.tcp_flags,
-        _pad: [0; 7],
-    };
-    match flows.insert(key, &fresh, BPF_NOEXIST as u64) {
+    match flows.insert(key, &p.first_stats(), BPF_NOEXIST as u64) {
         Ok(()) => Ok(()),
         // Another CPU created the flow between our lookup and insert: add to our CPU's slot.
         Err(e) if e == -EEXIST => match flows.get_ptr_mut(key) {

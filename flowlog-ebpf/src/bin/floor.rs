@@ -331,16 +331,8 @@ fn count_shared<K>(flows: &HashMap<K, FlowStats>, key: &K, p: Packet) {
         }
         return;
     }
-    let fresh = FlowStats {
-        packets: p.packets,
-        bytes: p.bytes,
-        first_seen_ns: p.now,
-        last_seen_ns: p.now,
-        tcp_flags: p.tcp_flags,
-        _pad: [0; 7],
-    };
     // A lost race (EEXIST) would add to the flow another CPU created; a floor may skip that.
-    let _ = flows.insert(key, &fresh, BPF_NOEXIST as u64);
+    let _ = flows.insert(key, &p.first_stats(), BPF_NOEXIST as u64);
 }
 
 /// `lock *(u64 *)(ptr + 0) += v`: BPF's atomic add, what C's `__sync_fetch_and_add` compiles

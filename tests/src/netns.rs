@@ -344,3 +344,20 @@ pub fn nft_counters(netns: &str) -> std::collections::BTreeMap<String, (u64, u64
     }
     counters
 }
+
+/// The ifindex of `name` in `netns`, if it exists.
+pub fn ifindex(netns: &str, name: &str) -> Option<u32> {
+    let out = in_netns(netns, "cat")
+        .arg(format!("/sys/class/net/{name}/ifindex"))
+        .output()
+        .expect("run cat");
+    out.status
+        .success()
+        .then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .flatten()
+}

@@ -21,7 +21,7 @@ use std::{
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, wait_for_window_start},
-    netns::{Namespaces, Setup, Side, in_netns, run},
+    netns::{Namespaces, Setup, Side, ifindex, in_netns, run},
     records::{self, Record, Tuple},
     tcx_links::{self, Hook},
     traffic::{UdpPlan, ping, udp_send},
@@ -58,23 +58,6 @@ fn phase(ns: &Namespaces, a_addr: Ipv4Addr, payload: usize, pings: u32) -> Vec<u
 /// `ip <args>` inside `side`'s namespace.
 fn ip(side: &Side, args: &[&str]) {
     run(in_netns(&side.netns, "ip").args(args));
-}
-
-/// The ifindex of `name` in `netns`, if it exists.
-fn ifindex(netns: &str, name: &str) -> Option<u32> {
-    let out = in_netns(netns, "cat")
-        .arg(format!("/sys/class/net/{name}/ifindex"))
-        .output()
-        .expect("run cat");
-    out.status
-        .success()
-        .then(|| {
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u32>()
-                .ok()
-        })
-        .flatten()
 }
 
 /// Polls until `name` in `netns` has operstate `up` (carrier back after a link change).

@@ -20,7 +20,7 @@ use std::{
 
 use flowlog_tests::{
     agent::{flowlog_bin, require_root, test_pin_dir, wait_for_window_start},
-    netns::{Family, Namespaces, Setup, Side},
+    netns::{Family, Namespaces, Setup, Side, ifindex, in_netns, run},
     publish::AgentProcess,
     records::{self, Tuple},
     traffic::enter,
@@ -380,19 +380,12 @@ fn a_deleted_interface_leaves_no_pinned_link() {
     let b = &ns.b;
     let args = args(dir.path(), pins.path(), &[]);
     let mut agent = AgentProcess::start(b, &args);
-    // /sys shows the test's namespace only through `ip netns exec`: read it there.
-    let out = flowlog_tests::netns::run(
-        flowlog_tests::netns::in_netns(&b.netns, "cat")
-            .arg(format!("/sys/class/net/{}/ifindex", b.iface)),
-    );
-    let ifindex = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let ifindex = ifindex(&b.netns, &b.iface).expect("the watched interface's ifindex");
     assert_eq!(
         pinned_links(pins.path()),
         vec![format!("{ifindex}-egress"), format!("{ifindex}-ingress")]
     );
-    flowlog_tests::netns::run(
-        flowlog_tests::netns::in_netns(&b.netns, "ip").args(["link", "del", &b.iface]),
-    );
+    run(in_netns(&b.netns, "ip").args(["link", "del", &b.iface]));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !pinned_links(pins.path()).is_empty() {
         assert!(

@@ -500,12 +500,7 @@ fn read_metrics(path: &Path) -> BTreeMap<String, f64> {
 /// After the interface churn stopped: the agent's TCX links must be exactly the watched
 /// interface's two (none left on a deleted veth). Polls up to 10 s; returns what it found.
 fn links_after_churn(pid: u32, netns: &str, iface: &str) -> String {
-    let ifindex: u32 = String::from_utf8_lossy(
-        &run(in_netns(netns, "cat").arg(format!("/sys/class/net/{iface}/ifindex"))).stdout,
-    )
-    .trim()
-    .parse()
-    .expect("ifindex");
+    let ifindex = flowlog_tests::netns::ifindex(netns, iface).expect("ifindex");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mine: Vec<u32> = tcx_links::of(pid).into_iter().map(|(i, _)| i).collect();

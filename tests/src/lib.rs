@@ -5,6 +5,7 @@ pub mod agent;
 pub mod delivery;
 pub mod deploy;
 pub mod fault_proxy;
+pub mod fdinfo;
 pub mod frames;
 pub mod fuzz_frames;
 pub mod hostlink;

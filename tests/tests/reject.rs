@@ -17,6 +17,7 @@ use std::{
 
 use flowlog_tests::{
     agent::{Agent, AgentOptions, require_root},
+    fdinfo,
     netns::{Side, in_netns, nft, nft_counters, run},
     records::{self, Record, dump},
     traffic::in_ns,
@@ -395,10 +396,12 @@ fn nft_input_drops_syns(
     }
     }"#,
     );
-    let mut agent = start_agent(&pair.b, &[]);
+    let (mut agent, metrics, _metrics_dir) = start_agent_with_metrics(&pair.b, None);
     let syn_retrans_before = tcp_ext(&pair.a.netns, "TCPSynRetrans");
     let port = failed_connect(&pair.a, SocketAddr::new(server, 3389), 2);
     let syns_sent = 1 + tcp_ext(&pair.a.netns, "TCPSynRetrans") - syn_retrans_before;
+    let skipped_runs = fdinfo::tracing_recursion_misses(agent.pid())
+        .expect("the agent holds its kfree_skb program");
     let records = stop_and_read(&mut agent);
     let (nft_packets, nft_bytes) = nft_counters(&pair.b.netns)["rdp"];
 
@@ -420,12 +423,51 @@ fn nft_input_drops_syns(
         .filter(|(f, _)| compared(f))
         .map(|(f, (p, b, _, flags))| (f, p, b, flags))
         .collect();
-    assert_eq!(
-        got,
-        [(rdp, syns_sent, nft_bytes, 2)],
-        "records:\n{}",
-        dump(&records)
-    );
+    // On a mismatch, what the agent counted of drops and overflows says where a SYN went.
+    let drop_metrics = || {
+        std::fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("drop") || l.contains("reject")))
+            .filter(|l| !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let exact = [(rdp.clone(), syns_sent, nft_bytes, 2)];
+    if skipped_runs == 0 || got == exact {
+        assert_eq!(
+            got,
+            exact,
+            "records:\n{}\ndrop metrics:\n{}",
+            dump(&records),
+            drop_metrics()
+        );
+    } else {
+        // The kernel skips the drop program on a CPU where it is already running (a softirq
+        // dropping a SYN while the program handles a process-context drop of any namespace):
+        // that SYN stays ACCEPT. Allowed only up to the kernel's own count of skipped runs
+        // (fdinfo), and every SYN is still in exactly one record.
+        let accept = Flow {
+            action: "ACCEPT".into(),
+            reject_reason: "-".into(),
+            ..rdp.clone()
+        };
+        let packets = |want: &Flow| -> u64 {
+            got.iter()
+                .filter(|(f, ..)| f == want)
+                .map(|(_, p, ..)| p)
+                .sum()
+        };
+        let (rejected, accepted) = (packets(&rdp), packets(&accept));
+        assert!(
+            got.iter().all(|(f, ..)| *f == rdp || *f == accept)
+                && rejected + accepted == syns_sent
+                && accepted <= skipped_runs,
+            "{syns_sent} SYNs, the drop program skipped {skipped_runs} runs; records:\n{}\ndrop metrics:\n{}",
+            dump(&records),
+            drop_metrics()
+        );
+    }
     (syns_sent, nft_bytes)
 }
 
@@ -937,6 +979,13 @@ fn reject_reasons_choose_the_reject_set_and_other_drops_are_a_metric() {
     };
     assert_eq!(sample("flowlog_kernel_drops_total", "NETFILTER_DROP"), "3");
     assert_eq!(sample("flowlog_rejected_packets_total", "NO_SOCKET"), "4");
+    // The drop program's skipped runs are exported from the start (0 unless the kernel
+    // skipped some: a count of any namespace's drops, so only its presence is checked here).
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("flowlog_drop_program_skipped_runs_total ")),
+        "no skipped-runs counter in:\n{text}"
+    );
 }
 
 /// The SYN case over IPv6: the drop program reads the IPv6 header of the dropped skb the same

@@ -24,5 +24,6 @@ pub mod map_batch;
 pub mod object;
 pub mod peek;
 pub mod pins;
+pub mod prog_info;
 pub mod reject;
 pub mod window_metrics;

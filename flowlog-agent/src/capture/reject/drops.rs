@@ -17,7 +17,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    os::unix::fs::MetadataExt as _,
+    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, ProgramFd},
 };
 use flowlog_common::{
     DROP_CONFIG_GLOBAL, DropConfig, DropCounters, PROG_KFREE_SKB, REJECT_MAPS, WATCHED_MAP,
@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::{
     capture::{
         collect::{Collector, Direction, DrainedWindow},
+        prog_info,
         reject::{btf::KernelBtf, reasons::DropReasons},
     },
     inventory::discover::interface_label,
@@ -213,6 +214,11 @@ impl RejectSetup {
             .context("the kernel rejected the kfree_skb program")?;
         prog.attach()
             .context("cannot attach to the kfree_skb tracepoint")?;
+        let prog_fd = prog
+            .fd()
+            .context("the kfree_skb program has no fd")?
+            .try_clone()
+            .context("cannot keep the kfree_skb program's fd")?;
         let watched = ebpf
             .take_map(WATCHED_MAP)
             .with_context(|| format!("map {WATCHED_MAP} missing"))?;
@@ -227,6 +233,8 @@ impl RejectSetup {
             uncounted: PerCpuArray::try_from(uncounted)
                 .with_context(|| format!("map {UNCOUNTED_MAP} has an unexpected type"))?,
             uncounted_reported: 0,
+            prog_fd,
+            missed_reported: 0,
         })
     }
 }
@@ -295,6 +303,9 @@ pub struct DropCapture {
     reject_names: Vec<String>,
     uncounted: PerCpuArray<MapData, DropCounters>,
     uncounted_reported: u64,
+    /// The program, for the runs the kernel skipped ([`prog_info::recursion_misses`]).
+    prog_fd: ProgramFd,
+    missed_reported: u64,
 }
 
 impl DropCapture {
@@ -315,19 +326,31 @@ impl DropCapture {
         Ok(())
     }
 
-    /// Adds to the metrics what the kernel could not count (should stay zero).
+    /// Adds to the metrics what the kernel could not count (should stay zero): drops the
+    /// per-reason map had no room for, and runs of the program the kernel skipped.
     pub fn report_uncounted(&mut self) {
-        let Ok(values) = self.uncounted.get(&0, 0) else {
-            return;
-        };
-        let total: u64 = values.iter().map(|c| c.packets).sum();
-        metrics::counter_add(
-            "flowlog_kernel_drops_uncounted_total",
-            "Dropped packets the per-reason drop map had no room for.",
-            &[],
-            total.saturating_sub(self.uncounted_reported),
-        );
-        self.uncounted_reported = total;
+        if let Ok(values) = self.uncounted.get(&0, 0) {
+            let total: u64 = values.iter().map(|c| c.packets).sum();
+            metrics::counter_add(
+                UNCOUNTED.0,
+                UNCOUNTED.1,
+                &[],
+                total.saturating_sub(self.uncounted_reported),
+            );
+            self.uncounted_reported = total;
+        }
+        match prog_info::recursion_misses(self.prog_fd.as_fd()) {
+            Ok(total) => {
+                metrics::counter_add(
+                    MISSED.0,
+                    MISSED.1,
+                    &[],
+                    total.saturating_sub(self.missed_reported),
+                );
+                self.missed_reported = total;
+            }
+            Err(e) => debug!(error = %e, "cannot read the kfree_skb program's skipped runs"),
+        }
     }
 }
 
@@ -339,6 +362,7 @@ pub fn export_zero_counters<'a>(
 ) {
     let Some(capture) = capture else { return };
     metrics::counter_add(UNCOUNTED.0, UNCOUNTED.1, &[], 0);
+    metrics::counter_add(MISSED.0, MISSED.1, &[], 0);
     for iface in interfaces {
         for direction in [Direction::Ingress, Direction::Egress] {
             for reason in &capture.reject_names {
@@ -365,6 +389,13 @@ const UNCOUNTED: (&str, &str) = (
     "Dropped packets the per-reason drop map had no room for.",
 );
 
+/// Name and help of the counter of the drop program's skipped runs (as
+/// [`DropCapture::report_uncounted`] adds to it).
+const MISSED: (&str, &str) = (
+    "flowlog_drop_program_skipped_runs_total",
+    "Runs of the kfree_skb program the kernel skipped because it was already running on that CPU (on any interface: those drops, if on a watched one, stay in ACCEPT records).",
+);
+
 /// Metrics of one window's drops: REJECT packets per (interface, direction, reason), drops for
 /// other reasons (which stay in ACCEPT) the same way, and REJECT-reason drops of packets a raw
 /// socket had received (which stay in ACCEPT too).
@@ -385,12 +416,7 @@ pub fn report_window(
             ("direction", dir(k.flow.direction)),
             ("reason", r.as_str()),
         ];
-        metrics::counter_add(
-            "flowlog_rejected_packets_total",
-            "Packets the kernel dropped for a REJECT reason (REJECT records).",
-            &labels,
-            t.packets,
-        );
+        metrics::counter_add(REJECTED.0, REJECTED.1, &labels, t.packets);
     }
     for (k, c) in &d.other_drops {
         let (i, r) = (iface_name(k.ifindex), reason(k.reason));

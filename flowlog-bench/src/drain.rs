@@ -102,9 +102,21 @@ pub struct DrainResult {
     #[serde(default)]
     pub stream_s: Option<f64>,
     /// Of `stream_s`, the time the agent's thread spent turning batches into records, text and
-    /// gzip (the rest it waited for the drain thread, or flipped and finished objects).
+    /// gzip and finishing the objects (the rest it waited for the drain thread, or flipped).
     #[serde(default)]
     pub stream_busy_s: Option<f64>,
+    /// After `stream_s` (the records are in the objects): clearing the slot
+    /// ([`Collector::recorded`]: `BPF_MAP_DELETE_BATCH` of the keys the drain read). Absent in
+    /// older results, whose `stream_s` included the clear (by `BPF_MAP_LOOKUP_AND_DELETE_BATCH`).
+    #[serde(default)]
+    pub stream_clear_s: Option<f64>,
+    /// Inside `cut_s`: the clear alone, as `stream_clear_s`.
+    #[serde(default)]
+    pub clear_s: Option<f64>,
+    /// The same `flows` cleared the earlier way, `BPF_MAP_LOOKUP_AND_DELETE_BATCH` of every
+    /// entry (each per-CPU value copied out again), for comparison.
+    #[serde(default)]
+    pub clear_lookup_delete_s: Option<f64>,
     /// Peak RSS at the end of the streamed drain (before the collected one runs).
     #[serde(default)]
     pub stream_hwm_kib: Option<u64>,
@@ -128,12 +140,14 @@ pub struct DrainResult {
 /// flight: (IN_FLIGHT + 2) x FLOW_BATCH flows of 88 bytes, about 2 MiB; one batch's records;
 /// an object's 128 KiB text chunk; allocator slack) and, per flow, the finished objects'
 /// gzip bytes, which stay in memory until spooled (about 5.6 bytes per record of the default
-/// format, up to twice that while the compressed buffer grows by doubling).
+/// format, up to twice that while the compressed buffer grows by doubling: 16 bytes), and the
+/// flow's map key, kept until the slot is cleared (40 bytes: the bench's flows are all in the
+/// IPv6-keyed map; the agent keeps IPv4 flows under the 20-byte compact key).
 pub fn budget_kib(flows: u32) -> u64 {
     BUDGET_FIXED_KIB + u64::from(flows) * BUDGET_BYTES_PER_FLOW / 1024
 }
 pub const BUDGET_FIXED_KIB: u64 = 16 * 1024;
-pub const BUDGET_BYTES_PER_FLOW: u64 = 16;
+pub const BUDGET_BYTES_PER_FLOW: u64 = 16 + 40;
 
 pub fn run(sizes: &[u32]) -> anyhow::Result<Vec<DrainResult>> {
     let exe = std::env::current_exe().context("locating the benchmark binary")?;
@@ -228,6 +242,15 @@ fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time of the calling thread, s: what a step cost on a machine other work shares.
+fn thread_cpu_s() -> f64 {
+    // SAFETY: an all-zero timespec is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer; CLOCK_THREAD_CPUTIME_ID exists on every supported kernel.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 /// VmHWM (peak resident set) of this process, KiB.
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -269,6 +292,59 @@ fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
     ))
 }
 
+/// Times `BPF_MAP_LOOKUP_AND_DELETE_BATCH` of every entry of the flow map `name` (holding `n`
+/// flows), each per-CPU value copied out: how the collector cleared a recorded slot before it
+/// kept the keys it read. Returns seconds and CPU seconds.
+fn clear_every_entry(
+    capture: &mut Capture,
+    name: &str,
+    n: u32,
+    cpus: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let map = capture
+        .ebpf_mut()
+        .map_mut(name)
+        .with_context(|| format!("{name} missing"))?;
+    let flows: PerCpuHashMap<_, FlowKey, FlowStats> = PerCpuHashMap::try_from(map)?;
+    let t = Instant::now();
+    let cpu = thread_cpu_s();
+    let deleted = flowlog_agent::capture::map_batch::lookup_and_delete_all(&flows, cpus, |_, _| {})
+        .with_context(|| format!("BPF_MAP_LOOKUP_AND_DELETE_BATCH of {name}"))?;
+    let s = (t.elapsed().as_secs_f64(), thread_cpu_s() - cpu);
+    if deleted != n as usize {
+        bail!("cleared {deleted} flows of the {n} in {name}");
+    }
+    Ok(s)
+}
+
+/// Gzip of the objects' text at levels 1, 2 and 3 (flate2, the batcher's backend): (level,
+/// CPU seconds, compressed bytes).
+fn gzip_levels(batches: &[Batch]) -> anyhow::Result<Vec<(u32, f64, usize)>> {
+    use std::io::{Read as _, Write as _};
+    let mut texts = Vec::new();
+    for b in batches {
+        if let Batch::Object(o) = b {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(&o.body[..])
+                .read_to_end(&mut text)
+                .context("gunzip of a finished object")?;
+            texts.push(text);
+        }
+    }
+    let mut out = Vec::new();
+    for level in 1..=3 {
+        let t = thread_cpu_s();
+        let mut bytes = 0;
+        for text in &texts {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            gz.write_all(text)?;
+            bytes += gz.finish()?.len();
+        }
+        out.push((level, thread_cpu_s() - t, bytes));
+    }
+    Ok(out)
+}
+
 /// Writes `n` flows into the flow map `name` from userspace.
 fn fill(capture: &mut Capture, name: &str, n: u32, cpus: usize, now: u64) -> anyhow::Result<()> {
     let map = capture
@@ -304,6 +380,8 @@ struct Streamed<'a> {
     tally: FlowTally,
     flows: usize,
     busy: std::time::Duration,
+    /// CPU time of `busy`.
+    busy_cpu_s: f64,
 }
 
 impl FlowSink for Streamed<'_> {
@@ -313,6 +391,7 @@ impl FlowSink for Streamed<'_> {
 
     fn flows(&mut self, flows: &[(FlowKey, FlowTotals)]) {
         let t = Instant::now();
+        let cpu = thread_cpu_s();
         self.flows += flows.len();
         self.tally.add(flows);
         let members = self.interfaces;
@@ -325,6 +404,7 @@ impl FlowSink for Streamed<'_> {
             );
         }
         self.busy += t.elapsed();
+        self.busy_cpu_s += thread_cpu_s() - cpu;
     }
 }
 
@@ -343,13 +423,21 @@ fn object_bytes(batches: &[Batch]) -> usize {
 /// Both flow map slots are filled with the same `n` flows. The first cut (slot A) takes the
 /// agent's path, streamed, for its time and peak RSS; the second (slot B) collects every flow
 /// first and times each step alone: where the time goes.
-pub fn child(n: u32) -> anyhow::Result<()> {
+///
+/// `streamed_only` (for work on the drain): only the streamed cut, then the gzip of its
+/// objects' text at levels 1 to 3, as one JSON line.
+pub fn child(n: u32, streamed_only: bool) -> anyhow::Result<()> {
     let object = crate::read_env_file(OBJECT_ENV)?;
     let mut capture = Capture::load(&object, n + 1_024).context("loading the flowlog object")?;
     let cpus = nr_cpus()
         .map_err(|(_, e)| e)
         .context("reading the possible CPUs")?;
     let now = mono_ns();
+    fill(&mut capture, FLOW_MAPS[0], n, cpus, now)?;
+    // The clear the collector used before it kept the keys it read, for comparison; then the
+    // map is filled again.
+    let (clear_lookup_delete_s, clear_lookup_delete_cpu_s) =
+        clear_every_entry(&mut capture, FLOW_MAPS[0], n, cpus)?;
     fill(&mut capture, FLOW_MAPS[0], n, cpus, now)?;
     fill(&mut capture, FLOW_MAPS[1], n, cpus, now)?;
     // The options `flowlog run` gets by default, parsed by the agent's own CLI.
@@ -399,17 +487,25 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         tally: FlowTally::default(),
         flows: 0,
         busy: std::time::Duration::ZERO,
+        busy_cpu_s: 0.0,
     };
     collector.cut_into(window, &mut sink)?;
-    let (streamed, open, busy) = (sink.flows, sink.open.take(), sink.busy);
+    let (streamed, open, busy, busy_cpu_s) =
+        (sink.flows, sink.open.take(), sink.busy, sink.busy_cpu_s);
     let open = open.context("the drain never began the window")?;
     let t_close = Instant::now();
+    let cpu_close = thread_cpu_s();
     let mut batches = flow_log.close_window(open);
     batches.extend(flow_log.close_all());
-    // The records are in the objects: the slot is cleared, as the agent does then.
-    collector.recorded()?;
     let stream_s = t.elapsed().as_secs_f64();
     let stream_busy_s = (busy + t_close.elapsed()).as_secs_f64();
+    let stream_busy_cpu_s = busy_cpu_s + thread_cpu_s() - cpu_close;
+    // The records are in the objects: the slot is cleared, as the agent does then.
+    let t_clear = Instant::now();
+    let cpu_clear = thread_cpu_s();
+    collector.recorded()?;
+    let stream_clear_s = t_clear.elapsed().as_secs_f64();
+    let stream_clear_cpu_s = thread_cpu_s() - cpu_clear;
     let stream_hwm_kib = vm_hwm_kib();
     let streamed_records: usize = batches.iter().map(Batch::records).sum();
     if streamed != n as usize || streamed_records != n as usize {
@@ -418,6 +514,28 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         );
     }
     let streamed_gzip = object_bytes(&batches);
+    if streamed_only {
+        let gzip_levels = gzip_levels(&batches)?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "flows": n,
+                "stream_s": stream_s,
+                "stream_busy_s": stream_busy_s,
+                "stream_busy_cpu_s": stream_busy_cpu_s,
+                "stream_clear_s": stream_clear_s,
+                "stream_clear_cpu_s": stream_clear_cpu_s,
+                "clear_lookup_delete_s": clear_lookup_delete_s,
+                "clear_lookup_delete_cpu_s": clear_lookup_delete_cpu_s,
+                "hwm_before_kib": hwm_before_kib,
+                "stream_hwm_kib": stream_hwm_kib,
+                "budget_kib": budget_kib(n),
+                "gzip_bytes": streamed_gzip,
+                "gzip_levels": gzip_levels,
+            })
+        );
+        return Ok(());
+    }
     drop(batches);
 
     // Every flow collected first, then each step alone.
@@ -425,7 +543,9 @@ pub fn child(n: u32) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let drained = collector.cut(window)?;
     // Cleared on the cut path, as the agent does once the records are on disk.
+    let t_clear = Instant::now();
     collector.recorded()?;
+    let clear_s = t_clear.elapsed().as_secs_f64();
     let cut_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut batches = flow_log.on_window(&drained, &interfaces);
@@ -480,6 +600,9 @@ pub fn child(n: u32) -> anyhow::Result<()> {
         flow_logs_s,
         stream_s: Some(stream_s),
         stream_busy_s: Some(stream_busy_s),
+        stream_clear_s: Some(stream_clear_s),
+        clear_s: Some(clear_s),
+        clear_lookup_delete_s: Some(clear_lookup_delete_s),
         stream_hwm_kib: Some(stream_hwm_kib),
         budget_kib: Some(budget_kib(n)),
         records_s: Some(records_s),

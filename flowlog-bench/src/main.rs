@@ -81,6 +81,9 @@ enum Command {
     DrainChild {
         #[arg(long)]
         flows: u32,
+        /// Only the streamed cut (and the gzip levels of its objects), for work on the drain.
+        #[arg(long)]
+        streamed_only: bool,
     },
     /// The datapath section alone, at the given fills (for work on the programs): prints its
     /// tables and writes datapath.json into --out (default: the current directory).
@@ -116,7 +119,10 @@ pub struct Results {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::DrainChild { flows }) => drain::child(flows),
+        Some(Command::DrainChild {
+            flows,
+            streamed_only,
+        }) => drain::child(flows, streamed_only),
         Some(Command::Report { results }) => rewrite_report(&results),
         Some(Command::Datapath { fills }) => datapath_only(cli.quick, fills, cli.out),
         Some(Command::Attach { interfaces }) => attach_only(cli.quick, interfaces),

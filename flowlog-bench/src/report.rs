@@ -1098,7 +1098,7 @@ fn drain_section(s: &mut String, d: &[DrainResult]) {
         s,
         "Each size in a fresh process: load the programs, fill FLOWS_A with N flows from userspace (not \
          timed), then `Collector::cut` (flip the active slot, the {} s grace period, read the idle map) and \
-         `Collector::recorded` (clear it) and `FlowLog::on_window` + `close_all` (records, default v2 format, gzip objects), as \
+         `Collector::recorded` (clear it: `BPF_MAP_DELETE_BATCH` of the keys read) and `FlowLog::on_window` + `close_all` (records, default v2 format, gzip objects), as \
          `flowlog run` does at a window boundary. Peak RSS is the process's VmHWM: before the drain \
          (loaded and filled) and at the end.\n",
         d.first().map_or(f64::NAN, |x| x.grace_s)
@@ -1314,6 +1314,9 @@ mod tests {
                 flow_logs_s: vec![(1, 0.5), (8, 4.0)],
                 stream_s: None,
                 stream_busy_s: None,
+                stream_clear_s: None,
+                clear_s: None,
+                clear_lookup_delete_s: None,
                 stream_hwm_kib: None,
                 budget_kib: None,
                 records_s: None,

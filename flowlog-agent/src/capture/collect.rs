@@ -31,6 +31,7 @@ use crate::capture::{
     clock::MonotonicClock,
     flow_sink::{self, CollectFlows, FlowSink},
     map_batch,
+    read_keys::ReadKeys,
     reject::reasons::DropReasons,
 };
 
@@ -100,6 +101,15 @@ pub struct Collector {
     grace: Duration,
     /// Possible CPUs: the number of values of each per-CPU map entry.
     cpus: usize,
+    /// Per slot, the flow map keys its last read returned: what clearing it deletes.
+    keys: [SlotKeys; 2],
+}
+
+/// The keys one slot's flow maps held when they were read ([`Collector::clear_slot`]).
+#[derive(Debug, Default)]
+struct SlotKeys {
+    flows: ReadKeys<FlowKey>,
+    flows4: ReadKeys<FlowKey4>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -271,6 +281,7 @@ impl Collector {
             cpus: nr_cpus()
                 .map_err(|(_, e)| e)
                 .context("cannot read the number of possible CPUs")?,
+            keys: Default::default(),
         })
     }
 
@@ -366,14 +377,18 @@ impl Collector {
     /// Hands both flow maps of slot `idle` (IPv6 and the compact IPv4 keys) to `sink`, leaving
     /// them as they are. The programs chose the slot once per packet, so no packet is in the
     /// other slot's maps.
-    fn read_flows_into(&self, idle: usize, sink: &mut dyn FlowSink) -> anyhow::Result<()> {
-        flow_sink::read_into(&self.flows[idle], self.cpus, |k| k, sink)
+    /// Their keys are kept until the slot is cleared.
+    fn read_flows_into(&mut self, idle: usize, sink: &mut dyn FlowSink) -> anyhow::Result<()> {
+        let keys = &mut self.keys[idle];
+        *keys = SlotKeys::default();
+        flow_sink::read_into(&self.flows[idle], self.cpus, |k| k, sink, &mut keys.flows)
             .with_context(|| format!("cannot read {}", FLOW_MAPS[idle]))?;
         flow_sink::read_into(
             &self.flows4[idle],
             self.cpus,
             |k: FlowKey4| k.to_flow_key(),
             sink,
+            &mut keys.flows4,
         )
         .with_context(|| format!("cannot read {}", FLOW4_MAPS[idle]))?;
         Ok(())
@@ -431,13 +446,16 @@ impl Collector {
         })
     }
 
-    /// Empties slot `idle` (no program may be writing to it).
+    /// Empties slot `idle` (no program may be writing to it). The flow maps, by far the
+    /// largest, by the keys their last read returned.
     fn clear_slot(&mut self, idle: usize) -> anyhow::Result<()> {
         let cpus = self.cpus;
-        clear_all(&mut self.flows[idle], cpus)
+        let keys = std::mem::take(&mut self.keys[idle]);
+        clear_read(&mut self.flows[idle], &keys.flows, cpus)
             .with_context(|| format!("cannot clear {}", FLOW_MAPS[idle]))?;
-        clear_all(&mut self.flows4[idle], cpus)
+        clear_read(&mut self.flows4[idle], &keys.flows4, cpus)
             .with_context(|| format!("cannot clear {}", FLOW4_MAPS[idle]))?;
+        drop(keys);
         clear_all(&mut self.ifaces[idle], cpus)
             .with_context(|| format!("cannot clear {}", IFACE_MAPS[idle]))?;
         self.clear_lost(idle as u32)?;
@@ -460,6 +478,30 @@ impl Collector {
         }
         Ok(())
     }
+}
+
+/// Empties an idle flow map whose entries were read into `keys`: deletes those keys in batches
+/// (no value is copied out, unlike [`clear_all`]), then, if anything is left (keys not known,
+/// as for a slot adopted from an earlier agent; a read that failed part way; a kernel without
+/// batch operations), every entry.
+fn clear_read<K: aya::Pod + Copy, V: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, K, V>,
+    keys: &ReadKeys<K>,
+    cpus: usize,
+) -> anyhow::Result<()> {
+    if !keys.is_empty() {
+        for chunk in keys.chunks() {
+            match map_batch::delete_keys(map, chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => break,
+                Err(e) => return Err(e).context("BPF_MAP_DELETE_BATCH failed"),
+            }
+        }
+        if map_batch::is_empty(map).context("cannot look for entries left")? {
+            return Ok(());
+        }
+    }
+    clear_all(map, cpus)
 }
 
 /// Deletes every entry of an idle per-CPU map, in batches where the kernel supports it.

@@ -14,6 +14,7 @@ use flowlog_common::{FlowKey, FlowStats};
 use crate::capture::{
     drained::{DrainedWindow, FlowTotals},
     map_batch,
+    read_keys::ReadKeys,
 };
 
 /// Flows per batch: what one `BPF_MAP_LOOKUP_BATCH` call returns at first.
@@ -54,12 +55,14 @@ pub fn hand_over(ready: &[(FlowKey, FlowTotals)], sink: &mut dyn FlowSink) -> us
 
 /// Reads and sums over CPUs every entry of an idle flow map on a second thread, handing the
 /// flows to `sink` on this one as they come; the map is left as it is (the collector clears it
-/// once the window's records are on disk). Returns how many there were.
+/// once the window's records are on disk, by the map keys pushed onto `keys`). Returns how many
+/// there were.
 pub fn read_into<K: aya::Pod + Copy + Send + Sync>(
     map: &PerCpuHashMap<MapData, K, FlowStats>,
     cpus: usize,
     to_key: impl Fn(K) -> FlowKey + Send + Copy,
     sink: &mut dyn FlowSink,
+    keys: &mut ReadKeys<K>,
 ) -> anyhow::Result<usize> {
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<(FlowKey, FlowTotals)>>(IN_FLIGHT);
     // Emptied batches go back to the reader, so the batches are allocated once per cut.
@@ -71,6 +74,7 @@ pub fn read_into<K: aya::Pod + Copy + Send + Sync>(
                 let fresh = || Vec::with_capacity(FLOW_BATCH);
                 let mut batch = fresh();
                 let read = map_batch::lookup_all(map, cpus, |k, v| {
+                    keys.push(k);
                     batch.push((to_key(k), FlowTotals::sum(v)));
                     if batch.len() == FLOW_BATCH {
                         let next = empty_rx.try_recv().unwrap_or_else(|_| fresh());
@@ -87,6 +91,9 @@ pub fn read_into<K: aya::Pod + Copy + Send + Sync>(
                     Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                         let all = map_batch::read_all(map, cpus, |v| FlowTotals::sum(v))?;
                         let n = all.len();
+                        for (k, _) in &all {
+                            keys.push(*k);
+                        }
                         for chunk in all.chunks(FLOW_BATCH) {
                             let _ =
                                 full_tx.send(chunk.iter().map(|(k, t)| (to_key(*k), *t)).collect());

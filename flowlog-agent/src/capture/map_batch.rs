@@ -1,5 +1,7 @@
-//! `BPF_MAP_LOOKUP_BATCH` (a cut's read, `flowlog top`'s peek) and
-//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (clearing a recorded slot) for per-CPU hash maps.
+//! `BPF_MAP_LOOKUP_BATCH` (a cut's read, `flowlog top`'s peek), `BPF_MAP_DELETE_BATCH`
+//! (clearing a recorded slot by the keys its read returned) and
+//! `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (clearing a slot whose keys are not known) for per-CPU
+//! hash maps.
 //!
 //! aya 0.14 has no batch map operations; its iterator costs three syscalls per flow
 //! (get-next-key, lookup, delete), which is ~3 million syscalls for a 1M-flow window. One batch
@@ -7,6 +9,7 @@
 //! The command exists since Linux 5.6; callers fall back to the iterator when it is refused.
 
 use std::{
+    borrow::Borrow,
     io,
     mem::size_of,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -24,8 +27,8 @@ const INITIAL_BATCH: usize = 4096;
 /// Reads and deletes every entry of an idle per-CPU hash map, calling `each(key, per_cpu)`
 /// with the values of all possible CPUs. `Err` with `ErrorKind::Unsupported` means the kernel
 /// refused the batch command before anything was deleted.
-pub fn lookup_and_delete_all<K: Pod, V: Pod>(
-    map: &PerCpuHashMap<MapData, K, V>,
+pub fn lookup_and_delete_all<T: Borrow<MapData>, K: Pod, V: Pod>(
+    map: &PerCpuHashMap<T, K, V>,
     nr_cpus: usize,
     each: impl FnMut(K, &[V]),
 ) -> io::Result<usize> {
@@ -35,17 +38,81 @@ pub fn lookup_and_delete_all<K: Pod, V: Pod>(
 /// Reads every entry of a per-CPU hash map without changing it, as
 /// [`lookup_and_delete_all`] does (same `Unsupported` fallback contract). On a map the
 /// datapath writes to, an entry added during the walk may or may not be read.
-pub fn lookup_all<K: Pod, V: Pod>(
-    map: &PerCpuHashMap<MapData, K, V>,
+pub fn lookup_all<T: Borrow<MapData>, K: Pod, V: Pod>(
+    map: &PerCpuHashMap<T, K, V>,
     nr_cpus: usize,
     each: impl FnMut(K, &[V]),
 ) -> io::Result<usize> {
     batch_all(bpf_cmd::BPF_MAP_LOOKUP_BATCH, map, nr_cpus, each)
 }
 
-fn batch_all<K: Pod, V: Pod>(
+/// Deletes `keys` from a hash map, thousands per syscall (`BPF_MAP_DELETE_BATCH`): unlike
+/// [`lookup_and_delete_all`], no value is copied out (a per-CPU entry's value is one copy per
+/// possible CPU). A key already gone is skipped. Returns how many were deleted; `Err` with
+/// `ErrorKind::Unsupported` means the kernel refused the command before deleting anything.
+pub fn delete_keys<T: Borrow<MapData>, K: Pod, V: Pod>(
+    map: &PerCpuHashMap<T, K, V>,
+    keys: &[K],
+) -> io::Result<usize> {
+    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    let mut deleted = 0;
+    let mut rest = keys;
+    let mut first = true;
+    while !rest.is_empty() {
+        // SAFETY: an all-zero bpf_attr is the documented way to start a command.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing the `batch` member of a zeroed union.
+        unsafe {
+            let b = &mut attr.batch;
+            b.keys = rest.as_ptr() as u64;
+            b.count = rest.len().min(u32::MAX as usize) as u32;
+            b.map_fd = fd;
+        }
+        // SAFETY: `attr` points at `count` keys of the map's key size; the kernel only reads
+        // them.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                bpf_cmd::BPF_MAP_DELETE_BATCH as libc::c_long,
+                &mut attr as *mut bpf_attr,
+                size_of::<bpf_attr>() as libc::c_uint,
+            )
+        };
+        let err = (ret < 0).then(io::Error::last_os_error);
+        // SAFETY: reading back the count the kernel filled in (keys deleted before any error).
+        let n = (unsafe { attr.batch.count } as usize).min(rest.len());
+        deleted += n;
+        rest = &rest[n..];
+        match err.as_ref().and_then(io::Error::raw_os_error) {
+            None => {}
+            // The key at `n` was not in the map: skip it.
+            Some(libc::ENOENT) => rest = &rest[1.min(rest.len())..],
+            // 524 is the kernel-internal ENOTSUPP that bpf(2) can leak.
+            Some(libc::EINVAL | 524 | libc::EOPNOTSUPP) if first && n == 0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "batch map operations",
+                ));
+            }
+            Some(_) => return Err(err.unwrap_or_else(io::Error::last_os_error)),
+        }
+        first = false;
+    }
+    Ok(deleted)
+}
+
+/// Whether a map has no entry (one `BPF_MAP_GET_NEXT_KEY` from no key).
+pub fn is_empty<K: Pod, V: Pod>(map: &PerCpuHashMap<MapData, K, V>) -> io::Result<bool> {
+    match map.keys().next() {
+        None => Ok(true),
+        Some(Ok(_)) => Ok(false),
+        Some(Err(e)) => Err(io::Error::other(e)),
+    }
+}
+
+fn batch_all<T: Borrow<MapData>, K: Pod, V: Pod>(
     cmd: bpf_cmd,
-    map: &PerCpuHashMap<MapData, K, V>,
+    map: &PerCpuHashMap<T, K, V>,
     nr_cpus: usize,
     mut each: impl FnMut(K, &[V]),
 ) -> io::Result<usize> {

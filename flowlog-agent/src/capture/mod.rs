@@ -8,6 +8,7 @@
 //!   its records are on disk).
 //! - [`drained`]: what a cut returns (one window's counts).
 //! - [`flow_sink`]: the cut's flows handed over in batches while the drain goes on.
+//! - [`read_keys`]: the keys a cut read, kept to clear exactly those once recorded.
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
 //! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
@@ -25,5 +26,6 @@ pub mod object;
 pub mod peek;
 pub mod pins;
 pub mod prog_info;
+pub mod read_keys;
 pub mod reject;
 pub mod window_metrics;

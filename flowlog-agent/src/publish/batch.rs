@@ -39,10 +39,15 @@ use crate::{
 pub const MAX_OBJECT_BYTES: usize = 75 * 1024 * 1024;
 /// AWS publishes a file every 5 minutes.
 pub const DEFAULT_ROLLOVER_SECS: u64 = 300;
-/// Gzip level of text objects. With the zlib-rs backend, level 3 of 1M synthetic records of
-/// varied traffic (95 MiB of text) takes 0.40 s for 17.6 MiB, against 0.68 s for 17.2 MiB at the
-/// default level 6 and 0.20 s for 25.9 MiB at level 1.
-pub const GZIP_LEVEL: u32 = 3;
+/// Gzip level of text objects: the output only has to be valid gzip, and compression is the
+/// largest single cost of a streamed window's records. With the zlib-rs backend, the 85 MiB of
+/// text of 1M streamed (unsorted) records of the drain bench took, in CPU time: level 2
+/// (`deflate_fast`) 0.26 s for 10.35 MB, level 3 (`deflate_medium`) 0.37 s for 9.74 MB, level 1
+/// (`deflate_quick`, static Huffman codes only) 0.20 s for 13.69 MB. Level 2 keeps most of the
+/// saving for 6 % more bytes; level 1 would cost 41 % more (2026-12-02, 2 shared cores). Before
+/// that: of 1M synthetic records of varied traffic (95 MiB), level 3 0.40 s for 17.6 MiB, the
+/// default level 6 0.68 s for 17.2 MiB.
+pub const GZIP_LEVEL: u32 = 2;
 /// Text is rendered into a buffer of about this size per object and compressed (and appended to
 /// the write-ahead log) a buffer at a time: one compressor call per record costs more than the
 /// compression itself. A text object's compressed size grows a buffer at a time, so it can pass

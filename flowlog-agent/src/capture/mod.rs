@@ -11,6 +11,7 @@
 //! - [`read_keys`]: the keys a cut read, kept to clear exactly those once recorded.
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
+//! - [`prog_info`]: what the kernel counts about a loaded program (its skipped runs).
 //! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
 //! - [`reject`]: the REJECT feature, from the kernel's drops to ACCEPT/REJECT verdicts.
 //! - [`window_metrics`]: what each cut counted, as metrics.

@@ -289,8 +289,8 @@ fn prefill(
     let stats = FlowStats {
         packets: 1,
         bytes: 100,
-        first_seen_ns: 1,
-        last_seen_ns: 1,
+        first_seen_jiffies: 1,
+        last_seen_jiffies: 1,
         tcp_flags: 0,
         _pad: [0; 7],
     };

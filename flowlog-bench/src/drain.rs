@@ -282,8 +282,8 @@ fn fill(capture: &mut Capture, name: &str, n: u32, cpus: usize, now: u64) -> any
         v[(i as usize) % cpus] = FlowStats {
             packets,
             bytes: packets * 120,
-            first_seen_ns: now - 30_000_000_000,
-            last_seen_ns: now - 1_000_000_000,
+            first_seen_jiffies: now - 30_000_000_000,
+            last_seen_jiffies: now - 1_000_000_000,
             tcp_flags: if i % 2 == 0 { 2 } else { 0 },
             _pad: [0; 7],
         };

@@ -70,8 +70,8 @@ pub struct RejectStats {
     pub tc_packets: u64,
     pub tc_bytes: u64,
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the first and last drop on this CPU (0 = none).
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     /// OR of the AWS `tcp-flags` bits of the dropped packets.
     pub tcp_flags: u8,
     pub _pad: [u8; 7],

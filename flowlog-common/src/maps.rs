@@ -157,8 +157,8 @@ pub struct FlowStats {
     pub bytes: u64,
     /// CLOCK_MONOTONIC_COARSE ns (`bpf_ktime_get_coarse_ns()`) of the first and last packet on
     /// this CPU (0 = none yet).
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     /// OR of [`aws_tcp_flags`] over the packets.
     pub tcp_flags: u8,
     pub _pad: [u8; 7],

@@ -356,14 +356,14 @@ fn count_reject(
         // SAFETY: this CPU's value of a per-CPU map. A nested run on this CPU is impossible:
         // the kernel skips a tracing program that is already running on the CPU.
         let s = unsafe { &mut *s };
-        if s.first_seen_ns == 0 {
-            s.first_seen_ns = now;
+        if s.first_seen_jiffies == 0 {
+            s.first_seen_jiffies = now;
         }
         s.packets += p.packets;
         s.bytes += p.bytes;
         s.tc_packets += tc_packets;
         s.tc_bytes += tc_bytes;
-        s.last_seen_ns = now;
+        s.last_seen_jiffies = now;
         s.tcp_flags |= p.tcp_flags;
     };
     if let Some(s) = map.get_ptr_mut(key) {
@@ -375,8 +375,8 @@ fn count_reject(
         bytes: p.bytes,
         tc_packets,
         tc_bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
+        first_seen_jiffies: now,
+        last_seen_jiffies: now,
         tcp_flags: p.tcp_flags,
         _pad: [0; 7],
     };

@@ -151,12 +151,12 @@ fn counts(w: &DrainedWindow, since: u64) -> Counts {
     let mut out = Counts::new();
     for (key, t) in &w.flows {
         assert!(
-            since <= t.first_seen_ns
-                && t.first_seen_ns <= t.last_seen_ns
-                && t.last_seen_ns <= until,
+            since <= t.first_seen_jiffies
+                && t.first_seen_jiffies <= t.last_seen_jiffies
+                && t.last_seen_jiffies <= until,
             "flow {key:?}: first/last seen {}/{} outside [{since}, {until}]",
-            t.first_seen_ns,
-            t.last_seen_ns
+            t.first_seen_jiffies,
+            t.last_seen_jiffies
         );
         assert!(
             out.insert(*key, (t.packets, t.bytes, t.tcp_flags))

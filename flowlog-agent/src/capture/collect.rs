@@ -164,8 +164,8 @@ impl Drained {
             a.packets += b.packets;
             a.bytes += b.bytes;
             a.tcp_flags |= b.tcp_flags;
-            a.first_seen_ns = earliest(a.first_seen_ns, b.first_seen_ns);
-            a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+            a.first_seen_jiffies = earliest(a.first_seen_jiffies, b.first_seen_jiffies);
+            a.last_seen_jiffies = a.last_seen_jiffies.max(b.last_seen_jiffies);
         });
         merge_into(&mut self.ifaces, other.ifaces, |a, b| a.add(&b));
         self.lost.add(&other.lost);
@@ -175,8 +175,8 @@ impl Drained {
             a.tc_packets += b.tc_packets;
             a.tc_bytes += b.tc_bytes;
             a.tcp_flags |= b.tcp_flags;
-            a.first_seen_ns = earliest(a.first_seen_ns, b.first_seen_ns);
-            a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+            a.first_seen_jiffies = earliest(a.first_seen_jiffies, b.first_seen_jiffies);
+            a.last_seen_jiffies = a.last_seen_jiffies.max(b.last_seen_jiffies);
         });
         merge_into(&mut self.other_drops, other.other_drops, |a, b| {
             a.packets += b.packets;
@@ -490,8 +490,8 @@ mod tests {
             bytes: 20,
             tc_packets: 1,
             tc_bytes: 10,
-            first_seen_ns: 50,
-            last_seen_ns: 60,
+            first_seen_jiffies: 50,
+            last_seen_jiffies: 60,
             tcp_flags: 2,
             _pad: [0; 7],
         };
@@ -500,8 +500,8 @@ mod tests {
             bytes: 10,
             tc_packets: 1,
             tc_bytes: 10,
-            first_seen_ns: 40,
-            last_seen_ns: 45,
+            first_seen_jiffies: 40,
+            last_seen_jiffies: 45,
             tcp_flags: 4,
             _pad: [0; 7],
         };
@@ -513,8 +513,8 @@ mod tests {
                 bytes: 30,
                 tc_packets: 2,
                 tc_bytes: 20,
-                first_seen_ns: 40,
-                last_seen_ns: 60,
+                first_seen_jiffies: 40,
+                last_seen_jiffies: 60,
                 tcp_flags: 6
             }
         );
@@ -526,8 +526,8 @@ mod tests {
         FlowStats {
             packets,
             bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
+            first_seen_jiffies: first,
+            last_seen_jiffies: last,
             tcp_flags: flags,
             _pad: [0; 7],
         }
@@ -546,8 +546,8 @@ mod tests {
             FlowTotals {
                 packets: 5,
                 bytes: 500,
-                first_seen_ns: 40,
-                last_seen_ns: 90,
+                first_seen_jiffies: 40,
+                last_seen_jiffies: 90,
                 tcp_flags: 18
             }
         );
@@ -569,8 +569,8 @@ mod tests {
         let totals = |packets, first, last, flags| FlowTotals {
             packets,
             bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
+            first_seen_jiffies: first,
+            last_seen_jiffies: last,
             tcp_flags: flags,
         };
         let mut cut = Drained {
@@ -607,6 +607,6 @@ mod tests {
     #[test]
     fn idle_cpus_do_not_pull_first_seen_to_zero() {
         let cpus = [FlowStats::default(), stats(1, 10, 10, 0)];
-        assert_eq!(FlowTotals::sum(cpus.iter()).first_seen_ns, 10);
+        assert_eq!(FlowTotals::sum(cpus.iter()).first_seen_jiffies, 10);
     }
 }

@@ -22,8 +22,8 @@ pub struct Window {
 pub struct FlowTotals {
     pub packets: u64,
     pub bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     pub tcp_flags: u8,
 }
 
@@ -36,10 +36,10 @@ impl FlowTotals {
             t.packets += s.packets;
             t.bytes += s.bytes;
             t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
+            if t.first_seen_jiffies == 0 || s.first_seen_jiffies < t.first_seen_jiffies {
+                t.first_seen_jiffies = s.first_seen_jiffies;
             }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+            t.last_seen_jiffies = t.last_seen_jiffies.max(s.last_seen_jiffies);
         }
         t
     }
@@ -53,8 +53,8 @@ pub struct RejectTotals {
     /// Of `packets`/`bytes`, those the TC hook had counted as seen before the drop.
     pub tc_packets: u64,
     pub tc_bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     pub tcp_flags: u8,
 }
 
@@ -68,10 +68,10 @@ impl RejectTotals {
             t.tc_packets += s.tc_packets;
             t.tc_bytes += s.tc_bytes;
             t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
+            if t.first_seen_jiffies == 0 || s.first_seen_jiffies < t.first_seen_jiffies {
+                t.first_seen_jiffies = s.first_seen_jiffies;
             }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+            t.last_seen_jiffies = t.last_seen_jiffies.max(s.last_seen_jiffies);
         }
         t
     }

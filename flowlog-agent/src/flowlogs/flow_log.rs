@@ -368,8 +368,8 @@ mod tests {
         let totals = FlowTotals {
             packets,
             bytes: packets * 60,
-            first_seen_ns: 1_000_000_000_010,
-            last_seen_ns: 1_000_000_000_020,
+            first_seen_jiffies: 1_000_000_000_010,
+            last_seen_jiffies: 1_000_000_000_020,
             tcp_flags: 0,
         };
         (FlowKey::new(ifindex, dir, &tuple), totals)

@@ -58,10 +58,10 @@ fn add_flow(into: &mut FlowTotals, t: &FlowTotals) {
     into.bytes += t.bytes;
     into.tcp_flags |= t.tcp_flags;
     widen(
-        &mut into.first_seen_ns,
-        &mut into.last_seen_ns,
-        t.first_seen_ns,
-        t.last_seen_ns,
+        &mut into.first_seen_jiffies,
+        &mut into.last_seen_jiffies,
+        t.first_seen_jiffies,
+        t.last_seen_jiffies,
     );
 }
 
@@ -101,10 +101,10 @@ pub fn merge(acc: &mut DrainedWindow, next: DrainedWindow) {
         a.tc_bytes += b.tc_bytes;
         a.tcp_flags |= b.tcp_flags;
         widen(
-            &mut a.first_seen_ns,
-            &mut a.last_seen_ns,
-            b.first_seen_ns,
-            b.last_seen_ns,
+            &mut a.first_seen_jiffies,
+            &mut a.last_seen_jiffies,
+            b.first_seen_jiffies,
+            b.last_seen_jiffies,
         );
     });
     merge_by_key(&mut acc.other_drops, next.other_drops, |a, b| {
@@ -220,8 +220,8 @@ mod tests {
         FlowTotals {
             packets,
             bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
+            first_seen_jiffies: first,
+            last_seen_jiffies: last,
             tcp_flags: flags,
         }
     }

@@ -289,8 +289,8 @@ mod tests {
         let totals = FlowTotals {
             packets: 1,
             bytes: 80,
-            first_seen_ns: 1_000_000_000_000,
-            last_seen_ns: 1_010_000_000_000,
+            first_seen_jiffies: 1_000_000_000_000,
+            last_seen_jiffies: 1_010_000_000_000,
             tcp_flags: 0,
         };
         (FlowKey::new(ifindex, DIR_INGRESS, &tuple), totals)

@@ -145,8 +145,11 @@ impl RecordStream {
         // The TC programs' coarse clock advances once per tick, so a packet counted just after
         // a window's flip can carry a stamp from just before its start: no record of a window
         // starts before the window does.
-        let start = d.clock.unix_secs(totals.first_seen_ns).max(d.window.start);
-        let end = d.clock.unix_secs(totals.last_seen_ns).max(start);
+        let start = d
+            .clock
+            .unix_secs(totals.first_seen_jiffies)
+            .max(d.window.start);
+        let end = d.clock.unix_secs(totals.last_seen_jiffies).max(start);
         FlowRecord {
             interface_id,
             log_status: LogStatus::Ok,

@@ -104,8 +104,8 @@ impl Flow<'_> {
         FlowTotals {
             packets: self.packets,
             bytes: self.bytes,
-            first_seen_ns: self.start * 1_000_000_000,
-            last_seen_ns: self.end * 1_000_000_000,
+            first_seen_jiffies: self.start * 1_000_000_000,
+            last_seen_jiffies: self.end * 1_000_000_000,
             tcp_flags: self.tcp_flags,
         }
     }

@@ -263,8 +263,8 @@ pub fn floor_insert(ctx: TcContext) -> i32 {
     let fresh = FlowStats {
         packets: 1,
         bytes: 100,
-        first_seen_ns: n,
-        last_seen_ns: n,
+        first_seen_jiffies: n,
+        last_seen_jiffies: n,
         tcp_flags: 0,
         _pad: [0; 7],
     };
@@ -326,7 +326,7 @@ fn count_shared<K>(flows: &HashMap<K, FlowStats>, key: &K, p: Packet) {
         unsafe {
             atomic_add(&raw mut (*s).packets, p.packets);
             atomic_add(&raw mut (*s).bytes, p.bytes);
-            (*s).last_seen_ns = p.now;
+            (*s).last_seen_jiffies = p.now;
             (*s).tcp_flags |= p.tcp_flags;
         }
         return;

@@ -62,7 +62,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_jiffies64, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
@@ -185,10 +185,10 @@ fn on_drop(skb: u64, reason: u32) -> Option<()> {
     // SAFETY: only presence matters; the value is not read.
     unsafe { WATCHED.get(&ifindex) }?;
 
-    // CLOCK_MONOTONIC, the base of the TC programs' coarse clock (the coarse helper is not
-    // allowed in tracing programs); drops are rare, so the finer clock costs little here.
+    // Jiffies, as the TC programs stamp packets: every stamp in every map is in one unit, which
+    // the agent converts once (a base helper, allowed in tracing programs).
     // SAFETY: clock helper, no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_jiffies64() };
     let slot = match crate::WINDOW.get(0) {
         Some(&s) => s & 1,
         None => 0,

@@ -11,7 +11,7 @@ const EEXIST: i32 = 17;
 pub struct Packet {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_coarse_ns()` of the packet.
+    /// `bpf_jiffies64()` of the packet (never 0).
     pub now: u64,
     pub tcp_flags: u8,
 }

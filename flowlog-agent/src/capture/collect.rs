@@ -28,7 +28,8 @@ use flowlog_common::{
 
 pub use crate::capture::drained::{Direction, DrainedWindow, FlowTotals, RejectTotals, Window};
 use crate::capture::{
-    clock::MonotonicClock,
+    calibrate::Calibrator,
+    clock::JiffiesClock,
     flow_sink::{self, CollectFlows, FlowSink},
     map_batch,
     reject::reasons::DropReasons,
@@ -90,8 +91,10 @@ pub struct Collector {
     other_drops: [PerCpuHashMap<MapData, DropReasonKey, DropCounters>; 2],
     drop_reasons: Option<Arc<DropReasons>>,
     /// Counts an earlier agent left unrecorded in the idle slot (it stopped between a flip and
-    /// its records reaching disk), and the window they belong to.
-    carried: Option<(Window, Drained)>,
+    /// its records reaching disk), the window they belong to, and the clock for their stamps.
+    carried: Option<(Window, Drained, JiffiesClock)>,
+    /// Readings for the clock that converts each cut's stamps.
+    calibrator: Calibrator,
     /// The slot read by the last cut (or holding the carried counts), until [`Self::recorded`].
     unrecorded: Option<Unrecorded>,
     /// Number of the last cut (kept in `CUTS` across agents).
@@ -188,7 +191,7 @@ impl Drained {
 impl Collector {
     /// Takes fresh maps: the programs start in slot 0.
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let mut c = Self::take_maps(ebpf)?;
+        let mut c = Self::take_maps(ebpf, true)?;
         c.window
             .set(0, 0, 0)
             .context("cannot reset the WINDOW map")?;
@@ -204,7 +207,7 @@ impl Collector {
     /// cleared if its records had reached disk, else kept for [`Self::take_carried`]. Nothing
     /// writes to that slot until this agent's first flip.
     pub fn adopt(ebpf: &mut Ebpf) -> anyhow::Result<(Self, IdleSlot)> {
-        let mut c = Self::take_maps(ebpf)?;
+        let mut c = Self::take_maps(ebpf, false)?;
         c.active = c.window.get(&0, 0).context("cannot read the WINDOW map")? & 1;
         let cut = |i| c.cuts.get(&i, 0).context("cannot read the CUTS map");
         let (start, end, seq, recorded) = (
@@ -223,7 +226,7 @@ impl Collector {
             c.clear_slot(idle)?;
             IdleSlot::Recorded { flows }
         } else {
-            c.carried = Some((Window { start, end }, held));
+            c.carried = Some((Window { start, end }, held, c.calibrator.clock()?));
             c.unrecorded = Some(Unrecorded { slot: idle, seq });
             IdleSlot::Carried { flows }
         };
@@ -233,13 +236,13 @@ impl Collector {
     /// The window an earlier agent was cutting when it stopped, its records not yet on disk
     /// ([`IdleSlot::Carried`]), once: hand it to the flow logs, then call [`Self::recorded`].
     pub fn take_carried(&mut self) -> Option<DrainedWindow> {
-        let (window, d) = self.carried.take()?;
+        let (window, d, clock) = self.carried.take()?;
         Some(DrainedWindow {
             window,
             flows: d.flows,
             ifaces: d.ifaces.into_iter().collect(),
             lost: d.lost,
-            clock: MonotonicClock::sample(),
+            clock,
             rejects: d.rejects,
             other_drops: d.other_drops,
             drop_reasons: self.drop_reasons.clone(),
@@ -251,7 +254,8 @@ impl Collector {
         self.active
     }
 
-    fn take_maps(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    /// `fresh`: the maps are new, not adopted (see [`Calibrator::new`]).
+    fn take_maps(ebpf: &mut Ebpf, fresh: bool) -> anyhow::Result<Self> {
         let window: Array<MapData, u32> = take(ebpf, WINDOW_MAP)?;
         Ok(Collector {
             window,
@@ -264,6 +268,7 @@ impl Collector {
             other_drops: [take(ebpf, DROP_MAPS[0])?, take(ebpf, DROP_MAPS[1])?],
             drop_reasons: None,
             carried: None,
+            calibrator: Calibrator::new(ebpf, fresh)?,
             unrecorded: None,
             seq: 0,
             active: 0,
@@ -332,7 +337,8 @@ impl Collector {
             .set(0, self.active, 0)
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
-        let clock = MonotonicClock::sample();
+        // After the flip and the grace: every stamp in the slot is older than this reading.
+        let clock = self.calibrator.clock()?;
         let mut d = self.read_rest(idle)?;
         self.unrecorded = Some(Unrecorded {
             slot: idle,
@@ -340,7 +346,7 @@ impl Collector {
         });
         // Only when the caller did not take it (Self::take_carried): counted with this window
         // rather than lost.
-        let carried_flows = carried.map(|(_, mut carry)| {
+        let carried_flows = carried.map(|(_, mut carry, _)| {
             let flows = std::mem::take(&mut carry.flows);
             d.absorb(carry);
             flows

@@ -8,7 +8,7 @@ use flowlog_common::{
     RejectKey, RejectStats,
 };
 
-use crate::capture::{clock::MonotonicClock, reject::reasons::DropReasons};
+use crate::capture::{clock::JiffiesClock, reject::reasons::DropReasons};
 
 /// One window's bounds in Unix seconds: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +17,8 @@ pub struct Window {
     pub end: u64,
 }
 
-/// One flow's counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
+/// One flow's counters summed over CPUs. Times are the datapath's jiffies
+/// ([`DrainedWindow::clock`] converts them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowTotals {
     pub packets: u64,
@@ -45,7 +46,8 @@ impl FlowTotals {
     }
 }
 
-/// One (flow, reason)'s drop counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
+/// One (flow, reason)'s drop counters summed over CPUs. Times are jiffies, as
+/// [`FlowTotals`]'.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RejectTotals {
     pub packets: u64,
@@ -110,8 +112,8 @@ pub struct DrainedWindow {
     pub ifaces: BTreeMap<IfaceKey, IfaceCounters>,
     /// Packets the datapath could not attribute to an interface (interface map full).
     pub lost: IfaceCounters,
-    /// Converts the flows' monotonic stamps to Unix time.
-    pub clock: MonotonicClock,
+    /// Converts the flows' and drops' stamps (jiffies) to Unix time.
+    pub clock: JiffiesClock,
     /// Drops for a REJECT reason, per flow and reason (empty when REJECT is unavailable).
     pub rejects: Vec<(RejectKey, RejectTotals)>,
     /// Other drops on watched interfaces, per (interface, direction, reason): metrics only.

@@ -10,12 +10,15 @@
 //! - [`flow_sink`]: the cut's flows handed over in batches while the drain goes on.
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
-//! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
+//! - [`clock`]: window boundaries on the wall clock, and the datapath's stamps (jiffies) as
+//!   Unix time.
+//! - [`calibrate`]: readings of jiffies against CLOCK_MONOTONIC, taken by a test run.
 //! - [`reject`]: the REJECT feature, from the kernel's drops to ACCEPT/REJECT verdicts.
 //! - [`window_metrics`]: what each cut counted, as metrics.
 
 pub mod attach;
 pub mod attach_limits;
+pub mod calibrate;
 pub mod clock;
 pub mod collect;
 pub mod drained;

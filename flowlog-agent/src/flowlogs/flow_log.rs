@@ -336,7 +336,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        capture::clock::MonotonicClock,
+        capture::clock::JiffiesClock,
         inventory::owners::{Container, Owner, OwnerKind, Runtime, Vm},
         records,
     };
@@ -463,7 +463,7 @@ mod tests {
             ],
             ifaces: BTreeMap::new(),
             lost: Default::default(),
-            clock: MonotonicClock::with_offset(0),
+            clock: JiffiesClock::one_ns_per_jiffy(0),
             rejects: Vec::new(),
             other_drops: Vec::new(),
             drop_reasons: None,

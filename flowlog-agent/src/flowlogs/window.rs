@@ -86,8 +86,8 @@ fn merge_by_key<K: Copy + Eq + std::hash::Hash, V>(
 /// Adds the later cut `next` to `acc`: `acc` then spans both.
 pub fn merge(acc: &mut DrainedWindow, next: DrainedWindow) {
     acc.window.end = next.window.end;
-    // The latest sample converts every stamp of the merged window (the offset between the two
-    // clocks only moves when the wall clock is stepped).
+    // The latest clock converts every stamp of the merged window: its readings span both cuts'
+    // stamps (and the offset from CLOCK_REALTIME only moves when the wall clock is stepped).
     acc.clock = next.clock;
     merge_by_key(&mut acc.flows, next.flows, add_flow);
     for (k, c) in next.ifaces {
@@ -201,7 +201,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        capture::clock::MonotonicClock, capture::collect::RejectTotals, capture::collect::Window,
+        capture::clock::JiffiesClock, capture::collect::RejectTotals, capture::collect::Window,
     };
 
     fn key(ifindex: u32, port: u16) -> FlowKey {
@@ -232,7 +232,7 @@ mod tests {
             flows,
             ifaces: Default::default(),
             lost: Default::default(),
-            clock: MonotonicClock::with_offset(0),
+            clock: JiffiesClock::one_ns_per_jiffy(0),
             rejects: Vec::new(),
             other_drops: Vec::new(),
             drop_reasons: None,

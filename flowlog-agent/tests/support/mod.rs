@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use clap::Parser;
 use flowlog_agent::{
-    capture::clock::MonotonicClock,
+    capture::clock::JiffiesClock,
     capture::collect::{DrainedWindow, FlowTotals, Window},
     cli::RecordArgs,
     inventory::metadata::Metadata,
@@ -132,7 +132,7 @@ pub fn drained(window: (u64, u64), flows: &[Flow<'_>], overflowed: &[u32]) -> Dr
         flows: flows.iter().map(|f| (f.key(), f.totals())).collect(),
         ifaces,
         lost: IfaceCounters::default(),
-        clock: MonotonicClock::with_offset(0),
+        clock: JiffiesClock::one_ns_per_jiffy(0),
         rejects: Vec::new(),
         other_drops: Vec::new(),
         drop_reasons: None,

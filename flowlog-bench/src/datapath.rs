@@ -37,7 +37,7 @@ const FILL_IFINDEX: u32 = 0x7fff_fff0;
 
 /// Reference programs in the floor object measured on repeated frames (the hit path), with
 /// the labels the report uses.
-pub const FLOOR_PROGRAMS: [(&str, &str); 10] = [
+pub const FLOOR_PROGRAMS: [(&str, &str); 11] = [
     ("floor_noop", "no-op"),
     ("floor_counter", "counter"),
     ("floor_hash", "hash"),
@@ -45,6 +45,7 @@ pub const FLOOR_PROGRAMS: [(&str, &str); 10] = [
     ("floor_parse", "parse"),
     ("floor_window", "window"),
     ("floor_clock", "clock"),
+    ("floor_clock_coarse", "clock, coarse"),
     ("floor_key", "key"),
     ("floor_update", "update"),
     ("floor_update_shared", "update shared"),
@@ -289,8 +290,8 @@ fn prefill(
     let stats = FlowStats {
         packets: 1,
         bytes: 100,
-        first_seen_ns: 1,
-        last_seen_ns: 1,
+        first_seen_jiffies: 1,
+        last_seen_jiffies: 1,
         tcp_flags: 0,
         _pad: [0; 7],
     };

@@ -233,13 +233,14 @@ fn key(i: u32) -> FlowKey {
     )
 }
 
-/// CLOCK_MONOTONIC ns: the base of the datapath's packet stamps.
-fn mono_ns() -> u64 {
-    // SAFETY: an all-zero timespec is valid; CLOCK_MONOTONIC exists on every supported kernel.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// The kernel's jiffies now, what the datapath stamps packets with (the bench runs as root,
+/// which may read /proc/timer_list).
+fn jiffies_now() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/timer_list").context("reading /proc/timer_list")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("jiffies: "))
+        .and_then(|j| j.trim().parse().ok())
+        .context("no jiffies line in /proc/timer_list")
 }
 
 /// CPU time of the calling thread, s: what a step cost on a machine other work shares.
@@ -358,8 +359,8 @@ fn fill(capture: &mut Capture, name: &str, n: u32, cpus: usize, now: u64) -> any
         v[(i as usize) % cpus] = FlowStats {
             packets,
             bytes: packets * 120,
-            first_seen_ns: now - 30_000_000_000,
-            last_seen_ns: now - 1_000_000_000,
+            first_seen_jiffies: now - 1,
+            last_seen_jiffies: now,
             tcp_flags: if i % 2 == 0 { 2 } else { 0 },
             _pad: [0; 7],
         };
@@ -432,7 +433,7 @@ pub fn child(n: u32, streamed_only: bool) -> anyhow::Result<()> {
     let cpus = nr_cpus()
         .map_err(|(_, e)| e)
         .context("reading the possible CPUs")?;
-    let now = mono_ns();
+    let now = jiffies_now()?;
     fill(&mut capture, FLOW_MAPS[0], n, cpus, now)?;
     // The clear the collector used before it kept the keys it read, for comparison; then the
     // map is filled again.

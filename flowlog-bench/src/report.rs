@@ -648,7 +648,7 @@ fn misses(s: &mut String, r: &Results) {
              in the same run: no-op {} ns (test-run loop and program call); parsing {} ns above the no-op \
              (the `parse` program: flowlog's parser and packet reader, result added to a per-CPU counter); \
              the hash lookup {} ns above the no-op; and {} ns that neither reference program covers: the \
-             WINDOW slot lookup, the coarse clock read, building the key from the parsed headers and \
+             WINDOW slot lookup, the clock read (`bpf_jiffies64`), building the key from the parsed headers and \
              updating the flow's counters (each measured in the per-part table of 1.1).\n",
             f(med - DATAPATH_MAX_X_COUNTER, 2),
             f(med, 2),
@@ -849,7 +849,7 @@ fn datapath_section(s: &mut String, d: &Datapath, e: &EndToEnd) {
          excluding time it was rescheduled), median of {} measurements. Per packet the program looks up \
          the active slot (WINDOW), reads the headers with `SkbBytes` (direct packet access to the skb's \
          linear data, `bpf_skb_load_bytes` for bytes outside it; a test-run frame is all linear data, so \
-         these numbers are the direct path), stamps the packet with `bpf_ktime_get_coarse_ns` and looks up \
+         these numbers are the direct path), stamps the packet with `bpf_jiffies64` (one load, inlined by the verifier) and looks up \
          and updates the flow in its family's per-CPU flow map (IPv4 under the compact 20-byte key). In the same run and interleaved frame by frame, the \
          reference programs of `flowlog-ebpf/src/bin/floor.rs`: **no-op** (returns), **counter** (one \
          per-CPU array lookup and an increment: the minimal per-CPU counter, the target's floor), \

@@ -65,7 +65,7 @@ pub fn parts(d: &Datapath, fill: u32, frames: &[&str]) -> Vec<Part> {
             ns: key - parse,
         },
         Part {
-            part: "coarse clock (`bpf_ktime_get_coarse_ns`)",
+            part: "clock (`bpf_jiffies64`, inlined: one load)",
             measured_as: "clock - counter",
             ns: clock_ns,
         },
@@ -114,7 +114,9 @@ pub fn parts_section(s: &mut String, d: &Datapath, fill: u32, fill_label: &str) 
         "Where flowlog's time per packet goes ({fill_label} flows in the map, medians over frames, ns). \
          Each part is the difference of two programs of this run that differ by that part only; the \
          reference programs are in `flowlog-ebpf/src/bin/floor.rs`: **window** (the counter plus a \
-         one-element array read like WINDOW), **clock** (the counter plus the coarse clock), **key** \
+         one-element array read like WINDOW), **clock** (the counter plus `bpf_jiffies64`, flowlog's \
+         clock; **clock, coarse** is the same with `bpf_ktime_get_coarse_ns`, the helper call it \
+         replaced, for reference, not a part), **key** \
          (the parser plus building the flow key, stored in a per-CPU array), **update** (parser, key, \
          clock and flowlog's own `flow::count` in one pre-filled per-CPU hash map named at the call). \
          The parts add up to flowlog's time; a part within 1-2 ns of zero is below what this \

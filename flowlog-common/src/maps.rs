@@ -26,6 +26,16 @@ pub const CUT_IDLE_SEQ: u32 = 2;
 /// Index in [`CUTS_MAP`]: number of the last cut whose records reached disk (spool or
 /// write-ahead log), set once they did and before its slot is cleared.
 pub const CUT_RECORDED_SEQ: u32 = 3;
+/// `Array<ClockSample>` with [`CLOCK_LEN`] elements: how the datapath's stamps (jiffies) map to
+/// CLOCK_MONOTONIC. Pinned with the window maps, so an agent that adopts them converts the
+/// stamps of the agent before it from the same first sample.
+pub const CLOCK_MAP: &str = "CLOCK";
+pub const CLOCK_LEN: u32 = 2;
+/// Index in [`CLOCK_MAP`]: the sample [`PROG_CLOCK`] took on its latest run.
+pub const CLOCK_LATEST: u32 = 0;
+/// Index in [`CLOCK_MAP`]: the first sample of the maps' life, copied there by the agent that
+/// created them, before any program could stamp a packet.
+pub const CLOCK_FIRST: u32 = 1;
 /// `PerCpuArray<IfaceCounters>`, one element per map pair: packets the programs could not
 /// attribute to any interface because the per-interface map was full too (should stay zero).
 pub const LOST_MAP: &str = "LOST";
@@ -37,6 +47,9 @@ pub const PROG_TC_EGRESS: &str = "flowlog_tc_egress";
 /// gre): packets start with the IP header.
 pub const PROG_TC_INGRESS_L3: &str = "flowlog_tc_ingress_l3";
 pub const PROG_TC_EGRESS_L3: &str = "flowlog_tc_egress_l3";
+/// Never attached: run by the agent with `BPF_PROG_TEST_RUN` to sample the jiffies and
+/// CLOCK_MONOTONIC together into [`CLOCK_MAP`].
+pub const PROG_CLOCK: &str = "flowlog_clock";
 
 /// Default capacity of each flow map (the agent overrides it with `--max-flows`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
@@ -155,15 +168,29 @@ pub struct FlowStats {
     pub packets: u64,
     /// Sum of IP datagram lengths (IP header included, link layer excluded).
     pub bytes: u64,
-    /// CLOCK_MONOTONIC_COARSE ns (`bpf_ktime_get_coarse_ns()`) of the first and last packet on
-    /// this CPU (0 = none yet).
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    /// `bpf_jiffies64()` of the first and last packet on this CPU (0 = none yet; jiffies never
+    /// are 0 on a 64-bit kernel: they start at 2^32 - 300 * HZ). A jiffy is one scheduler tick
+    /// (1/CONFIG_HZ s); the agent converts them to CLOCK_MONOTONIC with [`ClockSample`]s.
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     /// OR of [`aws_tcp_flags`] over the packets.
     pub tcp_flags: u8,
     pub _pad: [u8; 7],
 }
 const _: () = assert!(size_of::<FlowStats>() == 40);
+
+/// One reading of the kernel's jiffies and CLOCK_MONOTONIC, taken together by [`PROG_CLOCK`]:
+/// `jiffies` before and `jiffies_after` after `mono_ns`, so a sample whose two jiffies differ
+/// straddles a tick and is taken again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    /// `bpf_ktime_get_ns()`.
+    pub mono_ns: u64,
+    pub jiffies_after: u64,
+}
+const _: () = assert!(size_of::<ClockSample>() == 24);
 
 /// Key of the per-interface counter maps.
 #[repr(C)]
@@ -279,4 +306,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::IfaceKey {}
     unsafe impl aya::Pod for super::IfaceCounters {}
+    unsafe impl aya::Pod for super::ClockSample {}
 }

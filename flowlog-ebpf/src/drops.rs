@@ -62,7 +62,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_jiffies64, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
@@ -185,10 +185,10 @@ fn on_drop(skb: u64, reason: u32) -> Option<()> {
     // SAFETY: only presence matters; the value is not read.
     unsafe { WATCHED.get(&ifindex) }?;
 
-    // CLOCK_MONOTONIC, the base of the TC programs' coarse clock (the coarse helper is not
-    // allowed in tracing programs); drops are rare, so the finer clock costs little here.
+    // Jiffies, as the TC programs stamp packets: every stamp in every map is in one unit, which
+    // the agent converts once (a base helper, allowed in tracing programs).
     // SAFETY: clock helper, no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_jiffies64() };
     let slot = match crate::WINDOW.get(0) {
         Some(&s) => s & 1,
         None => 0,
@@ -356,14 +356,14 @@ fn count_reject(
         // SAFETY: this CPU's value of a per-CPU map. A nested run on this CPU is impossible:
         // the kernel skips a tracing program that is already running on the CPU.
         let s = unsafe { &mut *s };
-        if s.first_seen_ns == 0 {
-            s.first_seen_ns = now;
+        if s.first_seen_jiffies == 0 {
+            s.first_seen_jiffies = now;
         }
         s.packets += p.packets;
         s.bytes += p.bytes;
         s.tc_packets += tc_packets;
         s.tc_bytes += tc_bytes;
-        s.last_seen_ns = now;
+        s.last_seen_jiffies = now;
         s.tcp_flags |= p.tcp_flags;
     };
     if let Some(s) = map.get_ptr_mut(key) {
@@ -375,8 +375,8 @@ fn count_reject(
         bytes: p.bytes,
         tc_packets,
         tc_bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
+        first_seen_jiffies: now,
+        last_seen_jiffies: now,
         tcp_flags: p.tcp_flags,
         _pad: [0; 7],
     };

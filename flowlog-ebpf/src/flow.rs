@@ -11,7 +11,7 @@ const EEXIST: i32 = 17;
 pub struct Packet {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_coarse_ns()` of the packet.
+    /// `bpf_jiffies64()` of the packet (never 0).
     pub now: u64,
     pub tcp_flags: u8,
 }
@@ -23,8 +23,8 @@ impl Packet {
         FlowStats {
             packets: self.packets,
             bytes: self.bytes,
-            first_seen_ns: self.now,
-            last_seen_ns: self.now,
+            first_seen_jiffies: self.now,
+            last_seen_jiffies: self.now,
             tcp_flags: self.tcp_flags,
             _pad: [0; 7],
         }
@@ -66,12 +66,12 @@ pub fn count<K>(flows: &PerCpuHashMap<K, FlowStats>, key: &K, p: Packet) -> Resu
 fn add(stats: *mut FlowStats, p: Packet) {
     // SAFETY: a pointer into this CPU's value of a per-CPU map: no other writer.
     let s = unsafe { &mut *stats };
-    if s.first_seen_ns == 0 {
+    if s.first_seen_jiffies == 0 {
         // The flow was created on another CPU; this CPU's copy starts empty.
-        s.first_seen_ns = p.now;
+        s.first_seen_jiffies = p.now;
     }
     s.packets += p.packets;
     s.bytes += p.bytes;
-    s.last_seen_ns = p.now;
+    s.last_seen_jiffies = p.now;
     s.tcp_flags |= p.tcp_flags;
 }

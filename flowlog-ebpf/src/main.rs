@@ -13,15 +13,15 @@ mod drops;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns},
     macros::{classifier, map},
     maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
 use flowlog_common::{
-    CUTS_LEN, DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS, FAMILY_IPV4, FlowKey, FlowKey4,
-    FlowStats, IfaceCounters, IfaceKey, MAX_IFACES,
+    CLOCK_LATEST, CLOCK_LEN, CUTS_LEN, ClockSample, DEFAULT_MAX_FLOWS, DIR_EGRESS, DIR_INGRESS,
+    FAMILY_IPV4, FlowKey, FlowKey4, FlowStats, IfaceCounters, IfaceKey, MAX_IFACES,
     parse::{Outcome, Parsed, parse_ethernet, parse_l3},
 };
 use flowlog_ebpf::SkbBytes;
@@ -70,6 +70,11 @@ static CUTS: Array<u64> = Array::with_max_entries(CUTS_LEN, 0);
 #[map]
 static LOST: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(2, 0);
 
+/// The jiffies <-> CLOCK_MONOTONIC samples (`flowlog_common::CLOCK_MAP`): element
+/// `CLOCK_LATEST` written by [`flowlog_clock`], `CLOCK_FIRST` by the agent. Pinned.
+#[map]
+static CLOCK: Array<ClockSample> = Array::with_max_entries(CLOCK_LEN, 0);
+
 /// How the frames of an interface start.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LinkHeader {
@@ -101,6 +106,27 @@ pub fn flowlog_tc_ingress_l3(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn flowlog_tc_egress_l3(ctx: TcContext) -> i32 {
     count_packet(&ctx, DIR_EGRESS, LinkHeader::None);
+    TC_ACT_UNSPEC
+}
+
+/// Never attached: the agent runs it with `BPF_PROG_TEST_RUN` (at load and at every cut) to read
+/// the jiffies the packets are stamped with and CLOCK_MONOTONIC at one moment.
+#[classifier]
+pub fn flowlog_clock(_ctx: TcContext) -> i32 {
+    if let Some(s) = CLOCK.get_ptr_mut(CLOCK_LATEST) {
+        // SAFETY: clock helpers without arguments; `s` points into an array map's value, and
+        // samples are taken one at a time by the one agent that owns the maps.
+        unsafe {
+            let jiffies = bpf_jiffies64();
+            let mono_ns = bpf_ktime_get_ns();
+            let jiffies_after = bpf_jiffies64();
+            *s = ClockSample {
+                jiffies,
+                mono_ns,
+                jiffies_after,
+            };
+        }
+    }
     TC_ACT_UNSPEC
 }
 
@@ -142,10 +168,12 @@ fn count_packet(ctx: &TcContext, direction: u8, link: LinkHeader) {
     let p = Packet {
         packets,
         bytes,
-        // CLOCK_MONOTONIC_COARSE: a plain read of the last tick's time, much cheaper per packet
-        // than the fine clocks (which read the clock source); records need whole seconds.
+        // Jiffies: the verifier inlines the helper on 64-bit JITs as one load of the kernel's
+        // `jiffies`, where `bpf_ktime_get_coarse_ns` is a helper call; both advance once per
+        // tick, and records need whole seconds. The agent converts them to CLOCK_MONOTONIC
+        // (`capture::clock::JiffiesClock`).
         // SAFETY: clock helper, no arguments.
-        now: unsafe { bpf_ktime_get_coarse_ns() },
+        now: unsafe { bpf_jiffies64() },
         tcp_flags: parsed.tcp_flags,
     };
     // One call per slot, each naming its map: a lookup whose map is chosen at run time is not

@@ -111,9 +111,12 @@ fn run_program(program: &SchedClassifier, frame: &[u8], repeat: u32, ctx: Option
     );
 }
 
-/// CLOCK_MONOTONIC_COARSE in ns: the clock `bpf_ktime_get_coarse_ns` stamps flows with (the
-/// same tick-updated value, so a stamp is never before a reading taken earlier nor after one
-/// taken later).
+/// The longest scheduler tick of a Linux kernel flowlog runs on (CONFIG_HZ >= 100): a stamp is
+/// a jiffy, which the window's clock converts to within one tick of the packet's time.
+const MAX_TICK_NS: i128 = 10_000_000;
+
+/// CLOCK_MONOTONIC_COARSE in ns: a tick-updated reading, like the jiffies flows are stamped
+/// with (a stamp converted to CLOCK_MONOTONIC is within a tick of readings taken around it).
 fn stamp_clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -144,19 +147,26 @@ fn key_of(f: &Frame, direction: u8) -> FlowKey {
 /// Packets, bytes and TCP flags per flow.
 type Counts = BTreeMap<FlowKey, (u64, u64, u8)>;
 
-/// A window's flows as [`Counts`]; each flow must appear once, with stamps inside
-/// `[since, stamp_clock_ns()]` and first <= last.
+/// A window's flows as [`Counts`]; each flow must appear once, with first <= last and stamps
+/// that the window's clock converts into `[since, stamp_clock_ns()]`, give or take a tick.
 fn counts(w: &DrainedWindow, since: u64) -> Counts {
     let until = stamp_clock_ns();
+    let (lo, hi) = (
+        i128::from(since) - MAX_TICK_NS,
+        i128::from(until) + MAX_TICK_NS,
+    );
     let mut out = Counts::new();
     for (key, t) in &w.flows {
+        let (first, last) = (
+            w.clock.monotonic_ns(t.first_seen_jiffies),
+            w.clock.monotonic_ns(t.last_seen_jiffies),
+        );
         assert!(
-            since <= t.first_seen_ns
-                && t.first_seen_ns <= t.last_seen_ns
-                && t.last_seen_ns <= until,
-            "flow {key:?}: first/last seen {}/{} outside [{since}, {until}]",
-            t.first_seen_ns,
-            t.last_seen_ns
+            t.first_seen_jiffies <= t.last_seen_jiffies && lo <= first && last <= hi,
+            "flow {key:?}: first/last seen jiffies {}/{} = {first}/{last} ns outside \
+             [{since}, {until}] +- one tick",
+            t.first_seen_jiffies,
+            t.last_seen_jiffies
         );
         assert!(
             out.insert(*key, (t.packets, t.bytes, t.tcp_flags))

@@ -29,8 +29,8 @@ fn stats(packets: u64, first: u64, last: u64) -> FlowStats {
     FlowStats {
         packets,
         bytes: packets * 100,
-        first_seen_ns: first,
-        last_seen_ns: last,
+        first_seen_jiffies: first,
+        last_seen_jiffies: last,
         tcp_flags: 0,
         _pad: [0; 7],
     }
@@ -52,8 +52,8 @@ fn drain_exactly(n: u32) {
     for (k, t) in &drained.flows {
         assert_eq!(t.packets, expected_packets, "packets of {k:?}");
         assert_eq!(t.bytes, expected_packets * 100);
-        assert_eq!(t.first_seen_ns, 1_000);
-        assert_eq!(t.last_seen_ns, 2_000 + last_cpu);
+        assert_eq!(t.first_seen_jiffies, 1_000);
+        assert_eq!(t.last_seen_jiffies, 2_000 + last_cpu);
     }
     // The slot is empty now: the next cut of the same slot (two cuts later) returns nothing.
     let _ = collector

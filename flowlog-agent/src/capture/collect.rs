@@ -28,7 +28,8 @@ use flowlog_common::{
 
 pub use crate::capture::drained::{Direction, DrainedWindow, FlowTotals, RejectTotals, Window};
 use crate::capture::{
-    clock::MonotonicClock,
+    calibrate::Calibrator,
+    clock::JiffiesClock,
     flow_sink::{self, CollectFlows, FlowSink},
     map_batch,
     read_keys::ReadKeys,
@@ -91,8 +92,10 @@ pub struct Collector {
     other_drops: [PerCpuHashMap<MapData, DropReasonKey, DropCounters>; 2],
     drop_reasons: Option<Arc<DropReasons>>,
     /// Counts an earlier agent left unrecorded in the idle slot (it stopped between a flip and
-    /// its records reaching disk), and the window they belong to.
-    carried: Option<(Window, Drained)>,
+    /// its records reaching disk), the window they belong to, and the clock for their stamps.
+    carried: Option<(Window, Drained, JiffiesClock)>,
+    /// Readings for the clock that converts each cut's stamps.
+    calibrator: Calibrator,
     /// The slot read by the last cut (or holding the carried counts), until [`Self::recorded`].
     unrecorded: Option<Unrecorded>,
     /// Number of the last cut (kept in `CUTS` across agents).
@@ -174,8 +177,8 @@ impl Drained {
             a.packets += b.packets;
             a.bytes += b.bytes;
             a.tcp_flags |= b.tcp_flags;
-            a.first_seen_ns = earliest(a.first_seen_ns, b.first_seen_ns);
-            a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+            a.first_seen_jiffies = earliest(a.first_seen_jiffies, b.first_seen_jiffies);
+            a.last_seen_jiffies = a.last_seen_jiffies.max(b.last_seen_jiffies);
         });
         merge_into(&mut self.ifaces, other.ifaces, |a, b| a.add(&b));
         self.lost.add(&other.lost);
@@ -185,8 +188,8 @@ impl Drained {
             a.tc_packets += b.tc_packets;
             a.tc_bytes += b.tc_bytes;
             a.tcp_flags |= b.tcp_flags;
-            a.first_seen_ns = earliest(a.first_seen_ns, b.first_seen_ns);
-            a.last_seen_ns = a.last_seen_ns.max(b.last_seen_ns);
+            a.first_seen_jiffies = earliest(a.first_seen_jiffies, b.first_seen_jiffies);
+            a.last_seen_jiffies = a.last_seen_jiffies.max(b.last_seen_jiffies);
         });
         merge_into(&mut self.other_drops, other.other_drops, |a, b| {
             a.packets += b.packets;
@@ -198,7 +201,7 @@ impl Drained {
 impl Collector {
     /// Takes fresh maps: the programs start in slot 0.
     pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let mut c = Self::take_maps(ebpf)?;
+        let mut c = Self::take_maps(ebpf, true)?;
         c.window
             .set(0, 0, 0)
             .context("cannot reset the WINDOW map")?;
@@ -214,7 +217,7 @@ impl Collector {
     /// cleared if its records had reached disk, else kept for [`Self::take_carried`]. Nothing
     /// writes to that slot until this agent's first flip.
     pub fn adopt(ebpf: &mut Ebpf) -> anyhow::Result<(Self, IdleSlot)> {
-        let mut c = Self::take_maps(ebpf)?;
+        let mut c = Self::take_maps(ebpf, false)?;
         c.active = c.window.get(&0, 0).context("cannot read the WINDOW map")? & 1;
         let cut = |i| c.cuts.get(&i, 0).context("cannot read the CUTS map");
         let (start, end, seq, recorded) = (
@@ -233,7 +236,7 @@ impl Collector {
             c.clear_slot(idle)?;
             IdleSlot::Recorded { flows }
         } else {
-            c.carried = Some((Window { start, end }, held));
+            c.carried = Some((Window { start, end }, held, c.calibrator.clock()?));
             c.unrecorded = Some(Unrecorded { slot: idle, seq });
             IdleSlot::Carried { flows }
         };
@@ -243,13 +246,13 @@ impl Collector {
     /// The window an earlier agent was cutting when it stopped, its records not yet on disk
     /// ([`IdleSlot::Carried`]), once: hand it to the flow logs, then call [`Self::recorded`].
     pub fn take_carried(&mut self) -> Option<DrainedWindow> {
-        let (window, d) = self.carried.take()?;
+        let (window, d, clock) = self.carried.take()?;
         Some(DrainedWindow {
             window,
             flows: d.flows,
             ifaces: d.ifaces.into_iter().collect(),
             lost: d.lost,
-            clock: MonotonicClock::sample(),
+            clock,
             rejects: d.rejects,
             other_drops: d.other_drops,
             drop_reasons: self.drop_reasons.clone(),
@@ -261,7 +264,8 @@ impl Collector {
         self.active
     }
 
-    fn take_maps(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    /// `fresh`: the maps are new, not adopted (see [`Calibrator::new`]).
+    fn take_maps(ebpf: &mut Ebpf, fresh: bool) -> anyhow::Result<Self> {
         let window: Array<MapData, u32> = take(ebpf, WINDOW_MAP)?;
         Ok(Collector {
             window,
@@ -274,6 +278,7 @@ impl Collector {
             other_drops: [take(ebpf, DROP_MAPS[0])?, take(ebpf, DROP_MAPS[1])?],
             drop_reasons: None,
             carried: None,
+            calibrator: Calibrator::new(ebpf, fresh)?,
             unrecorded: None,
             seq: 0,
             active: 0,
@@ -343,7 +348,8 @@ impl Collector {
             .set(0, self.active, 0)
             .context("cannot flip the WINDOW map")?;
         std::thread::sleep(self.grace);
-        let clock = MonotonicClock::sample();
+        // After the flip and the grace: every stamp in the slot is older than this reading.
+        let clock = self.calibrator.clock()?;
         let mut d = self.read_rest(idle)?;
         self.unrecorded = Some(Unrecorded {
             slot: idle,
@@ -351,7 +357,7 @@ impl Collector {
         });
         // Only when the caller did not take it (Self::take_carried): counted with this window
         // rather than lost.
-        let carried_flows = carried.map(|(_, mut carry)| {
+        let carried_flows = carried.map(|(_, mut carry, _)| {
             let flows = std::mem::take(&mut carry.flows);
             d.absorb(carry);
             flows
@@ -532,8 +538,8 @@ mod tests {
             bytes: 20,
             tc_packets: 1,
             tc_bytes: 10,
-            first_seen_ns: 50,
-            last_seen_ns: 60,
+            first_seen_jiffies: 50,
+            last_seen_jiffies: 60,
             tcp_flags: 2,
             _pad: [0; 7],
         };
@@ -542,8 +548,8 @@ mod tests {
             bytes: 10,
             tc_packets: 1,
             tc_bytes: 10,
-            first_seen_ns: 40,
-            last_seen_ns: 45,
+            first_seen_jiffies: 40,
+            last_seen_jiffies: 45,
             tcp_flags: 4,
             _pad: [0; 7],
         };
@@ -555,8 +561,8 @@ mod tests {
                 bytes: 30,
                 tc_packets: 2,
                 tc_bytes: 20,
-                first_seen_ns: 40,
-                last_seen_ns: 60,
+                first_seen_jiffies: 40,
+                last_seen_jiffies: 60,
                 tcp_flags: 6
             }
         );
@@ -568,8 +574,8 @@ mod tests {
         FlowStats {
             packets,
             bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
+            first_seen_jiffies: first,
+            last_seen_jiffies: last,
             tcp_flags: flags,
             _pad: [0; 7],
         }
@@ -588,8 +594,8 @@ mod tests {
             FlowTotals {
                 packets: 5,
                 bytes: 500,
-                first_seen_ns: 40,
-                last_seen_ns: 90,
+                first_seen_jiffies: 40,
+                last_seen_jiffies: 90,
                 tcp_flags: 18
             }
         );
@@ -611,8 +617,8 @@ mod tests {
         let totals = |packets, first, last, flags| FlowTotals {
             packets,
             bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
+            first_seen_jiffies: first,
+            last_seen_jiffies: last,
             tcp_flags: flags,
         };
         let mut cut = Drained {
@@ -649,6 +655,6 @@ mod tests {
     #[test]
     fn idle_cpus_do_not_pull_first_seen_to_zero() {
         let cpus = [FlowStats::default(), stats(1, 10, 10, 0)];
-        assert_eq!(FlowTotals::sum(cpus.iter()).first_seen_ns, 10);
+        assert_eq!(FlowTotals::sum(cpus.iter()).first_seen_jiffies, 10);
     }
 }

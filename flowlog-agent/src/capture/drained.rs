@@ -8,7 +8,7 @@ use flowlog_common::{
     RejectKey, RejectStats,
 };
 
-use crate::capture::{clock::MonotonicClock, reject::reasons::DropReasons};
+use crate::capture::{clock::JiffiesClock, reject::reasons::DropReasons};
 
 /// One window's bounds in Unix seconds: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,13 +17,14 @@ pub struct Window {
     pub end: u64,
 }
 
-/// One flow's counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
+/// One flow's counters summed over CPUs. Times are the datapath's jiffies
+/// ([`DrainedWindow::clock`] converts them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowTotals {
     pub packets: u64,
     pub bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     pub tcp_flags: u8,
 }
 
@@ -36,16 +37,17 @@ impl FlowTotals {
             t.packets += s.packets;
             t.bytes += s.bytes;
             t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
+            if t.first_seen_jiffies == 0 || s.first_seen_jiffies < t.first_seen_jiffies {
+                t.first_seen_jiffies = s.first_seen_jiffies;
             }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+            t.last_seen_jiffies = t.last_seen_jiffies.max(s.last_seen_jiffies);
         }
         t
     }
 }
 
-/// One (flow, reason)'s drop counters summed over CPUs. Times are CLOCK_MONOTONIC ns.
+/// One (flow, reason)'s drop counters summed over CPUs. Times are jiffies, as
+/// [`FlowTotals`]'.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RejectTotals {
     pub packets: u64,
@@ -53,8 +55,8 @@ pub struct RejectTotals {
     /// Of `packets`/`bytes`, those the TC hook had counted as seen before the drop.
     pub tc_packets: u64,
     pub tc_bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
+    pub first_seen_jiffies: u64,
+    pub last_seen_jiffies: u64,
     pub tcp_flags: u8,
 }
 
@@ -68,10 +70,10 @@ impl RejectTotals {
             t.tc_packets += s.tc_packets;
             t.tc_bytes += s.tc_bytes;
             t.tcp_flags |= s.tcp_flags;
-            if t.first_seen_ns == 0 || s.first_seen_ns < t.first_seen_ns {
-                t.first_seen_ns = s.first_seen_ns;
+            if t.first_seen_jiffies == 0 || s.first_seen_jiffies < t.first_seen_jiffies {
+                t.first_seen_jiffies = s.first_seen_jiffies;
             }
-            t.last_seen_ns = t.last_seen_ns.max(s.last_seen_ns);
+            t.last_seen_jiffies = t.last_seen_jiffies.max(s.last_seen_jiffies);
         }
         t
     }
@@ -110,8 +112,8 @@ pub struct DrainedWindow {
     pub ifaces: BTreeMap<IfaceKey, IfaceCounters>,
     /// Packets the datapath could not attribute to an interface (interface map full).
     pub lost: IfaceCounters,
-    /// Converts the flows' monotonic stamps to Unix time.
-    pub clock: MonotonicClock,
+    /// Converts the flows' and drops' stamps (jiffies) to Unix time.
+    pub clock: JiffiesClock,
     /// Drops for a REJECT reason, per flow and reason (empty when REJECT is unavailable).
     pub rejects: Vec<(RejectKey, RejectTotals)>,
     /// Other drops on watched interfaces, per (interface, direction, reason): metrics only.

@@ -12,12 +12,15 @@
 //! - [`peek`]: read the open window's maps without changing them (`flowlog top`).
 //! - [`pins`]: pinned maps and links, so a restarted agent adopts them without a gap.
 //! - [`prog_info`]: what the kernel counts about a loaded program (its skipped runs).
-//! - [`clock`]: window boundaries on the wall clock, and the kernel's monotonic clock.
+//! - [`clock`]: window boundaries on the wall clock, and the datapath's stamps (jiffies) as
+//!   Unix time.
+//! - [`calibrate`]: readings of jiffies against CLOCK_MONOTONIC, taken by a test run.
 //! - [`reject`]: the REJECT feature, from the kernel's drops to ACCEPT/REJECT verdicts.
 //! - [`window_metrics`]: what each cut counted, as metrics.
 
 pub mod attach;
 pub mod attach_limits;
+pub mod calibrate;
 pub mod clock;
 pub mod collect;
 pub mod drained;

@@ -18,16 +18,17 @@ use std::{
 use anyhow::{Context, bail};
 use aya::{EbpfLoader, maps::MapData, programs::TcAttachType};
 use flowlog_common::{
-    CUTS_MAP, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS, FLOW4_MAPS, FlowKey, FlowKey4,
-    FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP, REJECT_MAPS, RejectKey, RejectStats,
-    WINDOW_MAP,
+    CLOCK_MAP, CUTS_MAP, ClockSample, DROP_MAPS, DropCounters, DropReasonKey, FLOW_MAPS,
+    FLOW4_MAPS, FlowKey, FlowKey4, FlowStats, IFACE_MAPS, IfaceCounters, IfaceKey, LOST_MAP,
+    REJECT_MAPS, RejectKey, RejectStats, WINDOW_MAP,
 };
 use tracing::{info, warn};
 
 use crate::metrics;
 
-/// Bumped whenever the meaning of a pinned map changes without its sizes changing.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Bumped whenever the meaning of a pinned map changes without its sizes changing (3: stamps
+/// are jiffies, no longer CLOCK_MONOTONIC ns).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The default `--pin-dir`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/flowlog";
@@ -37,9 +38,10 @@ pub const DISCARDED_METRIC: &str = "flowlog_pinned_flows_discarded_total";
 
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
-/// The maps whose contents outlive an agent: everything a window's counts are in, and the
-/// slot index. (The drop program's watched set and config are rebuilt by every agent.)
-pub fn pinned_maps() -> [&'static str; 13] {
+/// The maps whose contents outlive an agent: everything a window's counts are in, the slot
+/// index, and the clock readings that convert their stamps. (The drop program's watched set and
+/// config are rebuilt by every agent.)
+pub fn pinned_maps() -> [&'static str; 14] {
     [
         FLOW_MAPS[0],
         FLOW_MAPS[1],
@@ -54,6 +56,7 @@ pub fn pinned_maps() -> [&'static str; 13] {
         REJECT_MAPS[1],
         DROP_MAPS[0],
         DROP_MAPS[1],
+        CLOCK_MAP,
     ]
 }
 
@@ -72,7 +75,7 @@ impl Layout {
     pub fn id(&self) -> String {
         let text = format!(
             "v{LAYOUT_VERSION} salt={} FlowKey={} FlowKey4={} FlowStats={} IfaceKey={} IfaceCounters={} \
-             RejectKey={} RejectStats={} DropReasonKey={} DropCounters={} maps={} \
+             RejectKey={} RejectStats={} DropReasonKey={} DropCounters={} ClockSample={} maps={} \
              max_flows={} max_reject_flows={:?}",
             self.salt,
             size_of::<FlowKey>(),
@@ -84,6 +87,7 @@ impl Layout {
             size_of::<RejectStats>(),
             size_of::<DropReasonKey>(),
             size_of::<DropCounters>(),
+            size_of::<ClockSample>(),
             pinned_maps().join(","),
             self.max_flows,
             self.max_reject_flows,

@@ -336,7 +336,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        capture::clock::MonotonicClock,
+        capture::clock::JiffiesClock,
         inventory::owners::{Container, Owner, OwnerKind, Runtime, Vm},
         records,
     };
@@ -368,8 +368,8 @@ mod tests {
         let totals = FlowTotals {
             packets,
             bytes: packets * 60,
-            first_seen_ns: 1_000_000_000_010,
-            last_seen_ns: 1_000_000_000_020,
+            first_seen_jiffies: 1_000_000_000_010,
+            last_seen_jiffies: 1_000_000_000_020,
             tcp_flags: 0,
         };
         (FlowKey::new(ifindex, dir, &tuple), totals)
@@ -463,7 +463,7 @@ mod tests {
             ],
             ifaces: BTreeMap::new(),
             lost: Default::default(),
-            clock: MonotonicClock::with_offset(0),
+            clock: JiffiesClock::one_ns_per_jiffy(0),
             rejects: Vec::new(),
             other_drops: Vec::new(),
             drop_reasons: None,

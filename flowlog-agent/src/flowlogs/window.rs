@@ -58,10 +58,10 @@ fn add_flow(into: &mut FlowTotals, t: &FlowTotals) {
     into.bytes += t.bytes;
     into.tcp_flags |= t.tcp_flags;
     widen(
-        &mut into.first_seen_ns,
-        &mut into.last_seen_ns,
-        t.first_seen_ns,
-        t.last_seen_ns,
+        &mut into.first_seen_jiffies,
+        &mut into.last_seen_jiffies,
+        t.first_seen_jiffies,
+        t.last_seen_jiffies,
     );
 }
 
@@ -86,8 +86,8 @@ fn merge_by_key<K: Copy + Eq + std::hash::Hash, V>(
 /// Adds the later cut `next` to `acc`: `acc` then spans both.
 pub fn merge(acc: &mut DrainedWindow, next: DrainedWindow) {
     acc.window.end = next.window.end;
-    // The latest sample converts every stamp of the merged window (the offset between the two
-    // clocks only moves when the wall clock is stepped).
+    // The latest clock converts every stamp of the merged window: its readings span both cuts'
+    // stamps (and the offset from CLOCK_REALTIME only moves when the wall clock is stepped).
     acc.clock = next.clock;
     merge_by_key(&mut acc.flows, next.flows, add_flow);
     for (k, c) in next.ifaces {
@@ -101,10 +101,10 @@ pub fn merge(acc: &mut DrainedWindow, next: DrainedWindow) {
         a.tc_bytes += b.tc_bytes;
         a.tcp_flags |= b.tcp_flags;
         widen(
-            &mut a.first_seen_ns,
-            &mut a.last_seen_ns,
-            b.first_seen_ns,
-            b.last_seen_ns,
+            &mut a.first_seen_jiffies,
+            &mut a.last_seen_jiffies,
+            b.first_seen_jiffies,
+            b.last_seen_jiffies,
         );
     });
     merge_by_key(&mut acc.other_drops, next.other_drops, |a, b| {
@@ -201,7 +201,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        capture::clock::MonotonicClock, capture::collect::RejectTotals, capture::collect::Window,
+        capture::clock::JiffiesClock, capture::collect::RejectTotals, capture::collect::Window,
     };
 
     fn key(ifindex: u32, port: u16) -> FlowKey {
@@ -220,8 +220,8 @@ mod tests {
         FlowTotals {
             packets,
             bytes: packets * 100,
-            first_seen_ns: first,
-            last_seen_ns: last,
+            first_seen_jiffies: first,
+            last_seen_jiffies: last,
             tcp_flags: flags,
         }
     }
@@ -232,7 +232,7 @@ mod tests {
             flows,
             ifaces: Default::default(),
             lost: Default::default(),
-            clock: MonotonicClock::with_offset(0),
+            clock: JiffiesClock::one_ns_per_jiffy(0),
             rejects: Vec::new(),
             other_drops: Vec::new(),
             drop_reasons: None,

@@ -273,7 +273,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        capture::clock::MonotonicClock,
+        capture::clock::JiffiesClock,
         capture::collect::{DrainedWindow, Window},
     };
 
@@ -289,8 +289,8 @@ mod tests {
         let totals = FlowTotals {
             packets: 1,
             bytes: 80,
-            first_seen_ns: 1_000_000_000_000,
-            last_seen_ns: 1_010_000_000_000,
+            first_seen_jiffies: 1_000_000_000_000,
+            last_seen_jiffies: 1_010_000_000_000,
             tcp_flags: 0,
         };
         (FlowKey::new(ifindex, DIR_INGRESS, &tuple), totals)
@@ -315,7 +315,7 @@ mod tests {
             ],
             ifaces: BTreeMap::new(),
             lost: IfaceCounters::default(),
-            clock: MonotonicClock::with_offset(0),
+            clock: JiffiesClock::one_ns_per_jiffy(0),
             rejects: Vec::new(),
             other_drops: Vec::new(),
             drop_reasons: None,
@@ -391,7 +391,7 @@ mod tests {
             flows: vec![(ingress, seen(4, 240))],
             ifaces: BTreeMap::new(),
             lost: IfaceCounters::default(),
-            clock: MonotonicClock::with_offset(1_000_000_000_000),
+            clock: JiffiesClock::one_ns_per_jiffy(1_000_000_000_000),
             rejects: vec![
                 (
                     RejectKey::new(egress, NETFILTER_DROP),

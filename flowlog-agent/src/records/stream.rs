@@ -142,11 +142,14 @@ impl RecordStream {
                 .or_insert_with(|| d.reason_name(r).into())
                 .clone()
         });
-        // The TC programs' coarse clock advances once per tick, so a packet counted just after
-        // a window's flip can carry a stamp from just before its start: no record of a window
-        // starts before the window does.
-        let start = d.clock.unix_secs(totals.first_seen_ns).max(d.window.start);
-        let end = d.clock.unix_secs(totals.last_seen_ns).max(start);
+        // A stamp is a jiffy (converted to within one tick of the packet's time), so a packet
+        // counted just after a window's flip can carry a time from just before its start: no
+        // record of a window starts before the window does.
+        let start = d
+            .clock
+            .unix_secs(totals.first_seen_jiffies)
+            .max(d.window.start);
+        let end = d.clock.unix_secs(totals.last_seen_jiffies).max(start);
         FlowRecord {
             interface_id,
             log_status: LogStatus::Ok,
@@ -198,7 +201,7 @@ mod tests {
     use super::*;
     use crate::{
         capture::{
-            clock::MonotonicClock,
+            clock::JiffiesClock,
             collect::Window,
             reject::verdict::{
                 Action,
@@ -255,7 +258,7 @@ mod tests {
             ],
             ifaces,
             lost: IfaceCounters::default(),
-            clock: MonotonicClock::with_offset(1_000_000_000_000),
+            clock: JiffiesClock::one_ns_per_jiffy(1_000_000_000_000),
             rejects: vec![(RejectKey::new(rdp, NETFILTER_DROP), dropped(3, 180, 3, 180))],
             other_drops: Vec::new(),
             drop_reasons: None,

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use clap::Parser;
 use flowlog_agent::{
-    capture::clock::MonotonicClock,
+    capture::clock::JiffiesClock,
     capture::collect::{DrainedWindow, FlowTotals, Window},
     cli::RecordArgs,
     inventory::metadata::Metadata,
@@ -104,8 +104,8 @@ impl Flow<'_> {
         FlowTotals {
             packets: self.packets,
             bytes: self.bytes,
-            first_seen_ns: self.start * 1_000_000_000,
-            last_seen_ns: self.end * 1_000_000_000,
+            first_seen_jiffies: self.start * 1_000_000_000,
+            last_seen_jiffies: self.end * 1_000_000_000,
             tcp_flags: self.tcp_flags,
         }
     }
@@ -132,7 +132,7 @@ pub fn drained(window: (u64, u64), flows: &[Flow<'_>], overflowed: &[u32]) -> Dr
         flows: flows.iter().map(|f| (f.key(), f.totals())).collect(),
         ifaces,
         lost: IfaceCounters::default(),
-        clock: MonotonicClock::with_offset(0),
+        clock: JiffiesClock::one_ns_per_jiffy(0),
         rejects: Vec::new(),
         other_drops: Vec::new(),
         drop_reasons: None,

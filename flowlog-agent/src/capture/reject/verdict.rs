@@ -129,8 +129,8 @@ pub fn rejected(rejects: &[(RejectKey, RejectTotals)]) -> impl Iterator<Item = V
             totals: FlowTotals {
                 packets: r.packets,
                 bytes: r.bytes,
-                first_seen_ns: r.first_seen_ns,
-                last_seen_ns: r.last_seen_ns,
+                first_seen_jiffies: r.first_seen_jiffies,
+                last_seen_jiffies: r.last_seen_jiffies,
                 tcp_flags: r.tcp_flags,
             },
             action: Action::Reject,
@@ -163,8 +163,8 @@ pub(crate) mod tests {
         FlowTotals {
             packets,
             bytes,
-            first_seen_ns: 100,
-            last_seen_ns: 900,
+            first_seen_jiffies: 100,
+            last_seen_jiffies: 900,
             tcp_flags: 2 | 16,
         }
     }
@@ -180,8 +180,8 @@ pub(crate) mod tests {
             bytes,
             tc_packets,
             tc_bytes,
-            first_seen_ns: 200,
-            last_seen_ns: 300,
+            first_seen_jiffies: 200,
+            last_seen_jiffies: 300,
             tcp_flags: 2,
         }
     }
@@ -229,8 +229,8 @@ pub(crate) mod tests {
         let reject = v.iter().find(|v| v.action == Action::Reject).unwrap();
         assert_eq!(
             (
-                reject.totals.first_seen_ns,
-                reject.totals.last_seen_ns,
+                reject.totals.first_seen_jiffies,
+                reject.totals.last_seen_jiffies,
                 reject.totals.tcp_flags
             ),
             (200, 300, 2)
@@ -238,8 +238,8 @@ pub(crate) mod tests {
         let accept = v.iter().find(|v| v.action == Action::Accept).unwrap();
         assert_eq!(
             (
-                accept.totals.first_seen_ns,
-                accept.totals.last_seen_ns,
+                accept.totals.first_seen_jiffies,
+                accept.totals.last_seen_jiffies,
                 accept.totals.tcp_flags
             ),
             (100, 900, 18)

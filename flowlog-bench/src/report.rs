@@ -1450,6 +1450,68 @@ mod tests {
     }
 
     #[test]
+    fn churn_section_compares_flows_and_checks_skipdata() {
+        use crate::churn::{Churn, SkipCheck};
+        let mut r = results();
+        // 50k frames/s of 60 bytes delivered; flowlog's programs 100 ns per run.
+        for (v, collector, flows) in [
+            (Variant::Baseline, 0.0, None),
+            (Variant::Flowlog, 0.0, Some(100)),
+            (Variant::Softflowd, 1.0, Some(99)),
+            (Variant::Pmacctd, 2.0, Some(90)),
+        ] {
+            let mut run = run(v, Workload::Churn, 50_000.0 * 60.0 * 8.0, collector);
+            run.flows_sent = Some(100);
+            run.flows_captured = flows;
+            r.e2e.runs.push(run);
+        }
+        r.e2e.bpf.push(BpfView {
+            workload: Workload::Churn,
+            receiver_bps: 1e6,
+            iface_packets: 1_000_000,
+            run_cnt: 1_000_000,
+            run_time_ns: 100_000_000,
+        });
+        let skipdata = SkipCheck {
+            max_flows: 16,
+            packets_sent: 100,
+            wire_packets: 100,
+            ok_packets: 16,
+            ok_flows: 16,
+            overflow_packets: 84,
+            skipdata_records: 1,
+            windows: 1,
+        };
+        r.e2e.churn = Some(Churn {
+            secs: 2,
+            reps: 1,
+            rate_pps: 50_000,
+            frame_bytes: 60,
+            max_flows: 131_072,
+            skipdata,
+        });
+        let md = markdown(&r);
+        assert!(md.contains("### Churn: a new flow per packet"), "{md}");
+        // Collector CPU: flowlog 0.1 s/Mpkt (its programs), softflowd 1.0, pmacctd 2.0.
+        assert!(
+            md.contains("| softflowd | 50000 | 100.0 | 4.000 | 1.000 | 1.0000 | 1.0000 | 1.0000 | 99 | 99.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("10.0x below softflowd (1000 vs 100 ms per Mpkt) | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 16 + 84 = 100 of 100 sent (100 on A's veth) | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 16 | 1 | 100 | 100 | 16 | 84 | 100 | 16 | 1 | yes |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn every_plot_is_written() {
         let names: Vec<String> = plots(&results()).into_iter().map(|(n, _)| n).collect();
         assert_eq!(

@@ -111,7 +111,9 @@ pub fn section(s: &mut String, e: &EndToEnd) {
          *collector CPU* is the larger of attributed and extra vs baseline, as above. flowlog runs \
          with `--max-flows {}` (every flow of a run fits one window's map); its records must hold \
          every flow and every packet sent, or the benchmark fails. Flows reported: flowlog, the \
-         distinct 5-tuples of its OK records; softflowd, its active plus expired flows \
+         distinct 5-tuples of its OK records to the generator's destination (its records also hold \
+         the veth's own few other packets, IPv6 neighbour discovery, which the peers' counts \
+         include); softflowd, its active plus expired flows \
          (`softflowctl statistics`); pmacctd, the rows of its 5-tuple table.\n",
         c.frame_bytes, c.rate_pps, c.secs, c.reps, c.max_flows
     );

@@ -384,8 +384,7 @@ fn thread_cpu_secs() -> anyhow::Result<f64> {
             std::io::Error::last_os_error()
         );
     }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
+    Ok(crate::cpu::rusage_secs(&ru))
 }
 
 /// The churn part alone, in its own namespaces: for the hidden `flowlog-bench churn`.

@@ -15,6 +15,7 @@ use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -154,6 +155,11 @@ pub struct Run {
     /// its active plus expired flows; pmacctd: the rows of its 5-tuple table).
     #[serde(default)]
     pub flows_captured: Option<u64>,
+    /// CPU seconds of the collector from the start of the traffic to its exit: the run's
+    /// share plus what it did after it (flowlog drains and writes the window at SIGTERM; a
+    /// peer flushes its table). None for the baseline and in older results.
+    #[serde(default)]
+    pub cpu_collector_to_exit: Option<f64>,
 }
 
 impl Run {
@@ -401,9 +407,10 @@ pub(crate) fn measure(
         Variant::Softflowd => Some(softflowd_counts(tmp)?),
         _ => None,
     };
-    if let Some(c) = collector {
-        c.stop()?;
-    }
+    let lifetime_cpu = match collector {
+        Some(c) => Some(c.stop()?),
+        None => None,
+    };
     let (_, p2) = topo.counters_a()?;
     let captured = match variant {
         Variant::Baseline => None,
@@ -433,6 +440,7 @@ pub(crate) fn measure(
         iface_packets_lifetime: p2 - p0,
         flows_sent: t.flows_sent,
         flows_captured: captured.map(|c| c.flows),
+        cpu_collector_to_exit: lifetime_cpu.map(|l| l - c0),
     })
 }
 
@@ -828,19 +836,35 @@ impl Daemon {
     }
 
     /// SIGTERM, then up to 10 s for a clean exit; errors (after killing it) if it does not
-    /// exit, or exits with a failure.
-    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
+    /// exit, or exits with a failure. Returns the CPU seconds of its whole life (it and the
+    /// children it reaped, from wait4's rusage): what it did on the way out (flowlog's last
+    /// drain, a peer's final flush) included.
+    pub(crate) fn stop(mut self) -> anyhow::Result<f64> {
         let Some(mut child) = self.child.take() else {
-            return Ok(());
+            return Ok(0.0);
         };
         let pid = child.id() as i32;
         let tree = cpu::descendants(pid);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
+        let (status, cpu) = loop {
+            let mut raw = 0;
+            // SAFETY: an all-zero rusage is a valid out-parameter.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pointers; `pid` is our own child, not yet reaped (std never waits
+            // on it: it is forgotten once reaped here).
+            let r = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut ru) };
+            if r == pid {
+                std::mem::forget(child);
+                break (ExitStatus::from_raw(raw), cpu::rusage_secs(&ru));
+            }
+            if r < 0 {
+                bail!(
+                    "waiting for {}: {}",
+                    self.name,
+                    std::io::Error::last_os_error()
+                );
             }
             if Instant::now() > deadline {
                 kill_tree(&mut child, &tree);
@@ -862,7 +886,7 @@ impl Daemon {
                 self.tail()
             );
         }
-        Ok(())
+        Ok(cpu)
     }
 }
 

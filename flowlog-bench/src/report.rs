@@ -1225,6 +1225,7 @@ mod tests {
             iface_packets_lifetime: 1_000_000,
             flows_sent: None,
             flows_captured: None,
+            cpu_collector_to_exit: None,
         }
     }
 
@@ -1463,6 +1464,7 @@ mod tests {
             let mut run = run(v, Workload::Churn, 50_000.0 * 60.0 * 8.0, collector);
             run.flows_sent = Some(100);
             run.flows_captured = flows;
+            run.cpu_collector_to_exit = Some(collector + 0.5);
             r.e2e.runs.push(run);
         }
         r.e2e.bpf.push(BpfView {
@@ -1494,7 +1496,7 @@ mod tests {
         assert!(md.contains("### Churn: a new flow per packet"), "{md}");
         // Collector CPU: flowlog 0.1 s/Mpkt (its programs), softflowd 1.0, pmacctd 2.0.
         assert!(
-            md.contains("| softflowd | 50000 | 100.0 | 4.000 | 1.000 | 1.0000 | 1.0000 | 1.0000 | 99 | 99.00 |"),
+            md.contains("| softflowd | 50000 | 100.0 | 4.000 | 1.000 | 1.0000 | 1.0000 | 1.0000 | 1.5000 | 99 | 99.00 |"),
             "{md}"
         );
         assert!(

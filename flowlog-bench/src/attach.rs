@@ -17,8 +17,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Read as _,
-    os::fd::AsRawFd,
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -29,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     e2e::{Daemon, TempDir},
-    frames, netns, stats,
+    frames, netns,
+    rawsend::RawSender,
+    records, stats,
 };
 
 const NS_HOST: &str = "flbat-h";
@@ -170,15 +170,7 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<AttachLatency> {
 /// Creates each interface, sends its frames, deletes it. Runs on its own thread, which moves
 /// into the agent's namespace (the AF_PACKET socket must be opened there).
 fn send_all(n: usize) -> anyhow::Result<Vec<Sent>> {
-    let ns = fs::File::open(format!("/run/netns/{NS_HOST}"))
-        .with_context(|| format!("opening namespace {NS_HOST}"))?;
-    // SAFETY: setns on this thread only, with a namespace fd we hold open.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!(
-            "cannot enter namespace {NS_HOST}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    netns::enter(NS_HOST)?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let ifname = format!("{PREFIX}{i}");
@@ -198,24 +190,7 @@ fn send_all(n: usize) -> anyhow::Result<Vec<Sent>> {
 /// Sends frames with source ports 1, 2, ... every [`SPACING`] for [`SEND_FOR`] through
 /// `ifname`; returns each one's send time after `created`.
 fn send_frames(ifname: &str, created: Instant) -> anyhow::Result<Vec<Duration>> {
-    let c_name = std::ffi::CString::new(ifname)?;
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no interface {ifname}");
-    }
-    // SAFETY: plain socket(2); the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just created and is closed only by this OwnedFd.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
+    let sender = RawSender::open(ifname)?;
     let mut at = Vec::new();
     let mut port: u16 = 1;
     let mut next = Instant::now();
@@ -224,23 +199,7 @@ fn send_frames(ifname: &str, created: Instant) -> anyhow::Result<Vec<Duration>> 
             .udp(port, 9)
             .payload(18)
             .build();
-        // SAFETY: sendto with a buffer and address that outlive the call.
-        let n = unsafe {
-            libc::sendto(
-                sock.as_raw_fd(),
-                frame.bytes.as_ptr().cast(),
-                frame.bytes.len(),
-                0,
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            bail!(
-                "sending through {ifname}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        sender.send(&frame.bytes)?;
         at.push(created.elapsed());
         port = port
             .checked_add(1)
@@ -256,27 +215,13 @@ fn send_frames(ifname: &str, created: Instant) -> anyhow::Result<Vec<Duration>> 
 /// Per interface id: packets per source port, from every record the agent wrote.
 fn first_counted(out: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap<u16, u64>>> {
     let mut map: BTreeMap<String, BTreeMap<u16, u64>> = BTreeMap::new();
-    let mut pending = vec![out.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "gz") {
-                let mut text = String::new();
-                flate2::read::GzDecoder::new(fs::File::open(&path)?)
-                    .read_to_string(&mut text)
-                    .with_context(|| format!("gunzip {}", path.display()))?;
-                for line in text.lines().skip(1) {
-                    let f: Vec<&str> = line.split(' ').collect();
-                    if let [id, port, packets, "OK"] = f.as_slice() {
-                        *map.entry(id.to_string())
-                            .or_default()
-                            .entry(port.parse()?)
-                            .or_default() += packets.parse::<u64>()?;
-                    }
-                }
-            }
+    for line in records::lines(out)? {
+        let f: Vec<&str> = line.split(' ').collect();
+        if let [id, port, packets, "OK"] = f.as_slice() {
+            *map.entry(id.to_string())
+                .or_default()
+                .entry(port.parse()?)
+                .or_default() += packets.parse::<u64>()?;
         }
     }
     Ok(map)

@@ -127,9 +127,11 @@ pub fn wait_with_cpu(child: Child) -> anyhow::Result<(std::process::ExitStatus, 
     }
     // The child is reaped: forget the handle so std does not wait on it again.
     std::mem::forget(child);
+    Ok((std::process::ExitStatus::from_raw(status), rusage_secs(&ru)))
+}
+
+/// User plus system CPU seconds of an rusage.
+pub fn rusage_secs(ru: &libc::rusage) -> f64 {
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok((
-        std::process::ExitStatus::from_raw(status),
-        tv(ru.ru_utime) + tv(ru.ru_stime),
-    ))
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

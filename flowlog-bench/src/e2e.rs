@@ -9,11 +9,13 @@
 //! statistics enabled gives the programs' own ns per run under real traffic (kept apart:
 //! the statistics add two clock reads to every program run).
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,13 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpu;
 use crate::netns::{self, ADDR_B, IF_A, NS_A, NS_B, Topology};
+use crate::records::{self, V2};
 
 const IPERF_PORT: &str = "5201";
 /// NetFlow export target of softflowd: a closed port on A's loopback (the export datagrams
 /// are refused; the capture side is what is measured).
 const NETFLOW_TARGET: &str = "127.0.0.1:9995";
 /// Where flowlog and pmacctd write what they captured (in the scratch directory).
-const FLOWLOG_OUT: &str = "flowlog-out";
+pub(crate) const FLOWLOG_OUT: &str = "flowlog-out";
 const PMACCTD_CSV: &str = "pmacctd.csv";
 /// Payload of the small-packet UDP workload.
 const UDP_PAYLOAD: &str = "64";
@@ -36,14 +39,23 @@ const UDP_PAYLOAD: &str = "64";
 pub struct Config {
     pub secs: u32,
     pub reps: usize,
+    pub quick: bool,
 }
 
 impl Config {
     pub fn new(quick: bool) -> Self {
         if quick {
-            Config { secs: 2, reps: 1 }
+            Config {
+                secs: 2,
+                reps: 1,
+                quick,
+            }
         } else {
-            Config { secs: 5, reps: 5 }
+            Config {
+                secs: 5,
+                reps: 5,
+                quick,
+            }
         }
     }
 }
@@ -78,22 +90,27 @@ impl Variant {
 pub enum Workload {
     Tcp,
     Udp64,
+    /// Crafted UDP frames, a new 5-tuple each, at a fixed offered rate ([`crate::churn`]).
+    Churn,
 }
 
 impl Workload {
+    /// The iperf3 workloads (churn has its own generator and section).
     pub const ALL: [Workload; 2] = [Workload::Tcp, Workload::Udp64];
 
     pub fn label(self) -> &'static str {
         match self {
             Workload::Tcp => "TCP (1 stream)",
             Workload::Udp64 => "UDP 64-byte payload",
+            Workload::Churn => "UDP churn (a new flow per packet)",
         }
     }
 
-    fn iperf_args(self) -> &'static [&'static str] {
+    fn iperf_args(self) -> anyhow::Result<&'static [&'static str]> {
         match self {
-            Workload::Tcp => &[],
-            Workload::Udp64 => &["-u", "-b", "0", "-l", UDP_PAYLOAD],
+            Workload::Tcp => Ok(&[]),
+            Workload::Udp64 => Ok(&["-u", "-b", "0", "-l", UDP_PAYLOAD]),
+            Workload::Churn => bail!("the churn workload is not an iperf3 run"),
         }
     }
 }
@@ -131,6 +148,18 @@ pub struct Run {
     /// counters and libpcap count it once.
     pub collector_packets: Option<u64>,
     pub iface_packets_lifetime: u64,
+    /// Distinct 5-tuples the traffic carried, where the generator knows (churn).
+    #[serde(default)]
+    pub flows_sent: Option<u64>,
+    /// Flows the collector reported (flowlog: distinct 5-tuples of its OK records; softflowd:
+    /// its active plus expired flows; pmacctd: the rows of its 5-tuple table).
+    #[serde(default)]
+    pub flows_captured: Option<u64>,
+    /// CPU seconds of the collector from the start of the traffic to its exit: the run's
+    /// share plus what it did after it (flowlog drains and writes the window at SIGTERM; a
+    /// peer flushes its table). None for the baseline and in older results.
+    #[serde(default)]
+    pub cpu_collector_to_exit: Option<f64>,
 }
 
 impl Run {
@@ -138,9 +167,10 @@ impl Run {
     /// sender and receiver together); the sender's for the UDP flood, whose receiver drops
     /// what it cannot read, so its goodput can *rise* when something slows the sender, while
     /// the sender's rate is what the stack (capture included) lets through.
+    /// Churn is offered at a fixed rate: what the receiving veth got is what got through.
     pub fn throughput_bps(&self) -> f64 {
         match self.workload {
-            Workload::Tcp => self.receiver_bps,
+            Workload::Tcp | Workload::Churn => self.receiver_bps,
             Workload::Udp64 => self.sender_bps,
         }
     }
@@ -186,6 +216,10 @@ pub struct EndToEnd {
     #[serde(default)]
     pub bpf_by_flow_logs: Vec<(u32, BpfView)>,
     pub versions: Vec<(String, String)>,
+    /// The churn workload's settings and its SKIPDATA check; its runs are in `runs` and its
+    /// BPF view in `bpf` (workload [`Workload::Churn`]). Absent in older results.
+    #[serde(default)]
+    pub churn: Option<crate::churn::Churn>,
 }
 
 pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
@@ -256,7 +290,7 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
     }
     let mut bpf = Vec::new();
     for workload in Workload::ALL {
-        let v = bpf_view(&topo, agent, &tmp, workload, cfg.secs, 1)
+        let v = bpf_view(&topo, &server, agent, &tmp, workload, cfg.secs, 1)
             .with_context(|| format!("BPF run-time view of {}", workload.label()))?;
         eprintln!(
             "  bpf_stats {:<20} {:.1} ns per program run, {} runs",
@@ -268,8 +302,16 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
     }
     let mut bpf_by_flow_logs = Vec::new();
     for flow_logs in [1, 8] {
-        let v = bpf_view(&topo, agent, &tmp, Workload::Udp64, cfg.secs, flow_logs)
-            .with_context(|| format!("BPF run-time view with {flow_logs} flow logs"))?;
+        let v = bpf_view(
+            &topo,
+            &server,
+            agent,
+            &tmp,
+            Workload::Udp64,
+            cfg.secs,
+            flow_logs,
+        )
+        .with_context(|| format!("BPF run-time view with {flow_logs} flow logs"))?;
         eprintln!(
             "  bpf_stats {:<20} {:.1} ns per program run, {} runs, {flow_logs} flow log(s)",
             Workload::Udp64.label(),
@@ -279,6 +321,10 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
         bpf_by_flow_logs.push((flow_logs, v));
     }
     server.stop()?;
+    let churn = crate::churn::run(&topo, agent, &tmp, &crate::churn::Config::new(cfg.quick))
+        .context("churn workload")?;
+    runs.extend(churn.runs);
+    bpf.push(churn.bpf);
     Ok(EndToEnd {
         secs: cfg.secs,
         reps: cfg.reps,
@@ -286,6 +332,7 @@ pub fn run(agent: &Path, cfg: &Config) -> anyhow::Result<EndToEnd> {
         bpf,
         bpf_by_flow_logs,
         versions: versions(),
+        churn: Some(churn.churn),
     })
 }
 
@@ -302,122 +349,173 @@ fn one_run(
 ) -> anyhow::Result<Run> {
     let collector = match variant {
         Variant::Baseline => None,
-        v => Some(start_collector(v, agent, tmp)?),
+        v => Some(start_collector(v, agent, tmp, &[])?),
     };
+    measure(topo, collector, tmp, variant, workload, rep, &mut || {
+        iperf_traffic(server, workload, secs)
+    })
+}
+
+/// What one run's traffic did, as its generator saw it.
+pub(crate) struct Traffic {
+    pub sender_bps: f64,
+    pub receiver_bps: f64,
+    /// CPU seconds of the sending and the receiving process (0 without one).
+    pub cpu_client: f64,
+    pub cpu_server: f64,
+    pub flows_sent: Option<u64>,
+}
+
+/// iperf3 traffic of `workload` for `secs`, the server's CPU measured around it.
+fn iperf_traffic(server: &Daemon, workload: Workload, secs: u32) -> anyhow::Result<Traffic> {
+    let s0 = cpu::tree_secs(server.pid());
+    let (sender_bps, receiver_bps, cpu_client) = iperf_client(workload, secs)?;
+    Ok(Traffic {
+        sender_bps,
+        receiver_bps,
+        cpu_client,
+        cpu_server: cpu::tree_secs(server.pid()) - s0,
+        flows_sent: None,
+    })
+}
+
+/// One run: `traffic` with `collector` (already started; None for the baseline) capturing
+/// A's veth, the CPU and interface counters around it; then the collector is stopped and
+/// what it accounted for read from its output.
+pub(crate) fn measure(
+    topo: &Topology,
+    collector: Option<Daemon>,
+    tmp: &TempDir,
+    variant: Variant,
+    workload: Workload,
+    rep: usize,
+    traffic: &mut dyn FnMut() -> anyhow::Result<Traffic>,
+) -> anyhow::Result<Run> {
     let collector_pid = collector.as_ref().map(Daemon::pid);
     let (b0, p0) = topo.counters_a()?;
     let m0 = cpu::machine_busy_secs()?;
-    let s0 = cpu::tree_secs(server.pid());
     let k0 = cpu::ksoftirqd_secs();
     let c0 = collector_pid.map_or(0.0, cpu::tree_secs);
     let started = Instant::now();
-    let (sender_bps, receiver_bps, cpu_client) = iperf_client(workload, secs)?;
+    let t = traffic()?;
     let seconds = started.elapsed().as_secs_f64();
     let c1 = collector_pid.map_or(0.0, cpu::tree_secs);
     let k1 = cpu::ksoftirqd_secs();
-    let s1 = cpu::tree_secs(server.pid());
     let m1 = cpu::machine_busy_secs()?;
     let (b1, p1) = topo.counters_a()?;
-    let counted_live = match variant {
-        Variant::Softflowd => Some(softflowd_packets(tmp)?),
+    let softflowd_live = match variant {
+        Variant::Softflowd => Some(softflowd_counts(tmp)?),
         _ => None,
     };
-    if let Some(c) = collector {
-        c.stop()?;
-    }
+    let lifetime_cpu = match collector {
+        Some(c) => Some(c.stop()?),
+        None => None,
+    };
     let (_, p2) = topo.counters_a()?;
-    let collector_packets = match variant {
+    let captured = match variant {
         Variant::Baseline => None,
         Variant::Flowlog => {
-            Some(flowlog_packets(&tmp.path(FLOWLOG_OUT)).with_context(|| {
+            Some(flowlog_counts(&tmp.path(FLOWLOG_OUT)).with_context(|| {
                 format!("flowlog's log: {}", log_tail(&tmp.path("flowlog.log")))
             })?)
         }
-        Variant::Softflowd => counted_live,
-        Variant::Pmacctd => Some(pmacctd_packets(&tmp.path(PMACCTD_CSV))?),
+        Variant::Softflowd => softflowd_live,
+        Variant::Pmacctd => Some(pmacctd_counts(&tmp.path(PMACCTD_CSV))?),
     };
     Ok(Run {
         variant,
         workload,
         rep,
         seconds,
-        sender_bps,
-        receiver_bps,
+        sender_bps: t.sender_bps,
+        receiver_bps: t.receiver_bps,
         iface_bytes: b1 - b0,
         iface_packets: p1 - p0,
-        cpu_client,
-        cpu_server: s1 - s0,
+        cpu_client: t.cpu_client,
+        cpu_server: t.cpu_server,
         cpu_ksoftirqd: k1 - k0,
         cpu_collector: c1 - c0,
         cpu_machine: m1 - m0,
-        collector_packets,
+        collector_packets: captured.map(|c| c.packets),
         iface_packets_lifetime: p2 - p0,
+        flows_sent: t.flows_sent,
+        flows_captured: captured.map(|c| c.flows),
+        cpu_collector_to_exit: lifetime_cpu.map(|l| l - c0),
     })
 }
 
-/// softflowd's "Packets processed" so far, from its control socket.
-fn softflowd_packets(tmp: &TempDir) -> anyhow::Result<u64> {
+/// Packets and flows a collector accounted for.
+#[derive(Debug, Clone, Copy)]
+struct Captured {
+    packets: u64,
+    flows: u64,
+}
+
+/// softflowd's "Packets processed" and its flows (active plus expired) so far, from its
+/// control socket.
+fn softflowd_counts(tmp: &TempDir) -> anyhow::Result<Captured> {
     let out = netns::run(
         Command::new("softflowctl")
             .arg("-c")
             .arg(tmp.path("softflowd.ctl"))
             .arg("statistics"),
     )?;
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("Packets processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no \"Packets processed\" in softflowctl statistics: {out}"))
+    let number = |prefix: &str| -> anyhow::Result<u64> {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {prefix:?} in softflowctl statistics: {out}"))
+    };
+    Ok(Captured {
+        packets: number("Packets processed:")?,
+        flows: number("Number of active flows:")? + number("Flows expired:")?,
+    })
 }
 
-/// Packets in the records flowlog wrote (gzip text objects under `dir`, default v2 format:
-/// `packets` is the 9th field; NODATA/SKIPDATA records have `-`).
-fn flowlog_packets(dir: &Path) -> anyhow::Result<u64> {
-    let mut total = 0u64;
-    let mut objects = 0usize;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "gz") {
-                let mut text = String::new();
-                flate2::read::GzDecoder::new(fs::File::open(&path)?)
-                    .read_to_string(&mut text)
-                    .with_context(|| format!("gunzip {}", path.display()))?;
-                total += text
-                    .lines()
-                    .filter_map(|l| l.split_whitespace().nth(8)?.parse::<u64>().ok())
-                    .sum::<u64>();
-                objects += 1;
-            }
-        }
-    }
-    if objects == 0 {
+/// Packets in the records flowlog wrote (gzip text objects under `dir`, default v2 format;
+/// NODATA/SKIPDATA records have none), and the distinct 5-tuples of its OK records.
+fn flowlog_counts(dir: &Path) -> anyhow::Result<Captured> {
+    let lines = records::lines(dir)?;
+    if lines.is_empty() {
         bail!(
-            "flowlog wrote no object under {} after SIGTERM",
+            "flowlog wrote no record under {} after SIGTERM",
             dir.display()
         );
     }
-    Ok(total)
+    let parsed: Vec<V2> = lines.iter().filter_map(|l| V2::parse(l)).collect();
+    let flows: HashSet<[&str; 5]> = parsed
+        .iter()
+        .filter(|r| r.log_status == "OK")
+        .map(|r| r.tuple)
+        .collect();
+    Ok(Captured {
+        packets: parsed.iter().filter_map(|r| r.packets).sum(),
+        flows: flows.len() as u64,
+    })
 }
 
-/// Packets in pmacctd's print-plugin CSV (every purge appended; header lines skipped).
-fn pmacctd_packets(csv: &Path) -> anyhow::Result<u64> {
+/// Packets and rows in pmacctd's print-plugin CSV (every purge appended; header lines
+/// skipped). Its table is keyed by the 5-tuple: a row is a flow.
+fn pmacctd_counts(csv: &Path) -> anyhow::Result<Captured> {
     let text = fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
     let header = text.lines().next().context("pmacctd wrote an empty CSV")?;
     let col = header
         .split(',')
         .position(|c| c.trim() == "PACKETS")
         .with_context(|| format!("no PACKETS column in pmacctd's CSV header {header:?}"))?;
-    Ok(text
+    let packets: Vec<u64> = text
         .lines()
         .filter_map(|l| l.split(',').nth(col)?.trim().parse::<u64>().ok())
-        .sum())
+        .collect();
+    Ok(Captured {
+        packets: packets.iter().sum(),
+        flows: packets.len() as u64,
+    })
 }
 
 fn bpf_view(
     topo: &Topology,
+    server: &Daemon,
     agent: &Path,
     tmp: &TempDir,
     workload: Workload,
@@ -425,16 +523,29 @@ fn bpf_view(
     flow_logs: u32,
 ) -> anyhow::Result<BpfView> {
     let flowlog = if flow_logs == 1 {
-        start_collector(Variant::Flowlog, agent, tmp)?
+        start_collector(Variant::Flowlog, agent, tmp, &[])?
     } else {
         start_flow_logs(agent, tmp, flow_logs)?
     };
+    bpf_view_of(topo, flowlog, workload, &mut || {
+        iperf_traffic(server, workload, secs)
+    })
+}
+
+/// The run time of `flowlog`'s TC programs over `traffic`, with the kernel's BPF run-time
+/// statistics on for just that long; stops `flowlog`.
+pub(crate) fn bpf_view_of(
+    topo: &Topology,
+    flowlog: Daemon,
+    workload: Workload,
+    traffic: &mut dyn FnMut() -> anyhow::Result<Traffic>,
+) -> anyhow::Result<BpfView> {
     let ids = prog_ids(flowlog.pid())?;
     let stats_fd: OwnedFd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("BPF_ENABLE_STATS (run time) failed")?;
     let (t0, n0) = prog_stats(&ids)?;
     let (_, p0) = topo.counters_a()?;
-    let (_, receiver_bps, _) = iperf_client(workload, secs)?;
+    let receiver_bps = traffic()?.receiver_bps;
     let (_, p1) = topo.counters_a()?;
     let (t1, n1) = prog_stats(&ids)?;
     drop(stats_fd);
@@ -514,7 +625,7 @@ fn iperf_client(workload: Workload, secs: u32) -> anyhow::Result<(f64, f64, f64)
         &secs.to_string(),
         "-J",
     ])
-    .args(workload.iperf_args())
+    .args(workload.iperf_args()?)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
@@ -574,7 +685,14 @@ fn start_flow_logs(agent: &Path, tmp: &TempDir, n: u32) -> anyhow::Result<Daemon
     Daemon::start("flowlog", cmd, root.join("flowlog.log"), None, "capturing")
 }
 
-fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Result<Daemon> {
+/// Starts `variant`'s collector on A's veth; `flowlog_args` are added to flowlog's command
+/// line (ignored for the peers).
+pub(crate) fn start_collector(
+    variant: Variant,
+    agent: &Path,
+    tmp: &TempDir,
+    flowlog_args: &[String],
+) -> anyhow::Result<Daemon> {
     match variant {
         Variant::Baseline => bail!("the baseline has no collector"),
         Variant::Flowlog => {
@@ -601,6 +719,7 @@ fn start_collector(variant: Variant, agent: &Path, tmp: &TempDir) -> anyhow::Res
             .arg(format!("file:{}", out.display()))
             .arg("--spool-dir")
             .arg(&spool)
+            .args(flowlog_args)
             .env("RUST_LOG", "info");
             Daemon::start("flowlog", cmd, tmp.path("flowlog.log"), None, "capturing")
         }
@@ -708,7 +827,7 @@ impl Daemon {
         self
     }
 
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
@@ -717,19 +836,35 @@ impl Daemon {
     }
 
     /// SIGTERM, then up to 10 s for a clean exit; errors (after killing it) if it does not
-    /// exit, or exits with a failure.
-    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
+    /// exit, or exits with a failure. Returns the CPU seconds of its whole life (it and the
+    /// children it reaped, from wait4's rusage): what it did on the way out (flowlog's last
+    /// drain, a peer's final flush) included.
+    pub(crate) fn stop(mut self) -> anyhow::Result<f64> {
         let Some(mut child) = self.child.take() else {
-            return Ok(());
+            return Ok(0.0);
         };
         let pid = child.id() as i32;
         let tree = cpu::descendants(pid);
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
+        let (status, cpu) = loop {
+            let mut raw = 0;
+            // SAFETY: an all-zero rusage is a valid out-parameter.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pointers; `pid` is our own child, not yet reaped (std never waits
+            // on it: it is forgotten once reaped here).
+            let r = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut ru) };
+            if r == pid {
+                std::mem::forget(child);
+                break (ExitStatus::from_raw(raw), cpu::rusage_secs(&ru));
+            }
+            if r < 0 {
+                bail!(
+                    "waiting for {}: {}",
+                    self.name,
+                    std::io::Error::last_os_error()
+                );
             }
             if Instant::now() > deadline {
                 kill_tree(&mut child, &tree);
@@ -751,7 +886,7 @@ impl Daemon {
                 self.tail()
             );
         }
-        Ok(())
+        Ok(cpu)
     }
 }
 
@@ -781,7 +916,7 @@ fn kill_leftovers(tree: &[i32]) {
 }
 
 /// The last lines of a log file, on one line, without terminal colour codes.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let s = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     let tail = lines[lines.len().saturating_sub(6)..].join(" | ");

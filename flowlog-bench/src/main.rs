@@ -16,6 +16,7 @@
 //! exactly is that the programs counted what they were fed and that drains return every flow.
 
 mod attach;
+mod churn;
 mod cpu;
 mod datapath;
 mod drain;
@@ -29,7 +30,10 @@ mod e2e;
 mod frames;
 mod machine;
 mod netns;
+mod rawsend;
+mod records;
 mod report;
+mod report_churn;
 mod report_datapath;
 mod scaling;
 mod stats;
@@ -100,6 +104,10 @@ enum Command {
         #[arg(long)]
         interfaces: Option<usize>,
     },
+    /// Internal: only the churn workload (a new flow per packet, every variant, and the
+    /// SKIPDATA check), printed as JSON; fails if flowlog's accounting is not exact.
+    #[command(hide = true)]
+    Churn,
 }
 
 /// Everything one run measured; written as results.json and rendered as BENCHMARKS.md.
@@ -126,6 +134,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Report { results }) => rewrite_report(&results),
         Some(Command::Datapath { fills }) => datapath_only(cli.quick, fills, cli.out),
         Some(Command::Attach { interfaces }) => attach_only(cli.quick, interfaces),
+        Some(Command::Churn) => churn_only(cli.quick),
         None => run(cli.quick, cli.out),
     };
     match result {
@@ -144,6 +153,13 @@ fn attach_only(quick: bool, interfaces: Option<usize>) -> anyhow::Result<()> {
     }
     let result = attach::run(&agent_binary()?, &cfg)?;
     println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+fn churn_only(quick: bool) -> anyhow::Result<()> {
+    let (runs, bpf, churn) = churn::run_alone(&agent_binary()?, &churn::Config::new(quick))?;
+    let json = serde_json::json!({ "runs": runs, "bpf": bpf, "churn": churn });
+    println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }
 
@@ -166,7 +182,9 @@ fn run(quick: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
     let machine = machine::Machine::describe();
     eprintln!("flowlog-bench: datapath (BPF_PROG_TEST_RUN)");
     let datapath = datapath::run(&object, &floor, &datapath::Config::new(quick))?;
-    eprintln!("flowlog-bench: end to end (iperf3 over veth; flowlog, softflowd, pmacctd)");
+    eprintln!(
+        "flowlog-bench: end to end (iperf3 over veth, then churn; flowlog, softflowd, pmacctd)"
+    );
     let e2e = e2e::run(&agent, &e2e::Config::new(quick))?;
     eprintln!("flowlog-bench: drain");
     let drain = drain::run(&drain::sizes(quick))?;

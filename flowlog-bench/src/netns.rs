@@ -75,21 +75,56 @@ impl Topology {
 
     /// Bytes and packets the interface in namespace A sent plus received so far.
     pub fn counters_a(&self) -> anyhow::Result<(u64, u64)> {
-        let json = ip(&["-n", NS_A, "-s", "-j", "link", "show", "dev", IF_A])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&json).context("parsing `ip -j -s link`")?;
-        let s = &v[0]["stats64"];
-        let get = |dir: &str, what: &str| s[dir][what].as_u64();
-        match (
-            get("rx", "bytes"),
-            get("tx", "bytes"),
-            get("rx", "packets"),
-            get("tx", "packets"),
-        ) {
-            (Some(rb), Some(tb), Some(rp), Some(tp)) => Ok((rb + tb, rp + tp)),
-            _ => bail!("`ip -j -s link show dev {IF_A}` has no stats64 counters: {json}"),
-        }
+        let c = counters(NS_A, IF_A)?;
+        Ok((c.rx_bytes + c.tx_bytes, c.rx_packets + c.tx_packets))
     }
+}
+
+/// An interface's byte and packet counters (`ip -s link`, stats64), per direction.
+#[derive(Debug, Clone, Copy)]
+pub struct IfCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
+/// The counters of `ifname` in namespace `ns` so far.
+pub fn counters(ns: &str, ifname: &str) -> anyhow::Result<IfCounters> {
+    let json = ip(&["-n", ns, "-s", "-j", "link", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_str(&json).context("parsing `ip -j -s link`")?;
+    let s = &v[0]["stats64"];
+    let get = |dir: &str, what: &str| s[dir][what].as_u64();
+    match (
+        get("rx", "bytes"),
+        get("rx", "packets"),
+        get("tx", "bytes"),
+        get("tx", "packets"),
+    ) {
+        (Some(rx_bytes), Some(rx_packets), Some(tx_bytes), Some(tx_packets)) => Ok(IfCounters {
+            rx_bytes,
+            rx_packets,
+            tx_bytes,
+            tx_packets,
+        }),
+        _ => bail!("`ip -n {ns} -j -s link show dev {ifname}` has no stats64 counters: {json}"),
+    }
+}
+
+/// Moves the calling thread (only it) into network namespace `ns`, for sockets that must be
+/// opened there.
+pub fn enter(ns: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("opening namespace {ns}"))?;
+    // SAFETY: setns on this thread only, with a namespace fd we hold open.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!(
+            "cannot enter namespace {ns}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 impl Drop for Topology {

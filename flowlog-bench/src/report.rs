@@ -17,7 +17,7 @@ const THROUGHPUT_MIN: f64 = 0.97;
 const PEER_CPU_MIN_X: f64 = 10.0;
 const DRAIN_1M_MAX_S: f64 = 2.0;
 
-fn f(v: f64, digits: usize) -> String {
+pub(crate) fn f(v: f64, digits: usize) -> String {
     if v.is_finite() {
         format!("{v:.digits$}")
     } else {
@@ -128,7 +128,7 @@ fn bpf_cpu_per_mpkt(e: &EndToEnd, w: Workload) -> f64 {
 /// flowlog plus its programs' run time in the kernel (as the kernel's statistics time it: not
 /// the hook that calls them; for the libpcap peers a lower bound, their kernel-side packet
 /// copies run in other tasks' softirq time).
-fn attributed_cost(e: &EndToEnd, w: Workload, v: Variant) -> f64 {
+pub(crate) fn attributed_cost(e: &EndToEnd, w: Workload, v: Variant) -> f64 {
     let own = summarize(e, w, v).collector_cpu_per_mpkt;
     if v == Variant::Flowlog {
         own + bpf_cpu_per_mpkt(e, w)
@@ -140,7 +140,7 @@ fn attributed_cost(e: &EndToEnd, w: Workload, v: Variant) -> f64 {
 /// What a collector costs per Mpkt for the comparison, the same rule for each: the larger of
 /// its attributed cost and what the traffic's work CPU grew by with it attached (extra vs
 /// baseline, which includes kernel-side work but carries the run-to-run noise).
-fn collector_cost(e: &EndToEnd, w: Workload, v: Variant) -> f64 {
+pub(crate) fn collector_cost(e: &EndToEnd, w: Workload, v: Variant) -> f64 {
     let extra = summarize(e, w, v).extra_cpu_per_mpkt;
     let attributed = attributed_cost(e, w, v);
     if extra.is_finite() {
@@ -240,7 +240,17 @@ fn drain_1m(d: &[DrainResult]) -> Option<&DrainResult> {
     d.iter().find(|r| r.flows == 1_000_000)
 }
 
-fn met(ok: bool) -> &'static str {
+/// A cell that compares with the baseline or describes a collector: empty ("-") for the
+/// baseline.
+pub(crate) fn collector_cell(v: Variant, value: f64, digits: usize) -> String {
+    if v == Variant::Baseline {
+        "-".to_owned()
+    } else {
+        f(value, digits)
+    }
+}
+
+pub(crate) fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
 
@@ -594,6 +604,7 @@ fn targets(s: &mut String, r: &Results) {
         parts.join("; "),
         met(cpu_ok)
     );
+    crate::report_churn::target_rows(s, e);
     attach_target(s, r.attach.as_ref());
     match drain_1m(&r.drain) {
         Some(x) => {
@@ -834,6 +845,7 @@ pub fn datapath_tables(d: &Datapath) -> String {
         bpf: Vec::new(),
         bpf_by_flow_logs: Vec::new(),
         versions: Vec::new(),
+        churn: None,
     };
     datapath_section(&mut s, d, &no_e2e);
     s
@@ -1032,14 +1044,7 @@ fn e2e_section(s: &mut String, e: &EndToEnd) {
         );
         for v in Variant::ALL {
             let sm = summarize(e, w, v);
-            // Columns that compare with the baseline, or describe a collector, are empty for it.
-            let vs_base = |value: f64, digits: usize| {
-                if v == Variant::Baseline {
-                    "-".to_owned()
-                } else {
-                    f(value, digits)
-                }
-            };
+            let vs_base = |value: f64, digits: usize| collector_cell(v, value, digits);
             let cells = [
                 v.label().to_owned(),
                 f(sm.gbps_sent, 3),
@@ -1090,6 +1095,7 @@ fn e2e_section(s: &mut String, e: &EndToEnd) {
         }
         let _ = writeln!(s);
     }
+    crate::report_churn::section(s, e);
 }
 
 fn drain_section(s: &mut String, d: &[DrainResult]) {
@@ -1217,6 +1223,9 @@ mod tests {
             cpu_machine: 4.0,
             collector_packets: Some(1_000_000),
             iface_packets_lifetime: 1_000_000,
+            flows_sent: None,
+            flows_captured: None,
+            cpu_collector_to_exit: None,
         }
     }
 
@@ -1294,6 +1303,7 @@ mod tests {
                     .collect(),
                 bpf_by_flow_logs: Vec::new(),
                 versions: vec![("iperf3".into(), "3.12".into())],
+                churn: None,
             },
             drain: vec![DrainResult {
                 flows: 1_000_000,
@@ -1441,6 +1451,69 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("**Throughput, TCP"), "{md}");
+    }
+
+    #[test]
+    fn churn_section_compares_flows_and_checks_skipdata() {
+        use crate::churn::{Churn, SkipCheck};
+        let mut r = results();
+        // 50k frames/s of 60 bytes delivered; flowlog's programs 100 ns per run.
+        for (v, collector, flows) in [
+            (Variant::Baseline, 0.0, None),
+            (Variant::Flowlog, 0.0, Some(100)),
+            (Variant::Softflowd, 1.0, Some(99)),
+            (Variant::Pmacctd, 2.0, Some(90)),
+        ] {
+            let mut run = run(v, Workload::Churn, 50_000.0 * 60.0 * 8.0, collector);
+            run.flows_sent = Some(100);
+            run.flows_captured = flows;
+            run.cpu_collector_to_exit = Some(collector + 0.5);
+            r.e2e.runs.push(run);
+        }
+        r.e2e.bpf.push(BpfView {
+            workload: Workload::Churn,
+            receiver_bps: 1e6,
+            iface_packets: 1_000_000,
+            run_cnt: 1_000_000,
+            run_time_ns: 100_000_000,
+        });
+        let skipdata = SkipCheck {
+            max_flows: 16,
+            packets_sent: 100,
+            wire_packets: 100,
+            ok_packets: 16,
+            ok_flows: 16,
+            overflow_packets: 84,
+            skipdata_records: 1,
+            windows: 1,
+        };
+        r.e2e.churn = Some(Churn {
+            secs: 2,
+            reps: 1,
+            rate_pps: 50_000,
+            frame_bytes: 60,
+            max_flows: 131_072,
+            skipdata,
+        });
+        let md = markdown(&r);
+        assert!(md.contains("### Churn: a new flow per packet"), "{md}");
+        // Collector CPU: flowlog 0.1 s/Mpkt (its programs), softflowd 1.0, pmacctd 2.0.
+        assert!(
+            md.contains("| softflowd | 50000 | 100.0 | 4.000 | 1.000 | 1.0000 | 1.0000 | 1.0000 | 1.5000 | 99 | 99.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("10.0x below softflowd (1000 vs 100 ms per Mpkt) | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 16 + 84 = 100 of 100 sent (100 on A's veth) | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 16 | 1 | 100 | 100 | 16 | 84 | 100 | 16 | 1 | yes |"),
+            "{md}"
+        );
     }
 
     #[test]

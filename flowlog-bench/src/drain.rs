@@ -264,10 +264,9 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Uncompresses the objects (not timed), then times gzipping their text again the way the
-/// batcher does: how much of the format step is compression.
-fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
-    use std::io::{Read as _, Write as _};
+/// The text of every finished object of `batches`, uncompressed.
+fn object_texts(batches: &[Batch]) -> anyhow::Result<Vec<Vec<u8>>> {
+    use std::io::Read as _;
     let mut texts = Vec::new();
     for b in batches {
         if let Batch::Object(o) = b {
@@ -278,6 +277,14 @@ fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
             texts.push(text);
         }
     }
+    Ok(texts)
+}
+
+/// Uncompresses the objects (not timed), then times gzipping their text again the way the
+/// batcher does: how much of the format step is compression.
+fn gzip_alone(batches: &[Batch]) -> anyhow::Result<(u64, f64)> {
+    use std::io::Write as _;
+    let texts = object_texts(batches)?;
     let t = Instant::now();
     for text in &texts {
         let mut gz = flate2::write::GzEncoder::new(
@@ -321,17 +328,8 @@ fn clear_every_entry(
 /// Gzip of the objects' text at levels 1, 2 and 3 (flate2, the batcher's backend): (level,
 /// CPU seconds, compressed bytes).
 fn gzip_levels(batches: &[Batch]) -> anyhow::Result<Vec<(u32, f64, usize)>> {
-    use std::io::{Read as _, Write as _};
-    let mut texts = Vec::new();
-    for b in batches {
-        if let Batch::Object(o) = b {
-            let mut text = Vec::new();
-            flate2::read::GzDecoder::new(&o.body[..])
-                .read_to_end(&mut text)
-                .context("gunzip of a finished object")?;
-            texts.push(text);
-        }
-    }
+    use std::io::Write as _;
+    let texts = object_texts(batches)?;
     let mut out = Vec::new();
     for level in 1..=3 {
         let t = thread_cpu_s();

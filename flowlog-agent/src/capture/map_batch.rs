@@ -87,13 +87,7 @@ pub fn delete_keys<T: Borrow<MapData>, K: Pod, V: Pod>(
             None => {}
             // The key at `n` was not in the map: skip it.
             Some(libc::ENOENT) => rest = &rest[1.min(rest.len())..],
-            // 524 is the kernel-internal ENOTSUPP that bpf(2) can leak.
-            Some(libc::EINVAL | 524 | libc::EOPNOTSUPP) if first && n == 0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "batch map operations",
-                ));
-            }
+            Some(e) if first && n == 0 && refused_batch(e) => return Err(unsupported()),
             Some(_) => return Err(err.unwrap_or_else(io::Error::last_os_error)),
         }
         first = false;
@@ -176,13 +170,7 @@ fn batch_all<T: Borrow<MapData>, K: Pod, V: Pod>(
                 batch *= 2;
                 continue;
             }
-            // 524 is the kernel-internal ENOTSUPP that bpf(2) can leak.
-            Some(libc::EINVAL | 524 | libc::EOPNOTSUPP) if first && n == 0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "batch map operations",
-                ));
-            }
+            Some(e) if first && n == 0 && refused_batch(e) => return Err(unsupported()),
             Some(_) => return Err(err.unwrap_or_else(io::Error::last_os_error)),
         }
         first = false;
@@ -208,4 +196,15 @@ pub fn read_all<K: aya::Pod + Copy, V: aya::Pod, T>(
         out.push((key, sum(&values)));
     }
     Ok(out)
+}
+
+/// Whether errno `e` from the first batch call, before anything moved, means the kernel does
+/// not know the batch command (524 is the kernel-internal ENOTSUPP that bpf(2) can leak).
+fn refused_batch(e: i32) -> bool {
+    matches!(e, libc::EINVAL | 524 | libc::EOPNOTSUPP)
+}
+
+/// The error callers take as "fall back to the iterator".
+fn unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "batch map operations")
 }

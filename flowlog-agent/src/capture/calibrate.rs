@@ -7,7 +7,6 @@
 
 use std::{
     io,
-    mem::size_of,
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
@@ -20,7 +19,7 @@ use aya::{
 use aya_obj::generated::{bpf_attr, bpf_cmd};
 use flowlog_common::{CLOCK_FIRST, CLOCK_LATEST, CLOCK_MAP, ClockSample, PROG_CLOCK};
 
-use crate::capture::clock::JiffiesClock;
+use crate::capture::{bpf_syscall::bpf, clock::JiffiesClock};
 
 /// Readings whose jiffies changed while CLOCK_MONOTONIC was read are taken again, this many
 /// times at most (a tick lasts milliseconds, a reading well under one).
@@ -124,16 +123,5 @@ fn test_run(program: &ProgramFd) -> io::Result<()> {
         t.repeat = 1;
     }
     // SAFETY: `attr` points at FRAME, which the kernel only reads, for `data_size_in` bytes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_PROG_TEST_RUN as libc::c_long,
-            &mut attr as *mut bpf_attr,
-            size_of::<bpf_attr>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { bpf(bpf_cmd::BPF_PROG_TEST_RUN, &mut attr) }
 }

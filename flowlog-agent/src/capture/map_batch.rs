@@ -21,6 +21,8 @@ use aya::{
 };
 use aya_obj::generated::{bpf_attr, bpf_cmd};
 
+use crate::capture::bpf_syscall::bpf;
+
 /// Entries moved per syscall at first; grown when a hash bucket holds more (ENOSPC).
 const INITIAL_BATCH: usize = 4096;
 
@@ -70,15 +72,7 @@ pub fn delete_keys<T: Borrow<MapData>, K: Pod, V: Pod>(
         }
         // SAFETY: `attr` points at `count` keys of the map's key size; the kernel only reads
         // them.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                bpf_cmd::BPF_MAP_DELETE_BATCH as libc::c_long,
-                &mut attr as *mut bpf_attr,
-                size_of::<bpf_attr>() as libc::c_uint,
-            )
-        };
-        let err = (ret < 0).then(io::Error::last_os_error);
+        let err = unsafe { bpf(bpf_cmd::BPF_MAP_DELETE_BATCH, &mut attr) }.err();
         // SAFETY: reading back the count the kernel filled in (keys deleted before any error).
         let n = (unsafe { attr.batch.count } as usize).min(rest.len());
         deleted += n;
@@ -147,15 +141,7 @@ fn batch_all<T: Borrow<MapData>, K: Pod, V: Pod>(
             b.map_fd = fd;
         }
         // SAFETY: `attr` points at buffers sized for `count` keys and `count * nr_cpus` values.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd as libc::c_long,
-                &mut attr as *mut bpf_attr,
-                size_of::<bpf_attr>() as libc::c_uint,
-            )
-        };
-        let err = (ret < 0).then(io::Error::last_os_error);
+        let err = unsafe { bpf(cmd, &mut attr) }.err();
         // SAFETY: reading back the count the kernel filled in.
         let n = unsafe { attr.batch.count } as usize;
         for i in 0..n.min(batch) {

@@ -4,6 +4,7 @@
 //! - [`attach`]: load it and attach the TC programs, once per interface (where a packet is
 //!   counted: `flowlog-ebpf/src/main.rs`).
 //! - [`attach_limits`]: the limits many interfaces reach (open files), named in one line.
+//! - [`bpf_syscall`]: the one raw `bpf(2)` call, for what aya does not offer.
 //! - [`collect`]: where a window is cut (flip the active slot, read the other, clear it once
 //!   its records are on disk).
 //! - [`drained`]: what a cut returns (one window's counts).
@@ -20,6 +21,7 @@
 
 pub mod attach;
 pub mod attach_limits;
+pub mod bpf_syscall;
 pub mod calibrate;
 pub mod clock;
 pub mod collect;

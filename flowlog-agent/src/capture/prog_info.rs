@@ -14,6 +14,8 @@ use std::{
 
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
+use crate::capture::bpf_syscall::bpf;
+
 /// Runs of the program behind `fd` that the kernel skipped as recursive (since it was loaded).
 pub fn recursion_misses(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: all-zero is a valid bpf_prog_info (plain integers and pointers the kernel only
@@ -27,16 +29,6 @@ pub fn recursion_misses(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most `info_len` bytes into `info`, which lives
     // until after the call; the kernel accepts a longer struct whose tail it does not know
     // when that tail is zero.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &raw mut attr,
-            size_of::<bpf_attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info.recursion_misses)
 }

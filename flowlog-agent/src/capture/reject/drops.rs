@@ -331,27 +331,20 @@ impl DropCapture {
     pub fn report_uncounted(&mut self) {
         if let Ok(values) = self.uncounted.get(&0, 0) {
             let total: u64 = values.iter().map(|c| c.packets).sum();
-            metrics::counter_add(
-                UNCOUNTED.0,
-                UNCOUNTED.1,
-                &[],
-                total.saturating_sub(self.uncounted_reported),
-            );
-            self.uncounted_reported = total;
+            add_growth(UNCOUNTED, total, &mut self.uncounted_reported);
         }
         match prog_info::recursion_misses(self.prog_fd.as_fd()) {
-            Ok(total) => {
-                metrics::counter_add(
-                    MISSED.0,
-                    MISSED.1,
-                    &[],
-                    total.saturating_sub(self.missed_reported),
-                );
-                self.missed_reported = total;
-            }
+            Ok(total) => add_growth(MISSED, total, &mut self.missed_reported),
             Err(e) => debug!(error = %e, "cannot read the kfree_skb program's skipped runs"),
         }
     }
+}
+
+/// Adds to `counter` (name, help) what the kernel's cumulative `total` grew by since
+/// `reported`, and remembers `total`.
+fn add_growth(counter: (&'static str, &'static str), total: u64, reported: &mut u64) {
+    metrics::counter_add(counter.0, counter.1, &[], total.saturating_sub(*reported));
+    *reported = total;
 }
 
 /// Exports the REJECT counters at zero for every (interface, direction, REJECT reason), so

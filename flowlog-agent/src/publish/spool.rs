@@ -42,8 +42,11 @@ const MAGIC: &[u8] = b"flowlog-spool 1\n";
 /// The lock file in a spool directory: locked (flock) by the agent that owns the spool, and
 /// holding its process id for the message another agent gives.
 const LOCK_FILE: &str = ".lock";
-/// How often [`lock`] starts over when the lock file or the directory vanished under it.
-const LOCK_ATTEMPTS: u32 = 20;
+/// How often [`lock`] starts over when the lock file or the directory vanished under it. Each
+/// try is a few syscalls. 20 tries all lost to an agent removing and re-creating its empty
+/// spool in a tight loop (the unit test below) in 2 of 8 runs; the bound is now far above any
+/// real race, and a thousand tries take milliseconds.
+const LOCK_ATTEMPTS: u32 = 1000;
 const EXTENSION: &str = "batch";
 /// Suffix given to a batch the destination refused for good, so it is kept but not retried.
 const REJECTED_SUFFIX: &str = "rejected";
